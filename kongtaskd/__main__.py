@@ -1,0 +1,5 @@
+"""``python -m kongtaskd`` is the same as the ``kongtaskd`` command."""
+
+from kongtaskd.cli import main
+
+raise SystemExit(main())

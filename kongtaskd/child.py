@@ -1,0 +1,362 @@
+"""The child loop: receive a job id -> load the row -> run the handler -> report the outcome.
+
+A child is forked by the supervisor and never returns into the supervisor's code: it ends
+in ``os._exit``. The supervisor's fork branch has already dropped what the child inherited
+but does not own (the supervisor's database socket, the other children's pipes); the child
+opens its own connection and imports the handler modules. It runs one job at a time and
+only ever reads job rows; the supervisor writes every outcome (in batches, see
+``supervisor.py``).
+
+Signals: SIGINT (a terminal's Ctrl-C hits the whole process group) and SIGHUP are ignored;
+shutdown is the supervisor's call. SIGTERM while a handler runs raises ``JobInterrupted``
+inside the handler, so its ``finally`` blocks run and the failure is reported with a
+traceback; SIGTERM while idle ends the child at once. The supervisor's death sends SIGTERM
+(``PR_SET_PDEATHSIG``) and closes the pipe: a child with a job then hands the job back to
+the queue itself, attempt refunded, and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import psycopg2
+from psycopg2 import extensions
+from setproctitle import setproctitle
+
+from kongtaskd import protocol, tunables
+from kongtaskd.context import JobContext
+from kongtaskd.errors import KongtaskError
+from kongtaskd.job import Job
+from kongtaskd.queries import Queries
+from kongtaskd.registry import Handler, load_handlers
+
+log = logging.getLogger("kongtaskd.child")
+
+#: Exit statuses of a child, read by the supervisor's reaper.
+EXIT_OK = 0
+EXIT_FATAL = 3  # could not start (import or connection failure); already reported as FATAL
+EXIT_INTERRUPTED = 4  # SIGTERM ended a running job (timeout, fast shutdown, supervisor gone)
+EXIT_ORPHANED = 5  # the supervisor went away
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ChildSettings:
+    """What a child needs to know, fixed when it is forked."""
+
+    index: int
+    pool_id: str
+    dsn: str
+    schema: str
+    tasks: Mapping[str, str]
+    task_modules: Sequence[str] = ()
+    python_path: Sequence[str] = ()
+    max_jobs: int | None = None
+    max_memory_mib: int | None = None
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a running handler when the child receives SIGTERM.
+
+    A BaseException, so that a handler's ``except Exception`` does not swallow it.
+    """
+
+
+_IDLE, _RUNNING, _REPORTING = 0, 1, 2
+
+
+class Child:
+    def __init__(self, settings: ChildSettings, channel: protocol.Channel) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.supervisor_pid = os.getppid()
+        self.state = _IDLE
+        self.stop_after_report = False
+        self.handlers: dict[str, Handler] = {}
+        self.conn: extensions.connection | None = None
+        self.queries: Queries | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.jobs_done = 0
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.watch_parent()
+        self.set_title("starting")
+        self.install_signals()
+        try:
+            self.handlers = load_handlers(
+                self.settings.tasks, self.settings.task_modules, self.settings.python_path
+            )
+            self.connect()
+        except KongtaskError as exc:
+            self.die(exc.message)
+        except Exception as exc:  # an import can raise anything; report it, don't hang
+            self.die(f"{type(exc).__name__}: {exc}")
+        self.channel.send(protocol.encode_ready(os.getpid(), sorted(self.handlers)))
+
+    def watch_parent(self) -> None:
+        # Ask the kernel to SIGTERM us when the supervisor dies, then make sure it has not
+        # died already (the request only covers deaths after it is made).
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # not Linux: pipe EOF still tells us
+        if os.getppid() != self.supervisor_pid:
+            os._exit(EXIT_ORPHANED)
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+        # The supervisor's wake-up fd was closed above; don't write to it from here.
+        signal.set_wakeup_fd(-1)
+
+    def on_sigterm(self, signum: int, frame: object) -> None:
+        if self.state == _RUNNING:
+            raise JobInterrupted(signal.Signals(signum).name)
+        if self.state == _REPORTING:
+            self.stop_after_report = True
+            return
+        os._exit(EXIT_INTERRUPTED)
+
+    def connect(self) -> None:
+        from kongtaskd.dsn import connect
+
+        self.conn = connect(
+            self.settings.dsn,
+            application_name=f"kongtaskd child {self.settings.index}",
+            autocommit=True,
+        )
+        self.queries = Queries(self.conn, self.settings.schema, names=("load_job", "release"))
+
+    def die(self, error: str) -> NoReturn:
+        try:
+            self.channel.send(protocol.encode_fatal(error))
+        except OSError:
+            pass
+        os._exit(EXIT_FATAL)
+
+    # -- the loop --------------------------------------------------------------------------
+    def serve(self) -> NoReturn:
+        """Run jobs as their ids arrive until told to stop or the supervisor goes away."""
+        while True:
+            self.set_title("idle")
+            message = self.channel.receive()
+            if message is None:  # EOF: the supervisor is gone
+                os._exit(EXIT_ORPHANED)
+            if message.kind is protocol.Kind.STOP:
+                self.exit(EXIT_OK)
+            if message.kind is protocol.Kind.RUN:
+                self.run_job(message.job_id)
+                if self.stop_after_report:
+                    self.exit(EXIT_INTERRUPTED)
+                self.recycle_if_due()
+
+    def run_job(self, job_id: int) -> None:
+        started = time.perf_counter()
+        row = self.load(job_id)
+        if row is None:
+            self.report(protocol.encode_skipped(job_id, "the job is gone or no longer ours"))
+            return
+        job = Job(*row[:-1], flags=sorted(row[-1]) if row[-1] else None)
+        handler = self.handlers.get(job.task_identifier)
+        self.set_title(f"running {job.task_identifier}#{job.id}")
+        if handler is None:  # cannot happen unless the registry changed under us
+            error = f"no handler for task {job.task_identifier!r} in this child"
+            self.report(protocol.encode_failed(job_id, 0.0, error))
+            return
+        job_log = logging.LoggerAdapter(
+            logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
+            {"job_id": job.id, "task": job.task_identifier},
+        )
+        job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
+        error = self.call(handler, job, job_log)
+        seconds = time.perf_counter() - started
+        self.jobs_done += 1
+        if error is None:
+            job_log.info("job succeeded in %.3fs", seconds)
+            self.report(protocol.encode_done(job_id, seconds))
+        else:
+            job_log.warning("job failed in %.3fs: %s", seconds, error.splitlines()[0])
+            self.report(protocol.encode_failed(job_id, seconds, error))
+
+    def load(self, job_id: int) -> tuple[Any, ...] | None:
+        assert self.queries is not None
+        for attempt in (1, 2):
+            try:
+                rows = self.queries.fetchall("load_job", job_id, self.settings.pool_id)
+                return rows[0] if rows else None
+            except psycopg2.OperationalError:
+                if attempt == 2:
+                    raise
+                self.reconnect()
+        return None
+
+    def reconnect(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        self.connect()
+
+    def call(self, handler: Handler, job: Job, job_log: logging.LoggerAdapter[Any]) -> str | None:
+        """Run the handler in its transaction. Returns None on success, else the error text."""
+        conn = self.conn
+        assert conn is not None
+        ctx = JobContext(job=job, logger=job_log, connection=conn, schema=self.settings.schema)
+        conn.autocommit = False
+        try:
+            self.state = _RUNNING
+            try:
+                result = handler(job.payload, ctx)
+                if inspect.isawaitable(result):
+                    result = self.event_loop().run_until_complete(result)
+            finally:
+                self.state = _REPORTING
+            if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+                conn.commit()
+            return None
+        except JobInterrupted as exc:
+            self.stop_after_report = True
+            self.rollback()
+            if os.getppid() != self.supervisor_pid:
+                self.hand_back(job.id)
+            return format_error(exc, f"job interrupted by {exc}")
+        except BaseException as exc:
+            self.rollback()
+            return format_error(exc)
+        finally:
+            self.restore_autocommit()
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop
+
+    def rollback(self) -> None:
+        assert self.conn is not None
+        try:
+            self.conn.rollback()
+        except psycopg2.Error:
+            pass  # a dead connection has nothing to roll back; reconnect happens on next use
+
+    def restore_autocommit(self) -> None:
+        assert self.conn is not None
+        try:
+            if self.conn.closed:
+                self.connect()
+            elif self.conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+                self.conn.rollback()
+            self.conn.autocommit = True
+        except (psycopg2.Error, KongtaskError):
+            self.conn = None
+            self.connect()
+
+    def hand_back(self, job_id: int) -> None:
+        """The supervisor is gone: put the job back in the queue ourselves, attempt refunded."""
+        try:
+            self.restore_autocommit()
+            assert self.queries is not None
+            self.queries.fetchall("release", [job_id], self.settings.pool_id)
+            log.warning("supervisor gone: returned job %d to the queue", job_id)
+        except Exception as exc:
+            log.error("supervisor gone and job %d could not be returned: %s", job_id, exc)
+        os._exit(EXIT_ORPHANED)
+
+    def report(self, frame: bytes) -> None:
+        self.state = _REPORTING
+        try:
+            self.channel.send(frame)
+        except OSError:
+            os._exit(EXIT_ORPHANED)  # the supervisor is gone; its successor sweeps the job
+        finally:
+            self.state = _IDLE
+
+    def recycle_if_due(self) -> None:
+        limit = self.settings.max_jobs
+        if limit is not None and self.jobs_done >= limit:
+            self.say_bye(f"recycled after {self.jobs_done} jobs")
+        mib_limit = self.settings.max_memory_mib
+        if mib_limit is not None:
+            rss = rss_mib()
+            if rss > mib_limit:
+                self.say_bye(f"recycled at {rss:.0f} MiB resident (limit {mib_limit} MiB)")
+
+    def say_bye(self, reason: str) -> NoReturn:
+        try:
+            self.channel.send(protocol.encode_bye(reason))
+        except OSError:
+            pass
+        self.exit(EXIT_OK)
+
+    def exit(self, code: int) -> NoReturn:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    def set_title(self, what: str) -> None:
+        setproctitle(f"kongtaskd: child {self.settings.index} {what}")
+
+
+def rss_mib() -> float:
+    """Current resident set size in MiB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def format_error(exc: BaseException, headline: str | None = None) -> str:
+    """The ``last_error`` text: ``Type: message`` then the traceback, bounded in size."""
+    head = headline or f"{type(exc).__name__}: {exc}"
+    text = head + "\n\n" + "".join(traceback.format_exception(exc)).rstrip()
+    limit = tunables.ERROR_TEXT_MAX_CHARS
+    if len(text) <= limit:
+        return text
+    cut = "\n[... traceback shortened ...]\n"
+    keep_head = min(len(head), limit // 4)
+    return text[:keep_head] + cut + text[-(limit - keep_head - len(cut)) :]
+
+
+def child_main(settings: ChildSettings, channel: protocol.Channel) -> NoReturn:
+    """Entry point in the forked process; never returns."""
+    code = EXIT_FATAL
+    try:
+        child = Child(settings, channel)
+        child.start()
+        child.serve()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_FATAL
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+Runner = Callable[[ChildSettings, protocol.Channel], NoReturn]

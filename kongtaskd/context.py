@@ -1,0 +1,40 @@
+"""What a handler receives as its second argument."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2.extensions import connection as Connection
+
+from kongtaskd.job import Job
+
+
+@dataclass
+class JobContext:
+    """``handler(payload, ctx)``: everything a handler may need besides its payload.
+
+    ``connection`` is the child's own psycopg2 connection. The handler's statements on it
+    run in one transaction that the child commits when the handler returns and rolls back
+    when it raises, so ``ctx.add_job`` follow-ups are enqueued only if the handler succeeds.
+    """
+
+    job: Job
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    connection: Connection
+    schema: str
+
+    def add_job(self, identifier: str, payload: Any = None, **options: Any) -> Job:
+        """``kongtaskd.add_job`` on this child's connection, inside the handler's transaction."""
+        from kongtaskd.enqueue import add_job
+
+        options.setdefault("schema", self.schema)
+        return add_job(self.connection, identifier, payload, **options)
+
+    def add_jobs(self, specs: Any, **options: Any) -> list[Job]:
+        """``kongtaskd.add_jobs`` on this child's connection, inside the handler's transaction."""
+        from kongtaskd.enqueue import add_jobs
+
+        options.setdefault("schema", self.schema)
+        return add_jobs(self.connection, specs, **options)

@@ -1,0 +1,213 @@
+"""The messages that travel between the supervisor and its children, and their framing.
+
+Each child has one ``AF_UNIX`` stream socket pair with the supervisor. A frame is::
+
+    length: uint32 big-endian (of what follows) | kind: 1 byte | body
+
+Bodies are binary for the hot messages (a job id, a job outcome) and JSON for the rare
+ones (the child's hello, a fatal start-up error). The supervisor sends job *ids* only; the
+child reads the row itself, so payload size never touches the pipe.
+
+Supervisor -> child
+    ``RUN``      body ``int64 job_id``                       run this job now
+    ``STOP``     empty                                      exit when idle (recycle, drain)
+
+Child -> supervisor
+    ``READY``    JSON ``{"pid", "tasks": [identifiers]}``   imports done, connected
+    ``FATAL``    JSON ``{"error": message}``                cannot start; exits next
+    ``DONE``     ``int64 job_id, float64 seconds``          the handler returned
+    ``FAILED``   ``int64 job_id, float64 seconds`` + UTF-8  the handler raised; text = error
+    ``SKIPPED``  ``int64 job_id`` + UTF-8 reason            the row was gone or not ours
+    ``BYE``      UTF-8 reason                               exiting by itself (recycling)
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+_HEADER = struct.Struct(">IB")  # frame length (kind + body), kind
+_ID = struct.Struct(">q")
+_OUTCOME = struct.Struct(">qd")
+_READ_SIZE = 65536
+
+
+class Kind(enum.IntEnum):
+    RUN = 1
+    STOP = 2
+    READY = 10
+    FATAL = 11
+    DONE = 12
+    FAILED = 13
+    SKIPPED = 14
+    BYE = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: Kind
+    job_id: int = 0
+    seconds: float = 0.0
+    text: str = ""
+    data: Any = None
+
+
+def _frame(kind: Kind, body: bytes) -> bytes:
+    return _HEADER.pack(len(body) + 1, kind) + body
+
+
+def encode_run(job_id: int) -> bytes:
+    return _frame(Kind.RUN, _ID.pack(job_id))
+
+
+def encode_stop() -> bytes:
+    return _frame(Kind.STOP, b"")
+
+
+def encode_ready(pid: int, tasks: list[str]) -> bytes:
+    return _frame(Kind.READY, json.dumps({"pid": pid, "tasks": tasks}).encode())
+
+
+def encode_fatal(error: str) -> bytes:
+    return _frame(Kind.FATAL, json.dumps({"error": error}).encode())
+
+
+def encode_done(job_id: int, seconds: float) -> bytes:
+    return _frame(Kind.DONE, _OUTCOME.pack(job_id, seconds))
+
+
+def encode_failed(job_id: int, seconds: float, error: str) -> bytes:
+    return _frame(Kind.FAILED, _OUTCOME.pack(job_id, seconds) + error.encode("utf-8", "replace"))
+
+
+def encode_skipped(job_id: int, reason: str) -> bytes:
+    return _frame(Kind.SKIPPED, _ID.pack(job_id) + reason.encode("utf-8", "replace"))
+
+
+def encode_bye(reason: str) -> bytes:
+    return _frame(Kind.BYE, reason.encode("utf-8", "replace"))
+
+
+def _decode(kind: Kind, body: bytes) -> Message:
+    if kind is Kind.RUN:
+        return Message(kind, job_id=_ID.unpack(body)[0])
+    if kind is Kind.DONE:
+        job_id, seconds = _OUTCOME.unpack(body)
+        return Message(kind, job_id=job_id, seconds=seconds)
+    if kind is Kind.FAILED:
+        job_id, seconds = _OUTCOME.unpack_from(body)
+        text = body[_OUTCOME.size :].decode("utf-8", "replace")
+        return Message(kind, job_id=job_id, seconds=seconds, text=text)
+    if kind is Kind.SKIPPED:
+        (job_id,) = _ID.unpack_from(body)
+        return Message(kind, job_id=job_id, text=body[_ID.size :].decode("utf-8", "replace"))
+    if kind is Kind.BYE:
+        return Message(kind, text=body.decode("utf-8", "replace"))
+    if kind in (Kind.READY, Kind.FATAL):
+        return Message(kind, data=json.loads(body))
+    return Message(kind)
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a frame we know."""
+
+
+class Channel:
+    """One end of a supervisor/child socket: buffered frame reading, whole-frame writes.
+
+    The supervisor's ends are non-blocking and read when the selector says so; a child's end
+    is blocking (it has nothing else to do while it waits for work).
+    """
+
+    __slots__ = ("_buffer", "closed", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, frame: bytes) -> None:
+        self.sock.sendall(frame)
+
+    def feed(self) -> bool:
+        """Read what is available into the buffer. Returns False at end of stream."""
+        try:
+            chunk = self.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            return False
+        self._buffer += chunk
+        return True
+
+    def drain(self) -> None:
+        """Read everything already in the socket (without blocking), e.g. from a dead peer."""
+        was_blocking = self.sock.getblocking()
+        self.sock.setblocking(False)
+        try:
+            while not self.closed:
+                try:
+                    chunk = self.sock.recv(_READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.closed = True
+                    break
+                self._buffer += chunk
+        finally:
+            if not self.closed:
+                self.sock.setblocking(was_blocking)
+
+    def next_message(self) -> Message | None:
+        """Take one complete frame off the buffer, or None if no whole frame is there yet."""
+        buf = self._buffer
+        if len(buf) < _HEADER.size:
+            return None
+        length, kind_byte = _HEADER.unpack_from(buf, 0)
+        end = 4 + length
+        if len(buf) < end:
+            return None
+        try:
+            kind = Kind(kind_byte)
+        except ValueError as exc:
+            raise ProtocolError(f"unknown message kind {kind_byte}") from exc
+        body = bytes(buf[_HEADER.size : end])
+        del buf[:end]
+        return _decode(kind, body)
+
+    def messages(self) -> Iterator[Message]:
+        """Yield every complete frame in the buffer, leaving a partial one for later."""
+        while (message := self.next_message()) is not None:
+            yield message
+
+    def receive(self) -> Message | None:
+        """Blocking read of the next message; None at end of stream (the peer is gone)."""
+        while True:
+            message = self.next_message()
+            if message is not None:
+                return message
+            if not self.feed():
+                return None
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+def channel_pair() -> tuple[Channel, Channel]:
+    """A connected pair: (supervisor's end, child's end)."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return Channel(parent), Channel(child)

@@ -1,0 +1,81 @@
+"""The runtime SQL: every statement the supervisor and children run, loaded from ``sql/*.sql``.
+
+Statements are read once, bound to the configured schema with ``sql.Identifier`` (so any
+name PostgreSQL allows works and none can inject SQL), and PREPAREd once per connection:
+the claim and completion statements run thousands of times a second, and skipping their
+parse and plan is the cheapest speed-up there is. Values always travel as parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+
+SCHEMA_PLACEHOLDER = ":SCHEMA"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One ``sql/<name>.sql`` file and the PostgreSQL types of its ``$n`` parameters."""
+
+    name: str
+    param_types: tuple[str, ...]
+
+
+STATEMENTS: dict[str, Statement] = {
+    s.name: s
+    for s in (
+        Statement("claim", ("text", "integer[]", "text[]", "integer")),
+        Statement("complete", ("bigint[]", "text")),
+        Statement("fail", ("bigint[]", "text[]", "text")),
+        Statement("release", ("bigint[]", "text")),
+        Statement("load_job", ("bigint", "text")),
+        Statement("register_tasks", ("text[]",)),
+    )
+}
+
+
+@functools.cache
+def _source(name: str) -> str:
+    return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
+
+
+def bind_schema(text: str, schema: str, conn: Connection) -> str:
+    """Replace the schema placeholder with the properly quoted identifier."""
+    quoted = sql.Identifier(schema).as_string(conn)
+    return text.replace(SCHEMA_PLACEHOLDER, quoted)
+
+
+class Queries:
+    """The prepared runtime statements of one connection."""
+
+    def __init__(self, conn: Connection, schema: str, names: tuple[str, ...] | None = None) -> None:
+        self.conn = conn
+        self.schema = schema
+        self._prefix = "kongtaskd_"
+        self._names = names if names is not None else tuple(STATEMENTS)
+        self.prepare()
+
+    def prepare(self) -> None:
+        """PREPARE every statement on this connection (again after a reconnect)."""
+        with self.conn.cursor() as cur:
+            for name in self._names:
+                statement = STATEMENTS[name]
+                body = bind_schema(_source(name), self.schema, self.conn)
+                types = ", ".join(statement.param_types)
+                cur.execute(f"PREPARE {self._prefix}{name} ({types}) AS {body}")
+
+    def execute(self, cur: Cursor, name: str, *params: Any) -> None:
+        placeholders = ", ".join(["%s"] * len(params))
+        cur.execute(f"EXECUTE {self._prefix}{name} ({placeholders})", params)
+
+    def fetchall(self, name: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            self.execute(cur, name, *params)
+            return cur.fetchall()

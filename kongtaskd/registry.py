@@ -1,0 +1,112 @@
+"""Task identifiers -> handler callables.
+
+Two ways to name a handler, both resolved in the child after the fork (the supervisor
+never imports user code, so a reload or a respawn picks up new code and a crashing import
+cannot take the supervisor down):
+
+* the ``tasks:`` mapping of the config: ``identifier: "package.module:function"``;
+* the ``@kongtaskd.task("identifier")`` decorator in a module listed in ``task_modules:``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kongtaskd.errors import TaskImportError
+
+Handler = Callable[..., Any]
+F = TypeVar("F", bound=Handler)
+
+#: Filled by @task as decorated modules are imported: identifier -> (callable, where).
+_DECORATED: dict[str, tuple[Handler, str]] = {}
+
+MAX_IDENTIFIER_LENGTH = 128  # graphile-worker's CHECK on _private_tasks.identifier
+
+
+def task(identifier: str) -> Callable[[F], F]:
+    """Register the decorated function as the handler of ``identifier``.
+
+    The module must be listed in ``task_modules:`` so the child imports it.
+    """
+    if not isinstance(identifier, str) or not identifier:
+        raise ValueError("kongtaskd.task() needs a non-empty task identifier string")
+    if len(identifier) > MAX_IDENTIFIER_LENGTH:
+        raise ValueError(f"task identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
+
+    def register(func: F) -> F:
+        where = f"{func.__module__}:{func.__qualname__}"
+        previous = _DECORATED.get(identifier)
+        if previous is not None and previous[1] != where:
+            raise ValueError(
+                f"task {identifier!r} is registered twice: by {previous[1]} and by {where}"
+            )
+        _DECORATED[identifier] = (func, where)
+        return func
+
+    return register
+
+
+def resolve(spec: str, *, identifier: str = "") -> Handler:
+    """Import ``"package.module:function"`` (the function may be dotted: ``Class.method``)."""
+    label = f"task {identifier!r}: " if identifier else ""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise TaskImportError(f"{label}handler {spec!r} is not of the form 'module:function'")
+    module = import_module(module_name, label)
+    target: Any = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TaskImportError(
+                f"{label}module {module_name!r} has no attribute {attr_path!r}"
+            ) from None
+    if not callable(target):
+        raise TaskImportError(f"{label}{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def import_module(name: str, label: str = "") -> Any:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # any failure of user code at import time is a config problem
+        detail = f"{type(exc).__name__}: {exc}"
+        raise TaskImportError(f"{label}cannot import module {name!r}: {detail}") from exc
+
+
+def load_handlers(
+    tasks: Mapping[str, str],
+    task_modules: Sequence[str] = (),
+    python_path: Sequence[str | Path] = (),
+) -> dict[str, Handler]:
+    """Import every configured handler and return identifier -> callable.
+
+    ``tasks`` maps identifiers to ``module:function`` specs; ``task_modules`` are imported
+    so their ``@task`` decorators run. An identifier named both ways must name the same
+    function.
+    """
+    for entry in reversed(list(python_path)):
+        path = str(entry)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    handlers: dict[str, Handler] = {}
+    for identifier, spec in tasks.items():
+        handlers[identifier] = resolve(spec, identifier=identifier)
+    for module_name in task_modules:
+        import_module(module_name)
+    for identifier, (func, where) in _DECORATED.items():
+        existing = handlers.get(identifier)
+        if existing is not None and existing is not func:
+            raise TaskImportError(
+                f"task {identifier!r} is named in 'tasks' and also registered by @task in {where}"
+            )
+        handlers[identifier] = func
+    if not handlers:
+        raise TaskImportError(
+            "no task handlers: name some under 'tasks:' or list modules under 'task_modules:'"
+        )
+    return handlers

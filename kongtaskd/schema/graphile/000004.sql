@@ -1,0 +1,9 @@
+-- graphile-worker migration 4 (released in 0.5.0):
+-- the priority argument and the admin functions.
+--
+-- Recorded no-op. kongtaskd refuses databases whose ledger stops between 1 and 10
+-- (graphile-worker < 0.14), so this file only ever runs on a fresh install, where nothing
+-- of the pre-0.14 layout exists and 000011 builds the 0.14.0 state directly (1..11 are
+-- applied in one transaction there; see kongtaskd/schema/ledger.py). It still gets its
+-- ledger row and breaking flag, so the ledger reads exactly like graphile-worker's and a
+-- graphile-worker sharing the database never runs its own migration 4 on top.

@@ -1,0 +1,1 @@
+"""The runtime SQL statements, one file each; loaded by kongtaskd.queries."""

@@ -1,0 +1,26 @@
+-- kongtaskd.add_job(): graphile-worker's own add_job() does the work (job_key modes, queue
+-- and task registration, NOTIFY), so a job added here is indistinguishable from one added
+-- by Node or by SQL. The join resolves task and queue names in the same round trip.
+-- MATERIALIZED guarantees the volatile function runs exactly once, whatever the plan.
+with job as materialized (
+  select *
+  from :SCHEMA.add_job(
+    identifier => %(identifier)s::text,
+    payload => %(payload)s::json,
+    queue_name => %(queue_name)s::text,
+    run_at => %(run_at)s::timestamptz,
+    max_attempts => %(max_attempts)s::integer,
+    job_key => %(job_key)s::text,
+    priority => %(priority)s::integer,
+    flags => %(flags)s::text[],
+    job_key_mode => coalesce(%(job_key_mode)s::text, 'replace')
+  )
+)
+select
+  job.id, tasks.identifier as task_identifier, queues.queue_name, job.payload,
+  job.priority, job.run_at, job.attempts, job.max_attempts, job.last_error,
+  job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
+  job.revision, job.flags
+from job
+join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
+left join :SCHEMA._private_job_queues as queues on queues.id = job.job_queue_id

@@ -1,0 +1,841 @@
+"""The supervisor: one process that owns the database side and a fleet of forked children.
+
+The loop, top to bottom (``Supervisor.run``)::
+
+    start            migrate, fork children, wait for their READY, connect, LISTEN
+    loop:
+      wait           sleep until a child writes, a NOTIFY lands, a signal or a timer fires
+      handle_signals act on what the signal handlers recorded (they only record)
+      read_children  take DONE / FAILED / READY / BYE messages off the children's pipes
+      reap           waitpid: a dead child's job fails with how it died; respawn
+      enforce_timeouts  SIGTERM (then SIGKILL) children whose job outlived its timeout
+      flush          write the collected outcomes: one statement for all successes, one
+                     for all failures
+      dispatch       claim as many jobs as there are idle children, send each one an id
+      tick           heartbeat, sd_notify status/watchdog, process title
+    stop             final flush (retried), children gone, heartbeat row deleted
+
+Where outcomes are written: here, in batches, not in the children. A child reports an
+outcome over its pipe (no database round trip in the child after the job), and the
+supervisor writes everything it collected in one loop turn with one ``complete`` and one
+``fail`` statement. Under load one turn collects many outcomes, so the database sees a
+few statements per batch instead of one per job; when idle the batch is a single job and
+nothing waits (the flush runs in the same turn the outcome arrives). The cost is a window
+in which a completion exists only in the supervisor's memory: if the supervisor is
+SIGKILLed inside it, the job stays locked by this pool and is failed and retried by the
+heartbeat sweep of another daemon (at-least-once, as always). Shutdown flushes before it
+exits, retrying for ``FINAL_FLUSH_DEADLINE`` seconds.
+
+Claims are sized to the idle children, so a claimed job is never held back while a child
+is idle and never waits behind a busy child: each claimed id goes straight down a pipe.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import random
+import secrets
+import selectors
+import signal
+import time
+from dataclasses import dataclass, field
+
+import psycopg2
+from psycopg2 import extensions
+from setproctitle import setproctitle
+
+from kongtaskd import protocol, tunables
+from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
+from kongtaskd.config import Config
+from kongtaskd.errors import ExitCode, KongtaskError, TaskImportError
+from kongtaskd.notify import Notifier
+from kongtaskd.queries import Queries
+
+log = logging.getLogger("kongtaskd.supervisor")
+
+# Child states.
+STARTING, IDLE, BUSY, RETIRING = "starting", "idle", "busy", "retiring"
+
+#: Signals the supervisor handles; the handlers only record them (see ``handle_signals``).
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+
+
+@dataclass
+class ChildProcess:
+    """The supervisor's view of one child."""
+
+    index: int
+    pid: int
+    channel: protocol.Channel
+    born: float
+    state: str = STARTING
+    job_id: int | None = None
+    task: str = ""
+    job_started: float = 0.0
+    deadline: float | None = None
+    #: Why we sent SIGTERM (timeout, shutdown); prefixed to the job's last_error.
+    kill_reason: str = ""
+    kill_at: float | None = None
+    fatal: str = ""
+    jobs_done: int = 0
+
+
+@dataclass
+class Outcomes:
+    """Outcomes reported by children and not yet written to the database."""
+
+    completed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    released: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.completed or self.failed or self.released)
+
+
+def new_pool_id(once: bool = False) -> str:
+    """graphile-worker's pool id format: ``pool-`` (or ``otpool-`` for run-once) + 18 hex."""
+    return ("otpool-" if once else "pool-") + secrets.token_hex(9)
+
+
+class Supervisor:
+    def __init__(self, config: Config, *, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self.pool_id = new_pool_id(once)
+        self.notifier = Notifier()
+        self.children: dict[int, ChildProcess] = {}  # by pid
+        self.selector = selectors.DefaultSelector()
+        self.signal_queue: collections.deque[int] = collections.deque()
+        self.wake_r, self.wake_w = os.pipe()
+        self.conn: extensions.connection | None = None
+        self.queries: Queries | None = None
+        self.outcomes = Outcomes()
+        self.task_ids: dict[str, int] = {}
+        self.task_names: dict[int, str] = {}
+        self.want_claim = True
+        self.next_poll = 0.0
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.fast = False
+        self.exit_code = ExitCode.OK
+        self.reconnect_at = 0.0
+        self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
+        self.respawn_at = 0.0
+        self.respawn_delay = tunables.RESPAWN_BACKOFF_FIRST
+        self.rapid_deaths = 0
+        self.last_fatal = ""
+        self.next_index = 0
+        self.jobs_done = 0
+        self.jobs_failed = 0
+        self.title = ""
+        self.next_watchdog = 0.0
+
+    # ======================================================================================
+    # The loop
+    # ======================================================================================
+    def run(self) -> int:
+        try:
+            self.start()
+            while not self.finished():
+                self.wait()
+                self.handle_signals()
+                self.read_children()
+                self.reap()
+                self.enforce_timeouts()
+                self.flush()
+                self.dispatch()
+                self.tick()
+        except KongtaskError as exc:
+            log.error("%s", exc.message)
+            self.exit_code = exc.exit_code
+            self.kill_children(signal.SIGKILL, "the daemon is exiting on an error")
+            self.reap_all(timeout=tunables.CHILD_KILL_GRACE)
+        finally:
+            self.stop()
+        return int(self.exit_code)
+
+    def finished(self) -> bool:
+        """Done when draining and every child is gone; ``stop()`` writes what is left."""
+        return self.draining and not self.children
+
+    # ======================================================================================
+    # Start
+    # ======================================================================================
+    def start(self) -> None:
+        log.info(
+            "kongtaskd supervisor starting: pool %s, %d children, schema %s",
+            self.pool_id,
+            self.config.concurrency,
+            self.config.schema,
+        )
+        self.install_signals()
+        if self.config.migrate:
+            self.migrate()
+        for _ in range(self.config.concurrency):
+            self.spawn()
+        self.await_children()
+        self.connect()
+        self.notifier.ready(self.status_line())
+        log.info(
+            "ready: %d children, tasks %s%s",
+            len(self.children),
+            ", ".join(sorted(self.task_ids)),
+            "" if self.once else f"; listening, polling every {self.config.poll_interval}s",
+        )
+
+    def install_signals(self) -> None:
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self.record_signal)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+
+    def record_signal(self, signum: int, frame: object) -> None:
+        self.signal_queue.append(signum)
+
+    def migrate(self) -> None:
+        from kongtaskd.dsn import connect
+        from kongtaskd.schema import migrate
+
+        # This connection is closed before any fork: none crosses into a child.
+        conn = connect(self.config.dsn, application_name="kongtaskd migrate")
+        try:
+            migrate(conn, self.config.schema, logger=log)
+        finally:
+            conn.close()
+
+    def await_children(self) -> None:
+        """Wait until every first-generation child said READY; a FATAL ends the start."""
+        deadline = time.monotonic() + tunables.CHILD_START_TIMEOUT
+        while any(c.state == STARTING for c in self.children.values()):
+            if time.monotonic() > deadline:
+                raise KongtaskError(
+                    f"children did not start within {tunables.CHILD_START_TIMEOUT:.0f}s "
+                    "(slow handler imports or an unreachable database?)"
+                )
+            self.wait(timeout=0.5)
+            self.handle_signals()
+            if self.draining:
+                return
+            self.read_children()
+            for child in self.children.values():
+                if child.fatal:
+                    raise TaskImportError(f"a child could not start: {child.fatal}")
+            self.reap()
+            if self.last_fatal:
+                raise TaskImportError(f"a child could not start: {self.last_fatal}")
+
+    def connect(self) -> None:
+        """(Re)open the supervisor's connection: PREPARE, register tasks, LISTEN."""
+        from kongtaskd.dsn import connect
+
+        conn = connect(self.config.dsn, application_name="kongtaskd supervisor", autocommit=True)
+        try:
+            queries = Queries(
+                conn,
+                self.config.schema,
+                names=("claim", "complete", "fail", "release", "register_tasks"),
+            )
+            self.conn, self.queries = conn, queries
+            self.register_tasks(sorted(self.task_ids) or self.configured_tasks())
+            if not self.once:
+                with conn.cursor() as cur:
+                    cur.execute('LISTEN "jobs:insert"; LISTEN "worker:migrate"')
+                self.selector.register(conn.fileno(), selectors.EVENT_READ, "database")
+        except BaseException:
+            self.conn = self.queries = None
+            conn.close()
+            raise
+        self.want_claim = True  # anything queued while we were away is waiting
+
+    def configured_tasks(self) -> list[str]:
+        return sorted(self.config.tasks)
+
+    def register_tasks(self, identifiers: list[str]) -> None:
+        assert self.queries is not None
+        for _ in range(2):  # a concurrent insert can hide a row from our snapshot; re-read once
+            rows = self.queries.fetchall("register_tasks", identifiers)
+            self.task_ids = {name: task_id for task_id, name in rows}
+            if len(self.task_ids) >= len(set(identifiers)):
+                break
+        self.task_names = {task_id: name for name, task_id in self.task_ids.items()}
+
+    # ======================================================================================
+    # Wait and signals
+    # ======================================================================================
+    def wait(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self.next_timeout()
+        for key, _ in self.selector.select(max(0.0, timeout)):
+            if key.data == "signal":
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif key.data == "database":
+                self.read_notifications()
+            else:
+                child: ChildProcess = key.data
+                if not child.channel.feed():
+                    self.selector.unregister(child.channel.fileno())
+
+    def next_timeout(self) -> float:
+        now = time.monotonic()
+        if self.want_claim and self.idle_children() and self.conn is not None and not self.draining:
+            return 0.0
+        deadlines = [self.next_poll if not self.once else now + 1.0]
+        if self.conn is None:
+            deadlines.append(self.reconnect_at)
+        if self.drain_deadline is not None:
+            deadlines.append(self.drain_deadline)
+        if len(self.children) < self.config.concurrency and not self.draining:
+            deadlines.append(self.respawn_at)
+        if self.outcomes:
+            deadlines.append(self.reconnect_at)
+        for child in self.children.values():
+            if child.deadline is not None and not child.kill_reason:
+                deadlines.append(child.deadline)
+            if child.kill_at is not None:
+                deadlines.append(child.kill_at)
+        if self.notifier.watchdog_interval:
+            deadlines.append(self.next_watchdog)
+        return max(tunables.MIN_POLL_INTERVAL, min(deadlines) - now) if deadlines else 1.0
+
+    def handle_signals(self) -> None:
+        while self.signal_queue:
+            signum = self.signal_queue.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.draining:
+                    self.begin_fast_stop(signal.Signals(signum).name)
+                else:
+                    self.begin_drain(f"received {signal.Signals(signum).name}")
+            elif signum == signal.SIGQUIT:
+                self.begin_drain("received SIGQUIT")
+                self.begin_fast_stop("SIGQUIT")
+            elif signum == signal.SIGTTIN:
+                self.resize(+1)
+            elif signum == signal.SIGTTOU:
+                self.resize(-1)
+            elif signum == signal.SIGHUP:
+                log.warning("SIGHUP: configuration reload is not supported yet; ignoring")
+            # SIGCHLD only wakes us; reap() runs every turn.
+
+    def resize(self, delta: int) -> None:
+        """SIGTTIN / SIGTTOU: one child more or fewer (never fewer than one)."""
+        new = max(1, self.config.concurrency + delta)
+        if new == self.config.concurrency:
+            return
+        self.config = dataclasses.replace(self.config, concurrency=new)
+        log.info("concurrency is now %d", new)
+        # One more: spawn_missing() forks it. One fewer: stop an idle child now; if all are
+        # busy, job_finished() stops the first one to finish (it sees one child too many).
+        idle = [c for c in self.children.values() if c.state in (IDLE, STARTING)]
+        if delta < 0 and idle:
+            self.retire(max(idle, key=lambda c: c.index))
+
+    def retire(self, child: ChildProcess) -> None:
+        """Tell an idle child to exit."""
+        self.send(child, protocol.encode_stop())
+        child.state = RETIRING
+
+    def begin_drain(self, why: str) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_deadline = time.monotonic() + self.config.shutdown_timeout
+        busy = sum(1 for c in self.children.values() if c.state == BUSY)
+        log.info(
+            "%s: draining (%d jobs running, shutdown_timeout %ss)",
+            why,
+            busy,
+            self.config.shutdown_timeout,
+        )
+        self.notifier.stopping(f"draining: {busy} jobs running")
+        for child in list(self.children.values()):
+            if child.state in (IDLE, STARTING):
+                self.retire(child)
+
+    def begin_fast_stop(self, why: str) -> None:
+        if self.fast:
+            return
+        self.fast = True
+        log.warning("%s: fast shutdown, killing running jobs", why)
+        self.kill_children(signal.SIGTERM, f"kongtaskd shut down fast ({why})")
+
+    # ======================================================================================
+    # Children: spawn, read, reap, kill
+    # ======================================================================================
+    def spawn(self) -> ChildProcess:
+        index = self.next_index
+        self.next_index += 1
+        parent_end, child_end = protocol.channel_pair()
+        settings = self.child_settings(index)
+        pid = os.fork()
+        if pid == 0:  # ---- in the child: drop the supervisor's things, never return ----
+            try:
+                parent_end.sock.close()
+                self.forget_in_child()
+                child_main(settings, child_end)
+            finally:
+                os._exit(EXIT_FATAL)
+        child_end.close()
+        parent_end.sock.setblocking(False)
+        child = ChildProcess(index=index, pid=pid, channel=parent_end, born=time.monotonic())
+        self.children[pid] = child
+        self.selector.register(parent_end.fileno(), selectors.EVENT_READ, child)
+        log.info("child %d started (pid %d)", index, pid)
+        return child
+
+    def child_settings(self, index: int) -> ChildSettings:
+        max_jobs = self.config.max_jobs_per_child
+        if max_jobs is not None:
+            max_jobs += int(max_jobs * tunables.RECYCLE_JITTER * random.random())
+        return ChildSettings(
+            index=index,
+            pool_id=self.pool_id,
+            dsn=self.config.dsn,
+            schema=self.config.schema,
+            tasks={name: spec.handler for name, spec in self.config.tasks.items()},
+            task_modules=tuple(self.config.task_modules),
+            python_path=tuple(str(p) for p in self.config.python_path),
+            max_jobs=max_jobs,
+            max_memory_mib=self.config.max_memory_per_child,
+        )
+
+    def forget_in_child(self) -> None:
+        """In a fresh fork: let go of every fd the supervisor owns, without using them.
+
+        The database socket is the dangerous one: finalising the inherited psycopg2
+        connection would send a Terminate message on the supervisor's session. So the fd is
+        closed underneath it and the object is kept alive (by ``self``) and never used; the
+        child ends in ``os._exit``, which runs no finalisers.
+        """
+        if self.conn is not None:
+            try:
+                os.close(self.conn.fileno())
+            except OSError:
+                pass
+        for other in self.children.values():
+            os.close(other.channel.sock.detach())
+        self.selector.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def read_children(self) -> None:
+        for child in list(self.children.values()):
+            for message in child.channel.messages():
+                self.on_message(child, message)
+
+    def on_message(self, child: ChildProcess, message: protocol.Message) -> None:
+        kind = message.kind
+        if kind is protocol.Kind.DONE:
+            self.outcomes.completed.append(message.job_id)
+            self.job_finished(child)
+        elif kind is protocol.Kind.FAILED:
+            text = message.text
+            if child.kill_reason:
+                text = f"{child.kill_reason}; {text}"
+            self.outcomes.failed[message.job_id] = text
+            self.job_finished(child)
+        elif kind is protocol.Kind.SKIPPED:
+            log.warning("job %d skipped by child %d: %s", message.job_id, child.index, message.text)
+            self.job_finished(child)
+        elif kind is protocol.Kind.READY:
+            if child.state == STARTING:
+                child.state = IDLE
+            self.respawn_delay = tunables.RESPAWN_BACKOFF_FIRST
+            self.rapid_deaths = 0
+            tasks = message.data.get("tasks", [])
+            if self.conn is not None and set(tasks) - set(self.task_ids):
+                self.register_tasks(sorted(set(tasks) | set(self.task_ids)))
+            elif self.conn is None:
+                self.task_ids.update({name: -1 for name in tasks if name not in self.task_ids})
+        elif kind is protocol.Kind.FATAL:
+            child.fatal = str(message.data.get("error", "unknown error"))
+            self.last_fatal = child.fatal
+            log.error("child %d could not start: %s", child.index, child.fatal)
+        elif kind is protocol.Kind.BYE:
+            log.info("child %d is leaving: %s", child.index, message.text)
+            child.state = RETIRING
+
+    def job_finished(self, child: ChildProcess) -> None:
+        child.job_id = None
+        child.deadline = None
+        child.jobs_done += 1
+        self.jobs_done += 1
+        if child.state == BUSY:
+            child.state = IDLE
+        too_many = len(self.live_children()) > self.config.concurrency
+        if child.state == IDLE and (self.draining or too_many):
+            self.retire(child)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self.on_child_exit(child, status)
+
+    def on_child_exit(self, child: ChildProcess, status: int) -> None:
+        # Whatever the child wrote before dying is still in the pipe: read it first, so a
+        # job that finished right before the death is recorded as finished.
+        child.channel.drain()
+        for message in child.channel.messages():
+            self.on_message(child, message)
+        try:
+            self.selector.unregister(child.channel.fileno())
+        except (KeyError, ValueError):
+            pass
+        child.channel.close()
+        how = describe_status(status)
+        if child.job_id is not None:
+            reason = child.kill_reason or f"child process {child.index} (pid {child.pid}) {how}"
+            self.outcomes.failed[child.job_id] = (
+                f"{reason} while running job {child.job_id} ({child.task}); "
+                "the handler may have run partly"
+            )
+            log.error("child %d %s while running job %d", child.index, how, child.job_id)
+        elif child.state == RETIRING and os.waitstatus_to_exitcode(status) == 0:
+            log.info("child %d exited", child.index)
+        else:
+            log.warning("child %d %s", child.index, how)
+        if (
+            time.monotonic() - child.born < tunables.CHILD_RAPID_DEATH_WINDOW
+            and child.state != RETIRING
+        ):
+            self.rapid_deaths += 1
+            self.respawn_at = time.monotonic() + self.respawn_delay
+            self.respawn_delay = min(self.respawn_delay * 2, tunables.RESPAWN_BACKOFF_MAX)
+            if self.rapid_deaths >= tunables.CHILD_RAPID_DEATH_LIMIT:
+                detail = f": {self.last_fatal}" if self.last_fatal else ""
+                error_type = TaskImportError if self.last_fatal else KongtaskError
+                raise error_type(
+                    f"children keep dying right after they start ({self.rapid_deaths} in a row)"
+                    f"{detail}; giving up"
+                )
+
+    def spawn_missing(self) -> None:
+        if self.draining or time.monotonic() < self.respawn_at:
+            return
+        while len(self.live_children()) < self.config.concurrency:
+            self.spawn()
+
+    def live_children(self) -> list[ChildProcess]:
+        return [c for c in self.children.values() if c.state != RETIRING]
+
+    def idle_children(self) -> list[ChildProcess]:
+        return [c for c in self.children.values() if c.state == IDLE]
+
+    def enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.kill_at is not None and now >= child.kill_at:
+                self.signal_child(child, signal.SIGKILL)
+                child.kill_at = None
+            elif child.deadline is not None and not child.kill_reason and now >= child.deadline:
+                limit = child.deadline - child.job_started
+                log.warning(
+                    "job %d (%s) timed out after %.0fs; stopping child %d",
+                    child.job_id,
+                    child.task,
+                    limit,
+                    child.index,
+                )
+                self.terminate(child, f"job timed out after {limit:g}s")
+        if self.drain_deadline is not None and now >= self.drain_deadline and not self.fast:
+            self.begin_fast_stop(f"shutdown_timeout of {self.config.shutdown_timeout:g}s expired")
+
+    def terminate(self, child: ChildProcess, reason: str) -> None:
+        """SIGTERM now (the handler gets JobInterrupted), SIGKILL after the grace period."""
+        child.kill_reason = reason
+        child.kill_at = time.monotonic() + tunables.CHILD_KILL_GRACE
+        self.signal_child(child, signal.SIGTERM)
+
+    def kill_children(self, signum: int, reason: str) -> None:
+        for child in list(self.children.values()):
+            if signum == signal.SIGTERM:
+                if child.job_id is not None:
+                    self.terminate(child, reason)
+                else:
+                    self.signal_child(child, signal.SIGTERM)
+            else:
+                child.kill_reason = child.kill_reason or reason
+                self.signal_child(child, signum)
+
+    def signal_child(self, child: ChildProcess, signum: int) -> None:
+        try:
+            os.kill(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def reap_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.children and time.monotonic() < deadline:
+            self.read_children()
+            self.reap()
+            if self.children:
+                time.sleep(0.01)
+        if self.children:
+            self.kill_children(signal.SIGKILL, "kongtaskd is exiting")
+            while self.children:
+                pid, status = os.waitpid(-1, 0)
+                child = self.children.pop(pid, None)
+                if child is not None:
+                    self.on_child_exit(child, status)
+
+    def send(self, child: ChildProcess, frame: bytes) -> bool:
+        try:
+            child.channel.send(frame)
+            return True
+        except (BlockingIOError, OSError):
+            return False
+
+    # ======================================================================================
+    # Database: notifications, flush, dispatch
+    # ======================================================================================
+    def read_notifications(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.poll()
+        except psycopg2.Error as exc:
+            self.connection_lost(exc)
+            return
+        self.take_notifications()
+
+    def take_notifications(self) -> None:
+        if self.conn is None or not self.conn.notifies:
+            return
+        for note in self.conn.notifies:
+            if note.channel == "jobs:insert":
+                self.want_claim = True
+            elif note.channel == "worker:migrate":
+                self.on_migrate_notice(note.payload)
+        self.conn.notifies.clear()
+
+    def on_migrate_notice(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return
+        if data.get("breaking"):
+            log.error(
+                "another process applied breaking migration %s; draining and exiting",
+                data.get("migrationNumber"),
+            )
+            self.exit_code = ExitCode.SCHEMA_TOO_NEW
+            self.begin_drain("breaking schema migration")
+
+    def flush(self) -> None:
+        """Write every collected outcome: successes in one statement, failures in another."""
+        if not self.outcomes or self.conn is None or self.queries is None:
+            self.maybe_reconnect()
+            return
+        outcomes = self.outcomes
+        try:
+            if outcomes.completed:
+                done = outcomes.completed
+                rows = self.queries.fetchall("complete", done, self.pool_id)
+                if len(rows) != len(done):
+                    lost = set(done) - {r[0] for r in rows}
+                    log.warning(
+                        "jobs %s finished but were no longer ours; not deleted", sorted(lost)
+                    )
+                outcomes.completed = []
+            if outcomes.failed:
+                ids = list(outcomes.failed)
+                rows = self.queries.fetchall(
+                    "fail", ids, [outcomes.failed[i] for i in ids], self.pool_id
+                )
+                self.jobs_failed += len(rows)
+                for job_id, attempts, max_attempts, run_at in rows:
+                    if attempts >= max_attempts:
+                        log.error("job %d failed permanently after %d attempts", job_id, attempts)
+                    else:
+                        log.info("job %d will be retried at %s", job_id, run_at.isoformat())
+                outcomes.failed = {}
+            if outcomes.released:
+                self.queries.fetchall("release", outcomes.released, self.pool_id)
+                outcomes.released = []
+        except psycopg2.Error as exc:
+            self.connection_lost(exc)
+            return
+        self.want_claim = True  # a finished job may have unlocked its queue's next job
+        self.take_notifications()
+
+    def dispatch(self) -> None:
+        """Claim one job per idle child and hand each its id."""
+        self.spawn_missing()
+        now = time.monotonic()
+        if now >= self.next_poll:
+            self.want_claim = True
+            self.next_poll = now + self.config.poll_interval
+        if self.draining or not self.want_claim or self.conn is None or self.queries is None:
+            return
+        idle = self.idle_children()
+        if not idle:
+            return
+        try:
+            rows = self.queries.fetchall(
+                "claim",
+                self.pool_id,
+                [i for i in self.task_ids.values() if i >= 0],
+                list(self.config.forbidden_flags) or None,
+                len(idle),
+            )
+        except psycopg2.Error as exc:
+            self.connection_lost(exc)
+            return
+        if len(rows) < len(idle):
+            self.want_claim = False  # the database had no more ready jobs for us just now
+        rows.sort(key=lambda r: (r[2], r[3], r[0]))  # priority, run_at, id
+        for child, (job_id, task_id, _priority, _run_at) in zip(idle, rows, strict=False):
+            self.assign(child, job_id, self.task_names.get(task_id, str(task_id)))
+        self.take_notifications()
+        if (
+            self.once
+            and not rows
+            and not any(c.job_id for c in self.children.values())
+            and not self.outcomes
+        ):
+            self.begin_drain("no more ready jobs (--once)")
+
+    def assign(self, child: ChildProcess, job_id: int, task: str) -> None:
+        now = time.monotonic()
+        child.job_id, child.task, child.job_started = job_id, task, now
+        timeout = self.timeout_for(task)
+        child.deadline = now + timeout if timeout else None
+        child.state = BUSY
+        if not self.send(child, protocol.encode_run(job_id)):
+            # The child died under us; it never saw the job, so give it back unharmed.
+            child.job_id = None
+            self.outcomes.released.append(job_id)
+
+    def timeout_for(self, task: str) -> float | None:
+        spec = self.config.tasks.get(task)
+        if spec is not None and spec.timeout is not None:
+            return float(spec.timeout)
+        return self.config.job_timeout
+
+    def connection_lost(self, exc: BaseException) -> None:
+        log.error(
+            "database connection lost: %s", str(exc).strip().splitlines()[0] if str(exc) else exc
+        )
+        if self.conn is not None:
+            try:
+                self.selector.unregister(self.conn.fileno())
+            except (KeyError, ValueError):
+                pass
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        self.conn = self.queries = None
+        self.schedule_reconnect()
+
+    def schedule_reconnect(self) -> None:
+        jitter = 0.5 + random.random() / 2
+        self.reconnect_at = time.monotonic() + self.reconnect_delay * jitter
+        self.reconnect_delay = min(self.reconnect_delay * 2, tunables.RECONNECT_BACKOFF_MAX)
+
+    def maybe_reconnect(self) -> None:
+        if self.conn is not None or time.monotonic() < self.reconnect_at:
+            return
+        try:
+            self.connect()
+        except (KongtaskError, psycopg2.Error) as exc:
+            message = exc.message if isinstance(exc, KongtaskError) else str(exc).strip()
+            log.warning("reconnect failed: %s", message)
+            self.schedule_reconnect()
+            return
+        log.info("database connection re-established")
+        self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
+
+    # ======================================================================================
+    # Tick: status, watchdog, title
+    # ======================================================================================
+    def tick(self) -> None:
+        self.maybe_reconnect()
+        busy = sum(1 for c in self.children.values() if c.state == BUSY)
+        title = f"kongtaskd: supervisor [{self.pool_id}] [{busy}/{self.config.concurrency} busy]"
+        if title != self.title:
+            self.title = title
+            setproctitle(title)
+        if self.notifier.watchdog_interval and time.monotonic() >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+            self.next_watchdog = time.monotonic() + self.notifier.watchdog_interval
+
+    def status_line(self) -> str:
+        busy = sum(1 for c in self.children.values() if c.state == BUSY)
+        idle = sum(1 for c in self.children.values() if c.state == IDLE)
+        return f"{busy} busy, {idle} idle; {self.jobs_done} jobs done, {self.jobs_failed} failed"
+
+    # ======================================================================================
+    # Stop
+    # ======================================================================================
+    def stop(self) -> None:
+        """Whatever happened: children gone, every outcome written (or logged), connection shut."""
+        if self.children:
+            self.begin_drain("exiting")
+            self.kill_children(signal.SIGTERM, "kongtaskd is exiting")
+            self.reap_all(timeout=tunables.CHILD_KILL_GRACE)
+        self.final_flush()
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        signal.set_wakeup_fd(-1)
+        log.info("kongtaskd supervisor stopped (%d jobs done)", self.jobs_done)
+
+    def final_flush(self) -> None:
+        deadline = time.monotonic() + tunables.FINAL_FLUSH_DEADLINE
+        while self.outcomes and time.monotonic() < deadline:
+            if self.conn is None:
+                self.reconnect_at = 0.0
+                self.maybe_reconnect()
+            self.flush()
+            if self.outcomes:
+                time.sleep(min(1.0, self.reconnect_delay))
+        if self.outcomes:
+            for job_id in self.outcomes.completed:
+                log.error("could not record success of job %d: the database is unreachable", job_id)
+            for job_id, text in self.outcomes.failed.items():
+                log.error("could not record failure of job %d: %s", job_id, text.splitlines()[0])
+
+
+def describe_status(status: int) -> str:
+    """'exited with code 3' / 'was killed by signal SIGKILL' from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return f"was killed by signal {name}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def run(config: Config, *, once: bool = False) -> int:
+    """Run the daemon until it is told to stop; return the process exit code."""
+    return Supervisor(config, once=once).run()

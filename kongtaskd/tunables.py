@@ -1,0 +1,47 @@
+"""Internal tunables: every timing and size the daemon uses that is not a config key.
+
+They live here, in one place, with the reason for each value. Config keys (what users
+set) are defined in ``kongtaskd.config``; these are the ones we chose for them.
+"""
+
+from __future__ import annotations
+
+#: Longest ``last_error`` a failure stores. Tracebacks of deep stacks can be huge; the head
+#: (exception type and message) and the tail (the innermost frames) are what people read.
+ERROR_TEXT_MAX_CHARS = 8192
+
+#: How long a freshly forked child may take to import its handlers and connect before the
+#: supervisor gives up on it. Imports of big frameworks take seconds; minutes mean a hang.
+CHILD_START_TIMEOUT = 60.0
+
+#: A child that dies within this many seconds of its birth died "immediately".
+CHILD_RAPID_DEATH_WINDOW = 5.0
+
+#: After this many immediate deaths in a row the supervisor stops respawning and exits:
+#: something in the environment is broken and a restart loop would only hide it.
+CHILD_RAPID_DEATH_LIMIT = 5
+
+#: Seconds between a child's SIGTERM (job timeout, fast shutdown) and its SIGKILL. Long
+#: enough for a handler's ``finally`` blocks, short enough that a stuck job is really gone.
+CHILD_KILL_GRACE = 5.0
+
+#: Respawn back-off after a child died: first delay, cap. Stops a crash loop from burning CPU.
+RESPAWN_BACKOFF_FIRST = 0.1
+RESPAWN_BACKOFF_MAX = 10.0
+
+#: Up to this fraction is added at random to ``max_jobs_per_child``, so children that were
+#: born together do not all recycle in the same second.
+RECYCLE_JITTER = 0.1
+
+#: Reconnect back-off for the supervisor's connection: first delay, cap (seconds), with
+#: jitter in [0.5, 1] like graphile-worker's listener.
+RECONNECT_BACKOFF_FIRST = 0.05
+RECONNECT_BACKOFF_MAX = 30.0
+
+#: How long shutdown keeps retrying to write outcomes that are still in memory before it
+#: gives up and logs them one by one (a lost database at shutdown). Never silently dropped.
+FINAL_FLUSH_DEADLINE = 30.0
+
+#: How often the supervisor re-checks for jobs with no NOTIFY (the config's
+#: ``poll_interval`` is the default); kept here only as a floor against busy loops.
+MIN_POLL_INTERVAL = 0.01
