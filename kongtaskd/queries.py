@@ -31,9 +31,10 @@ class Statement:
 STATEMENTS: dict[str, Statement] = {
     s.name: s
     for s in (
-        Statement("claim", ("text", "integer[]", "text[]", "integer")),
-        Statement("complete", ("bigint[]", "text")),
-        Statement("fail", ("bigint[]", "text[]", "text")),
+        Statement(
+            "claim",
+            ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
+        ),
         Statement("release", ("bigint[]", "text")),
         Statement("load_job", ("bigint", "text")),
         Statement("register_tasks", ("text[]",)),

@@ -4,30 +4,32 @@ The loop, top to bottom (``Supervisor.run``)::
 
     start            migrate, fork children, wait for their READY, connect, LISTEN
     loop:
-      wait           sleep until a child writes, a NOTIFY lands, a signal or a timer fires
-      handle_signals act on what the signal handlers recorded (they only record)
-      read_children  take DONE / FAILED / READY / BYE messages off the children's pipes
-      reap           waitpid: a dead child's job fails with how it died; respawn
-      enforce_timeouts  SIGTERM (then SIGKILL) children whose job outlived its timeout
-      flush          write the collected outcomes: one statement for all successes, one
-                     for all failures
-      dispatch       claim as many jobs as there are idle children, send each one an id
-      tick           heartbeat, sd_notify status/watchdog, process title
-    stop             final flush (retried), children gone, heartbeat row deleted
+      wait             sleep until a child writes, a NOTIFY lands, a signal or a timer fires
+      handle_signals   act on what the signal handlers recorded (they only record)
+      read_children    take DONE / FAILED / READY / BYE messages off the children's pipes
+      reap             waitpid: a dead child's job fails with how it died
+      manage_children  respawn; SIGTERM, then SIGKILL, a job past its timeout; drain deadline
+      dispatch         hand prefetched job ids to idle children (no database wait)
+      settle           ONE round trip: write the collected outcomes, claim more jobs
+      dispatch         hand out what was just claimed
+      tick             sd_notify status/watchdog, process title, reconnect when due
+    stop             children gone, remaining outcomes written (retried), connection closed
 
 Where outcomes are written: here, in batches, not in the children. A child reports an
 outcome over its pipe (no database round trip in the child after the job), and the
-supervisor writes everything it collected in one loop turn with one ``complete`` and one
-``fail`` statement. Under load one turn collects many outcomes, so the database sees a
-few statements per batch instead of one per job; when idle the batch is a single job and
-nothing waits (the flush runs in the same turn the outcome arrives). The cost is a window
-in which a completion exists only in the supervisor's memory: if the supervisor is
-SIGKILLed inside it, the job stays locked by this pool and is failed and retried by the
-heartbeat sweep of another daemon (at-least-once, as always). Shutdown flushes before it
-exits, retrying for ``FINAL_FLUSH_DEADLINE`` seconds.
+supervisor writes everything it collected during one loop turn together with its next
+claim, in one statement (``sql/claim.sql``): one round trip and one commit per turn,
+however many jobs finished. Under load a turn carries many outcomes; when idle it carries
+one and nothing waits (the write happens in the turn the outcome arrives). The cost is a
+window in which a completion exists only in the supervisor's memory: if the supervisor is
+SIGKILLed inside it, the job stays locked by this pool, and another daemon's heartbeat
+sweep fails it and it runs again (at-least-once, as always). Shutdown writes everything
+before it exits, retrying for ``FINAL_FLUSH_DEADLINE`` seconds.
 
-Claims are sized to the idle children, so a claimed job is never held back while a child
-is idle and never waits behind a busy child: each claimed id goes straight down a pipe.
+Claims are sized to the idle children plus, only while jobs are short, a prefetch of one
+job per child, so a child that finishes gets its next id at once. A claimed job never waits
+for a child while another is idle (idle children are served first, best job first), and a
+prefetched job that waits longer than ``PREFETCH_MAX_WAIT`` is handed back.
 """
 
 from __future__ import annotations
@@ -92,6 +94,17 @@ class ChildProcess:
     jobs_done: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PrefetchedJob:
+    """A job claimed for this pool that no child has started yet."""
+
+    id: int
+    task: str
+    priority: int
+    run_at: object
+    claimed_at: float
+
+
 @dataclass
 class Outcomes:
     """Outcomes reported by children and not yet written to the database."""
@@ -124,6 +137,10 @@ class Supervisor:
         self.outcomes = Outcomes()
         self.task_ids: dict[str, int] = {}
         self.task_names: dict[int, str] = {}
+        self.claimable_task_ids: list[int] = []
+        self.forbidden_flags = list(config.forbidden_flags) or None
+        self.prefetched: collections.deque[PrefetchedJob] = collections.deque()
+        self.average_job_seconds: float | None = None
         self.want_claim = True
         self.next_poll = 0.0
         self.draining = False
@@ -153,17 +170,13 @@ class Supervisor:
                 self.handle_signals()
                 self.read_children()
                 self.reap()
-                self.enforce_timeouts()
-                self.flush()
+                self.manage_children()
+                self.dispatch()
+                self.settle()
                 self.dispatch()
                 self.tick()
-        except KongtaskError as exc:
-            log.error("%s", exc.message)
-            self.exit_code = exc.exit_code
-            self.kill_children(signal.SIGKILL, "the daemon is exiting on an error")
-            self.reap_all(timeout=tunables.CHILD_KILL_GRACE)
         finally:
-            self.stop()
+            self.stop()  # also on errors: children gone, outcomes written, then re-raise
         return int(self.exit_code)
 
     def finished(self) -> bool:
@@ -244,10 +257,14 @@ class Supervisor:
 
         conn = connect(self.config.dsn, application_name="kongtaskd supervisor", autocommit=True)
         try:
+            with conn.cursor() as cur:
+                # The claim's array parameters make the planner re-plan it on every call
+                # (custom plans); the generic plan is as good and halves the round trip.
+                cur.execute("SET plan_cache_mode = force_generic_plan")
             queries = Queries(
                 conn,
                 self.config.schema,
-                names=("claim", "complete", "fail", "release", "register_tasks"),
+                names=("claim", "register_tasks"),
             )
             self.conn, self.queries = conn, queries
             self.register_tasks(sorted(self.task_ids) or self.configured_tasks())
@@ -272,6 +289,7 @@ class Supervisor:
             if len(self.task_ids) >= len(set(identifiers)):
                 break
         self.task_names = {task_id: name for name, task_id in self.task_ids.items()}
+        self.claimable_task_ids = sorted(self.task_names)
 
     # ======================================================================================
     # Wait and signals
@@ -295,9 +313,11 @@ class Supervisor:
 
     def next_timeout(self) -> float:
         now = time.monotonic()
-        if self.want_claim and self.idle_children() and self.conn is not None and not self.draining:
+        if self.conn is not None and not self.draining and self.want_claim and self.claim_size():
             return 0.0
         deadlines = [self.next_poll if not self.once else now + 1.0]
+        if self.prefetched:
+            deadlines.append(self.prefetched[0].claimed_at + tunables.PREFETCH_MAX_WAIT)
         if self.conn is None:
             deadlines.append(self.reconnect_at)
         if self.drain_deadline is not None:
@@ -444,13 +464,13 @@ class Supervisor:
         kind = message.kind
         if kind is protocol.Kind.DONE:
             self.outcomes.completed.append(message.job_id)
-            self.job_finished(child)
+            self.job_finished(child, message.seconds)
         elif kind is protocol.Kind.FAILED:
             text = message.text
             if child.kill_reason:
                 text = f"{child.kill_reason}; {text}"
             self.outcomes.failed[message.job_id] = text
-            self.job_finished(child)
+            self.job_finished(child, message.seconds)
         elif kind is protocol.Kind.SKIPPED:
             log.warning("job %d skipped by child %d: %s", message.job_id, child.index, message.text)
             self.job_finished(child)
@@ -472,7 +492,12 @@ class Supervisor:
             log.info("child %d is leaving: %s", child.index, message.text)
             child.state = RETIRING
 
-    def job_finished(self, child: ChildProcess) -> None:
+    def job_finished(self, child: ChildProcess, seconds: float | None = None) -> None:
+        if seconds is not None:
+            previous = self.average_job_seconds
+            self.average_job_seconds = (
+                seconds if previous is None else 0.8 * previous + 0.2 * seconds
+            )
         child.job_id = None
         child.deadline = None
         child.jobs_done += 1
@@ -533,6 +558,11 @@ class Supervisor:
                     f"{detail}; giving up"
                 )
 
+    def manage_children(self) -> None:
+        self.spawn_missing()
+        self.enforce_timeouts()
+        self.expire_prefetched()
+
     def spawn_missing(self) -> None:
         if self.draining or time.monotonic() < self.respawn_at:
             return
@@ -544,6 +574,9 @@ class Supervisor:
 
     def idle_children(self) -> list[ChildProcess]:
         return [c for c in self.children.values() if c.state == IDLE]
+
+    def busy_children(self) -> list[ChildProcess]:
+        return [c for c in self.children.values() if c.state == BUSY]
 
     def enforce_timeouts(self) -> None:
         now = time.monotonic()
@@ -645,79 +678,112 @@ class Supervisor:
             self.exit_code = ExitCode.SCHEMA_TOO_NEW
             self.begin_drain("breaking schema migration")
 
-    def flush(self) -> None:
-        """Write every collected outcome: successes in one statement, failures in another."""
-        if not self.outcomes or self.conn is None or self.queries is None:
-            self.maybe_reconnect()
-            return
-        outcomes = self.outcomes
-        try:
-            if outcomes.completed:
-                done = outcomes.completed
-                rows = self.queries.fetchall("complete", done, self.pool_id)
-                if len(rows) != len(done):
-                    lost = set(done) - {r[0] for r in rows}
-                    log.warning(
-                        "jobs %s finished but were no longer ours; not deleted", sorted(lost)
-                    )
-                outcomes.completed = []
-            if outcomes.failed:
-                ids = list(outcomes.failed)
-                rows = self.queries.fetchall(
-                    "fail", ids, [outcomes.failed[i] for i in ids], self.pool_id
-                )
-                self.jobs_failed += len(rows)
-                for job_id, attempts, max_attempts, run_at in rows:
-                    if attempts >= max_attempts:
-                        log.error("job %d failed permanently after %d attempts", job_id, attempts)
-                    else:
-                        log.info("job %d will be retried at %s", job_id, run_at.isoformat())
-                outcomes.failed = {}
-            if outcomes.released:
-                self.queries.fetchall("release", outcomes.released, self.pool_id)
-                outcomes.released = []
-        except psycopg2.Error as exc:
-            self.connection_lost(exc)
-            return
-        self.want_claim = True  # a finished job may have unlocked its queue's next job
-        self.take_notifications()
-
     def dispatch(self) -> None:
-        """Claim one job per idle child and hand each its id."""
-        self.spawn_missing()
+        """Hand prefetched jobs to idle children, best first. No database round trip."""
+        if not self.prefetched:
+            return
+        for child in self.idle_children():
+            if not self.prefetched:
+                break
+            job = self.prefetched.popleft()
+            self.assign(child, job.id, job.task)
+
+    def settle(self) -> None:
+        """One round trip: write every collected outcome and claim what the children need.
+
+        See ``sql/claim.sql``. Claims are sized to the idle children plus a small prefetch
+        (``prefetch_target``) so a child that finishes gets its next id without waiting for
+        the database. Failed writes stay in ``self.outcomes`` and are retried next turn.
+        """
+        if self.conn is None or self.queries is None:
+            return
         now = time.monotonic()
         if now >= self.next_poll:
             self.want_claim = True
             self.next_poll = now + self.config.poll_interval
-        if self.draining or not self.want_claim or self.conn is None or self.queries is None:
+        if self.draining:
+            self.release_prefetched("draining")
+        want = self.claim_size() if self.want_claim and not self.draining else 0
+        outcomes = self.outcomes
+        if not outcomes and want == 0:
             return
-        idle = self.idle_children()
-        if not idle:
-            return
+        failed_ids = list(outcomes.failed)
         try:
             rows = self.queries.fetchall(
                 "claim",
+                outcomes.completed,
+                failed_ids,
+                [outcomes.failed[i] for i in failed_ids],
+                outcomes.released,
                 self.pool_id,
-                [i for i in self.task_ids.values() if i >= 0],
-                list(self.config.forbidden_flags) or None,
-                len(idle),
+                self.claimable_task_ids,
+                self.forbidden_flags,
+                want,
             )
         except psycopg2.Error as exc:
             self.connection_lost(exc)
             return
-        if len(rows) < len(idle):
-            self.want_claim = False  # the database had no more ready jobs for us just now
-        rows.sort(key=lambda r: (r[2], r[3], r[0]))  # priority, run_at, id
-        for child, (job_id, task_id, _priority, _run_at) in zip(idle, rows, strict=False):
-            self.assign(child, job_id, self.task_names.get(task_id, str(task_id)))
+        self.outcomes = Outcomes()
+        claimed: list[PrefetchedJob] = []
+        written: set[int] = set()
+        for kind, job_id, task_id, priority, run_at, attempts, max_attempts in rows:
+            if kind == "claimed":
+                task = self.task_names.get(task_id, str(task_id))
+                claimed.append(PrefetchedJob(job_id, task, priority, run_at, now))
+                continue
+            written.add(job_id)
+            if kind == "failed":
+                self.jobs_failed += 1
+                if attempts >= max_attempts:
+                    log.error("job %d failed permanently after %d attempts", job_id, attempts)
+                else:
+                    log.info("job %d will be retried at %s", job_id, run_at.isoformat())
+        lost = (set(outcomes.completed) | set(failed_ids) | set(outcomes.released)) - written
+        if lost:
+            log.warning("jobs %s were no longer held by this pool; outcome dropped", sorted(lost))
+        if outcomes.completed or outcomes.failed or outcomes.released:
+            self.want_claim = True  # a finished job may have unlocked its queue's next job
+        if want:
+            if len(claimed) < want:
+                self.want_claim = False  # nothing more is ready for us right now
+            claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
+            self.prefetched.extend(claimed)
+            if self.once and not claimed and not self.prefetched and not self.busy_children():
+                self.begin_drain("no more ready jobs (--once)")
         self.take_notifications()
-        if (
-            self.once
-            and not rows
-            and not any(c.job_id for c in self.children.values())
-            and not self.outcomes
-        ):
-            self.begin_drain("no more ready jobs (--once)")
+
+    def claim_size(self) -> int:
+        """Idle children, plus the prefetch target, minus what is already prefetched."""
+        return max(0, len(self.idle_children()) + self.prefetch_target() - len(self.prefetched))
+
+    def prefetch_target(self) -> int:
+        """How many claimed-but-unstarted jobs to keep in hand.
+
+        Only when jobs are short: then a child frees up within milliseconds and a job in
+        hand starts "soon". With long jobs a prefetched job would sit locked while another
+        daemon could have run it, so then we claim only for idle children.
+        """
+        average = self.average_job_seconds
+        if average is None or average > tunables.PREFETCH_MAX_AVERAGE_JOB_SECONDS:
+            return 0
+        return self.config.concurrency
+
+    def release_prefetched(self, why: str) -> None:
+        """Give back jobs claimed but not started (attempt refunded on the next settle)."""
+        if self.prefetched:
+            log.info(
+                "returning %d claimed jobs that no child started (%s)", len(self.prefetched), why
+            )
+            self.outcomes.released.extend(job.id for job in self.prefetched)
+            self.prefetched.clear()
+
+    def expire_prefetched(self) -> None:
+        """A prefetched job that waited too long (children got slow) goes back to the queue."""
+        if not self.prefetched:
+            return
+        oldest = self.prefetched[0].claimed_at
+        if time.monotonic() - oldest > tunables.PREFETCH_MAX_WAIT:
+            self.release_prefetched("no child became free in time")
 
     def assign(self, child: ChildProcess, job_id: int, task: str) -> None:
         now = time.monotonic()
@@ -809,12 +875,15 @@ class Supervisor:
         log.info("kongtaskd supervisor stopped (%d jobs done)", self.jobs_done)
 
     def final_flush(self) -> None:
+        """Write what is left (outcomes, unstarted claims), retrying while the database is away."""
+        self.draining = True
+        self.release_prefetched("exiting")
         deadline = time.monotonic() + tunables.FINAL_FLUSH_DEADLINE
         while self.outcomes and time.monotonic() < deadline:
             if self.conn is None:
                 self.reconnect_at = 0.0
                 self.maybe_reconnect()
-            self.flush()
+            self.settle()
             if self.outcomes:
                 time.sleep(min(1.0, self.reconnect_delay))
         if self.outcomes:
@@ -822,6 +891,8 @@ class Supervisor:
                 log.error("could not record success of job %d: the database is unreachable", job_id)
             for job_id, text in self.outcomes.failed.items():
                 log.error("could not record failure of job %d: %s", job_id, text.splitlines()[0])
+            for job_id in self.outcomes.released:
+                log.error("could not hand back unstarted job %d", job_id)
 
 
 def describe_status(status: int) -> str:

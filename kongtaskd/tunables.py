@@ -45,3 +45,12 @@ FINAL_FLUSH_DEADLINE = 30.0
 #: How often the supervisor re-checks for jobs with no NOTIFY (the config's
 #: ``poll_interval`` is the default); kept here only as a floor against busy loops.
 MIN_POLL_INTERVAL = 0.01
+
+#: Prefetch (jobs claimed before a child is free) only while the average job takes less
+#: than this: then a child frees up within milliseconds and the job starts "soon". Longer
+#: jobs are claimed only for idle children, so no job sits locked while another daemon
+#: could run it.
+PREFETCH_MAX_AVERAGE_JOB_SECONDS = 0.05
+
+#: A prefetched job that no child took within this many seconds is handed back.
+PREFETCH_MAX_WAIT = 1.0

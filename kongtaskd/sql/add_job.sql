@@ -1,7 +1,11 @@
 -- kongtaskd.add_job(): graphile-worker's own add_job() does the work (job_key modes, queue
 -- and task registration, NOTIFY), so a job added here is indistinguishable from one added
--- by Node or by SQL. The join resolves task and queue names in the same round trip.
--- MATERIALIZED guarantees the volatile function runs exactly once, whatever the plan.
+-- by Node or by SQL. MATERIALIZED guarantees the volatile function runs exactly once.
+--
+-- The joins resolve task and queue names in the same round trip when those rows existed
+-- before this statement. A task or queue row that add_job() itself just inserted is not
+-- visible to this statement's snapshot, so its name comes back null; the caller then looks
+-- it up (job_names.sql), which happens only the first time a name is used.
 with job as materialized (
   select *
   from :SCHEMA.add_job(
@@ -20,7 +24,8 @@ select
   job.id, tasks.identifier as task_identifier, queues.queue_name, job.payload,
   job.priority, job.run_at, job.attempts, job.max_attempts, job.last_error,
   job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
-  job.revision, job.flags
+  job.revision, job.flags, job.task_id, job.job_queue_id
 from job
-join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
+left join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
 left join :SCHEMA._private_job_queues as queues on queues.id = job.job_queue_id
+where job.id is not null

@@ -2,9 +2,11 @@
 -- The specs travel as one JSON array parameter and become a job_spec[] in the database
 -- (as graphile-worker's own bulk loader does), so a batch costs one round trip and no SQL
 -- is built from the values. WITH ORDINALITY keeps the rows in the order the function
--- returned them; MATERIALIZED makes sure the function runs exactly once.
+-- returned them (its join's order, not necessarily the specs'); MATERIALIZED makes sure
+-- the function runs exactly once. Names of tasks and queues this very call registered
+-- come back null; see add_job.sql.
 with job as materialized (
-  select added.*, added.ordinality
+  select *
   from :SCHEMA.add_jobs(
     array(
       select spec
@@ -17,8 +19,8 @@ select
   job.id, tasks.identifier as task_identifier, queues.queue_name, job.payload,
   job.priority, job.run_at, job.attempts, job.max_attempts, job.last_error,
   job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
-  job.revision, job.flags
+  job.revision, job.flags, job.task_id, job.job_queue_id
 from job
-join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
+left join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
 left join :SCHEMA._private_job_queues as queues on queues.id = job.job_queue_id
 order by job.ordinality

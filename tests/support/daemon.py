@@ -1,0 +1,206 @@
+"""Run a real kongtaskd daemon in a subprocess and watch it like systemd would.
+
+The daemon gets a ``NOTIFY_SOCKET`` bound by the test, so tests wait for ``READY=1`` /
+``STOPPING=1`` datagrams instead of sleeping, and a log file whose text tests can search.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+
+#: The fixture handlers by task identifier.
+TASKS = {
+    name: f"handlers:{name}"
+    for name in (
+        "noop",
+        "remember",
+        "fail",
+        "fail_then_succeed",
+        "exit_hard",
+        "kill_self",
+        "segfault",
+        "spin",
+        "burn_cpu",
+        "remember_async",
+        "enqueue_follow_up",
+    )
+}
+
+
+def write_config(directory: Path, dsn: str, **overrides: Any) -> Path:
+    """A YAML config for the fixture handlers; ``overrides`` replace or add keys."""
+    config: dict[str, Any] = {
+        "connection": dsn,
+        "concurrency": 2,
+        "poll_interval": 0.5,
+        "python_path": [str(FIXTURES)],
+        "tasks": dict(TASKS),
+        "task_modules": ["handlers"],
+        "log": {"level": "info", "format": "text"},
+    }
+    config.update(overrides)
+    path = directory / "kongtask.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def prepare_database(dsn: str) -> None:
+    """Install the schema and the fixture handlers' kt_runs table."""
+    from kongtaskd.schema import migrate
+    from tests.fixtures.handlers import RUNS_TABLE
+
+    conn = psycopg2.connect(dsn)
+    try:
+        migrate(conn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(RUNS_TABLE)
+    finally:
+        conn.close()
+
+
+class Daemon:
+    """``kongtaskd -c CONFIG`` as a child process of the test, with a notify socket."""
+
+    def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="kt-daemon-"))
+        self.notify_path = str(self.dir / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.notify_path)
+        self.messages: list[str] = []
+        self.log_path = self.dir / "daemon.log"
+        environ = dict(os.environ)
+        environ.pop("DATABASE_URL", None)
+        environ["NOTIFY_SOCKET"] = self.notify_path
+        environ["PYTHONUNBUFFERED"] = "1"
+        environ.update(env or {})
+        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kongtaskd", "-c", str(config), *args],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            cwd=str(self.dir),
+            start_new_session=True,  # a test's Ctrl-C must not reach it behind the test's back
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def notifications(self, timeout: float = 0.0) -> list[str]:
+        """Read the datagrams that arrived (waiting up to ``timeout`` for the first)."""
+        self.sock.settimeout(timeout if timeout > 0 else 0.0001)
+        try:
+            while True:
+                data = self.sock.recv(4096).decode()
+                self.messages.append(data)
+                self.sock.settimeout(0.0001)
+        except (BlockingIOError, TimeoutError, socket.timeout):
+            pass
+        return self.messages
+
+    def wait_for_notification(self, field: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.notifications(timeout=0.05):
+                if field in message.split("\n"):
+                    return message
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited with {self.proc.returncode} before {field}:\n{self.log()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {field} within {timeout}s:\n{self.log()}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self.wait_for_notification("READY=1", timeout)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon still running after {timeout}s:\n{self.log()}") from None
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        """Pids of the daemon's child processes, from /proc."""
+        kids: list[int] = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid:
+                kids.append(int(entry.name))
+        return kids
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self.log_file.close()
+        self.sock.close()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_once(config: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """``kongtaskd -c CONFIG --once``: run until no job is ready, return the finished process."""
+    environ = dict(os.environ)
+    environ.pop("DATABASE_URL", None)
+    environ.pop("NOTIFY_SOCKET", None)
+    return subprocess.run(
+        [sys.executable, "-m", "kongtaskd", "-c", str(config), "--once", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+    )
+
+
+def query(dsn: str, text: str, params: Any = None) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(text, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()

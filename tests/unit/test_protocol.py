@@ -1,0 +1,89 @@
+"""The pipe protocol: framing survives partial reads, every message round-trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from kongtaskd import protocol
+from kongtaskd.protocol import Kind
+
+
+def roundtrip(frames: list[bytes], chunk: int) -> list[protocol.Message]:
+    parent, child = protocol.channel_pair()
+    try:
+        data = b"".join(frames)
+        received: list[protocol.Message] = []
+        for start in range(0, len(data), chunk):  # deliver in awkward pieces
+            child.sock.sendall(data[start : start + chunk])
+            parent.feed()
+            received.extend(parent.messages())
+        return received
+    finally:
+        parent.close()
+        child.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 4096])
+def test_every_message_round_trips_through_partial_reads(chunk: int):
+    frames = [
+        protocol.encode_run(2**40 + 7),
+        protocol.encode_stop(),
+        protocol.encode_ready(1234, ["a", "b/c"]),
+        protocol.encode_fatal("cannot import module 'x': ImportError: boom"),
+        protocol.encode_done(42, 0.125),
+        protocol.encode_failed(43, 1.5, "ValueError: ünïcode\n\nTraceback ..."),
+        protocol.encode_skipped(44, "gone"),
+        protocol.encode_bye("recycled after 10 jobs"),
+    ]
+    got = roundtrip(frames, chunk)
+    assert [m.kind for m in got] == [
+        Kind.RUN,
+        Kind.STOP,
+        Kind.READY,
+        Kind.FATAL,
+        Kind.DONE,
+        Kind.FAILED,
+        Kind.SKIPPED,
+        Kind.BYE,
+    ]
+    assert got[0].job_id == 2**40 + 7
+    assert got[2].data == {"pid": 1234, "tasks": ["a", "b/c"]}
+    assert got[3].data == {"error": "cannot import module 'x': ImportError: boom"}
+    assert (got[4].job_id, got[4].seconds) == (42, 0.125)
+    assert (got[5].job_id, got[5].seconds) == (43, 1.5)
+    assert got[5].text == "ValueError: ünïcode\n\nTraceback ..."
+    assert (got[6].job_id, got[6].text) == (44, "gone")
+    assert got[7].text == "recycled after 10 jobs"
+
+
+def test_receive_blocks_for_a_whole_frame_and_reports_end_of_stream():
+    parent, child = protocol.channel_pair()
+    frame = protocol.encode_run(5)
+    parent.sock.sendall(frame[:3])
+    parent.sock.sendall(frame[3:] + protocol.encode_stop())
+    assert child.receive() == protocol.Message(Kind.RUN, job_id=5)
+    assert child.receive() == protocol.Message(Kind.STOP)
+    parent.close()
+    assert child.receive() is None
+    child.close()
+
+
+def test_drain_reads_what_a_dead_peer_left_behind():
+    parent, child = protocol.channel_pair()
+    child.sock.sendall(protocol.encode_done(9, 0.5) + protocol.encode_failed(10, 0.1, "x"))
+    child.close()
+    parent.sock.setblocking(False)
+    parent.drain()
+    assert [m.job_id for m in parent.messages()] == [9, 10]
+    assert parent.closed
+    parent.close()
+
+
+def test_unknown_kind_is_a_protocol_error():
+    parent, child = protocol.channel_pair()
+    child.sock.sendall(b"\x00\x00\x00\x01\x63")
+    parent.feed()
+    with pytest.raises(protocol.ProtocolError, match="unknown message kind 99"):
+        list(parent.messages())
+    parent.close()
+    child.close()
