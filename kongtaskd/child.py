@@ -39,6 +39,7 @@ from kongtaskd import protocol, tunables
 from kongtaskd.context import JobContext
 from kongtaskd.errors import KongtaskError
 from kongtaskd.job import Job
+from kongtaskd.logs import job_context
 from kongtaskd.queries import Queries
 from kongtaskd.registry import Handler, load_handlers
 
@@ -187,15 +188,18 @@ class Child:
             logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
             {"job_id": job.id, "task": job.task_identifier},
         )
-        job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
-        error = self.call(handler, job, job_log)
-        seconds = time.perf_counter() - started
-        self.jobs_done += 1
+        with job_context(job.id, job.task_identifier):  # every log record names the job
+            job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
+            error = self.call(handler, job, job_log)
+            seconds = time.perf_counter() - started
+            self.jobs_done += 1
+            if error is None:
+                job_log.info("job succeeded in %.3fs", seconds)
+            else:
+                job_log.warning("job failed in %.3fs: %s", seconds, error.splitlines()[0])
         if error is None:
-            job_log.info("job succeeded in %.3fs", seconds)
             self.report(protocol.encode_done(job_id, seconds))
         else:
-            job_log.warning("job failed in %.3fs: %s", seconds, error.splitlines()[0])
             self.report(protocol.encode_failed(job_id, seconds, error))
 
     def load(self, job_id: int) -> tuple[Any, ...] | None:

@@ -42,6 +42,7 @@ __all__ = [
     "JobSpec",
     "add_job",
     "add_jobs",
+    "check_job_arguments",
     "remove_job",
 ]
 
@@ -109,9 +110,7 @@ def _check_str(name: str, value: object, max_length: int, *, optional: bool) -> 
     if not value:
         raise InvalidJobArgument(name, "must not be empty")
     if len(value) > max_length:
-        raise InvalidJobArgument(
-            name, f"must be at most {max_length} characters, got {len(value)}"
-        )
+        raise InvalidJobArgument(name, f"must be at most {max_length} characters, got {len(value)}")
     return value
 
 
@@ -257,12 +256,57 @@ def _cursor(conn_or_dsn: Connection | str) -> Iterator[Cursor]:
         conn.close()
 
 
-def _jobs(cur: Cursor) -> list[Job]:
+def _jobs(cur: Cursor, schema: str) -> list[Job]:
+    """The rows of an add/remove statement as Jobs, with task and queue names filled in.
+
+    A name is null when the same statement registered it (see ``sql/add_job.sql``); those
+    few are looked up with one more query, in the same transaction.
+    """
     names = [column.name for column in cur.description or ()]
-    return [Job.from_row(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+    rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    task_ids = {r["task_id"] for r in rows if r["task_identifier"] is None}
+    queue_ids = {r["job_queue_id"] for r in rows if r["job_queue_id"] and r["queue_name"] is None}
+    if task_ids or queue_ids:
+        cur.execute(
+            _bound("job_names", schema, cur.connection),
+            {"task_ids": sorted(task_ids), "queue_ids": sorted(queue_ids)},
+        )
+        found = {(kind, id_): name for kind, id_, name in cur.fetchall()}
+        for row in rows:
+            if row["task_identifier"] is None:
+                row["task_identifier"] = found.get(("task", row["task_id"]))
+            if row["job_queue_id"] and row["queue_name"] is None:
+                row["queue_name"] = found.get(("queue", row["job_queue_id"]))
+    return [Job.from_row(row) for row in rows]
 
 
 # --- public API -------------------------------------------------------------------------
+
+
+def check_job_arguments(
+    identifier: str,
+    payload: Any = None,
+    *,
+    queue_name: str | None = None,
+    run_at: dt.datetime | None = None,
+    max_attempts: int | None = None,
+    job_key: str | None = None,
+    job_key_mode: str | None = None,
+    priority: int | None = None,
+    flags: Sequence[str] | None = None,
+    schema: str = "graphile_worker",
+) -> tuple[_CheckedSpec, str | None, str]:
+    """Check ``add_job``'s arguments without touching a database (the CLI checks first).
+
+    Raises :class:`InvalidJobArgument` / :class:`InvalidJobArgumentType` naming the
+    argument; returns the checked values for ``add_job``.
+    """
+    spec = _check_spec(
+        "",
+        JobSpec(identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags),
+    )
+    mode = _check_job_key_mode("job_key_mode", job_key_mode)
+    return spec, mode, _check_schema(schema)
 
 
 def add_job(
@@ -287,18 +331,24 @@ def add_job(
     with graphile-worker's meaning; as there, a mode without a key is accepted and moot.
     """
     _check_target(conn_or_dsn)
-    spec = _check_spec(
-        "",
-        JobSpec(identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags),
+    spec, mode, schema = check_job_arguments(
+        identifier,
+        payload,
+        queue_name=queue_name,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        job_key=job_key,
+        job_key_mode=job_key_mode,
+        priority=priority,
+        flags=flags,
+        schema=schema,
     )
-    mode = _check_job_key_mode("job_key_mode", job_key_mode)
-    schema = _check_schema(schema)
     with _cursor(conn_or_dsn) as cur:
         cur.execute(
             _bound("add_job", schema, cur.connection),
             {**dataclasses.asdict(spec), "job_key_mode": mode},
         )
-        jobs = _jobs(cur)
+        jobs = _jobs(cur, schema)
     if not jobs:
         # add_jobs' upsert skips a key whose job is locked after clearing it, so this
         # should not happen; say so rather than return a half-made Job.
@@ -317,6 +367,8 @@ def add_jobs(
 
     With ``job_key_preserve_run_at`` a spec whose key matches a job that has not started
     yet keeps that job's ``run_at`` (graphile-worker's ``preserve_run_at`` mode for a batch).
+    The jobs come back in the order ``add_jobs`` returns them, which is not necessarily the
+    order of ``specs``: match them by ``key`` where it matters.
     """
     _check_target(conn_or_dsn)
     if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
@@ -358,7 +410,7 @@ def add_jobs(
             _bound("add_jobs", schema, cur.connection),
             {"specs": document, "job_key_preserve_run_at": job_key_preserve_run_at},
         )
-        return _jobs(cur)
+        return _jobs(cur, schema)
 
 
 def remove_job(
@@ -375,6 +427,5 @@ def remove_job(
     schema = _check_schema(schema)
     with _cursor(conn_or_dsn) as cur:
         cur.execute(_bound("remove_job", schema, cur.connection), {"job_key": key})
-        jobs = _jobs(cur)
+        jobs = _jobs(cur, schema)
     return jobs[0] if jobs else None
-

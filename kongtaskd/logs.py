@@ -132,7 +132,9 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD_ATTRIBUTES and key not in entry:
                 entry[key] = value
         # default=str: an extra value that JSON cannot hold is still logged, as text.
-        return mask_secrets(json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":")))
+        return mask_secrets(
+            json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        )
 
 
 class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]

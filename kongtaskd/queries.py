@@ -17,7 +17,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-SCHEMA_PLACEHOLDER = ":SCHEMA"
+SCHEMA_PLACEHOLDER = "{{schema}}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ STATEMENTS: dict[str, Statement] = {
         Statement("release", ("bigint[]", "text")),
         Statement("load_job", ("bigint", "text")),
         Statement("register_tasks", ("text[]",)),
+        Statement("heartbeat", ("text", "text", "integer", "text", "integer", "integer", "bigint")),
+        Statement("sweep", ("float8", "text")),
+        Statement("sweep_expired", ("float8",)),
+        Statement("forget_pool", ("text",)),
     )
 }
 

@@ -44,6 +44,7 @@ import secrets
 import selectors
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg2
@@ -54,6 +55,7 @@ from kongtaskd import protocol, tunables
 from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
 from kongtaskd.config import Config
 from kongtaskd.errors import ExitCode, KongtaskError, TaskImportError
+from kongtaskd.heartbeat import Heartbeat
 from kongtaskd.notify import Notifier
 from kongtaskd.queries import Queries
 
@@ -92,6 +94,12 @@ class ChildProcess:
     kill_at: float | None = None
     fatal: str = ""
     jobs_done: int = 0
+    #: Bumped by each SIGHUP; children of an older generation are replaced one by one.
+    generation: int = 0
+    #: Exit after the current job (a reload or SIGTTOU found no idle child to stop).
+    retire_when_done: bool = False
+    #: Task identifiers the child can run (from its READY), None until then.
+    tasks: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +131,24 @@ def new_pool_id(once: bool = False) -> str:
 
 
 class Supervisor:
-    def __init__(self, config: Config, *, once: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, once: bool = False, reload: Callable[[], Config] | None = None
+    ) -> None:
         self.config = config
+        self.reload = reload
+        # Where the database is cannot change under a running daemon (its locks carry
+        # this pool's id on that database): a reload that changes it is refused.
+        self.dsn = config.dsn
+        self.schema = config.schema
         self.once = once
         self.pool_id = new_pool_id(once)
+        self.heartbeat = Heartbeat(self.pool_id, config.heartbeat_interval, config.stale_after)
         self.notifier = Notifier()
+        self.generation = 0
+        self.reloading = False
+        self.next_extend = 0.0
+        self.next_status = 0.0
+        self.status_sent = ""
         self.children: dict[int, ChildProcess] = {}  # by pid
         self.selector = selectors.DefaultSelector()
         self.signal_queue: collections.deque[int] = collections.deque()
@@ -135,6 +156,7 @@ class Supervisor:
         self.conn: extensions.connection | None = None
         self.queries: Queries | None = None
         self.outcomes = Outcomes()
+        self.wanted_tasks: list[str] = sorted(config.tasks)
         self.task_ids: dict[str, int] = {}
         self.task_names: dict[int, str] = {}
         self.claimable_task_ids: list[int] = []
@@ -191,7 +213,7 @@ class Supervisor:
             "kongtaskd supervisor starting: pool %s, %d children, schema %s",
             self.pool_id,
             self.config.concurrency,
-            self.config.schema,
+            self.schema,
         )
         self.install_signals()
         if self.config.migrate:
@@ -200,11 +222,12 @@ class Supervisor:
             self.spawn()
         self.await_children()
         self.connect()
+        self.beat()
         self.notifier.ready(self.status_line())
         log.info(
             "ready: %d children, tasks %s%s",
             len(self.children),
-            ", ".join(sorted(self.task_ids)),
+            ", ".join(self.wanted_tasks),
             "" if self.once else f"; listening, polling every {self.config.poll_interval}s",
         )
 
@@ -224,9 +247,9 @@ class Supervisor:
         from kongtaskd.schema import migrate
 
         # This connection is closed before any fork: none crosses into a child.
-        conn = connect(self.config.dsn, application_name="kongtaskd migrate")
+        conn = connect(self.dsn, application_name="kongtaskd migrate")
         try:
-            migrate(conn, self.config.schema, logger=log)
+            migrate(conn, self.schema, logger=log)
         finally:
             conn.close()
 
@@ -255,19 +278,24 @@ class Supervisor:
         """(Re)open the supervisor's connection: PREPARE, register tasks, LISTEN."""
         from kongtaskd.dsn import connect
 
-        conn = connect(self.config.dsn, application_name="kongtaskd supervisor", autocommit=True)
+        conn = connect(self.dsn, application_name="kongtaskd supervisor", autocommit=True)
         try:
             with conn.cursor() as cur:
                 # The claim's array parameters make the planner re-plan it on every call
                 # (custom plans); the generic plan is as good and halves the round trip.
                 cur.execute("SET plan_cache_mode = force_generic_plan")
-            queries = Queries(
-                conn,
-                self.config.schema,
-                names=("claim", "register_tasks"),
+            names = (
+                "claim",
+                "register_tasks",
+                "heartbeat",
+                "sweep",
+                "sweep_expired",
+                "forget_pool",
             )
+            queries = Queries(conn, self.schema, names=names)
             self.conn, self.queries = conn, queries
-            self.register_tasks(sorted(self.task_ids) or self.configured_tasks())
+            self.register_tasks()
+            self.heartbeat.next_beat = 0.0  # beat (and sweep) at once, before READY=1
             if not self.once:
                 with conn.cursor() as cur:
                     cur.execute('LISTEN "jobs:insert"; LISTEN "worker:migrate"')
@@ -278,11 +306,22 @@ class Supervisor:
             raise
         self.want_claim = True  # anything queued while we were away is waiting
 
-    def configured_tasks(self) -> list[str]:
-        return sorted(self.config.tasks)
+    def refresh_tasks(self) -> None:
+        """Claim only tasks every live child can run (they differ for a moment during a reload)."""
+        known = [c.tasks for c in self.live_children() if c.tasks is not None]
+        wanted = sorted(frozenset.intersection(*known)) if known else sorted(self.config.tasks)
+        if wanted != self.wanted_tasks:
+            self.wanted_tasks = wanted
+            if self.queries is not None:
+                try:
+                    self.register_tasks()
+                except psycopg2.Error as exc:
+                    self.connection_lost(exc)
 
-    def register_tasks(self, identifiers: list[str]) -> None:
+    def register_tasks(self) -> None:
+        """Make sure our task identifiers exist in _private_tasks and learn their ids."""
         assert self.queries is not None
+        identifiers = self.wanted_tasks
         for _ in range(2):  # a concurrent insert can hide a row from our snapshot; re-read once
             rows = self.queries.fetchall("register_tasks", identifiers)
             self.task_ids = {name: task_id for task_id, name in rows}
@@ -312,6 +351,7 @@ class Supervisor:
                     self.selector.unregister(child.channel.fileno())
 
     def next_timeout(self) -> float:
+        """Seconds until the next thing the loop must do by itself (0 = go on at once)."""
         now = time.monotonic()
         if self.conn is not None and not self.draining and self.want_claim and self.claim_size():
             return 0.0
@@ -333,6 +373,10 @@ class Supervisor:
                 deadlines.append(child.kill_at)
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
+        if self.conn is not None:
+            deadlines.append(self.heartbeat.next_beat)
+        if self.draining:
+            deadlines.append(self.next_extend)
         return max(tunables.MIN_POLL_INTERVAL, min(deadlines) - now) if deadlines else 1.0
 
     def handle_signals(self) -> None:
@@ -351,7 +395,7 @@ class Supervisor:
             elif signum == signal.SIGTTOU:
                 self.resize(-1)
             elif signum == signal.SIGHUP:
-                log.warning("SIGHUP: configuration reload is not supported yet; ignoring")
+                self.reload_config()
             # SIGCHLD only wakes us; reap() runs every turn.
 
     def resize(self, delta: int) -> None:
@@ -361,11 +405,64 @@ class Supervisor:
             return
         self.config = dataclasses.replace(self.config, concurrency=new)
         log.info("concurrency is now %d", new)
-        # One more: spawn_missing() forks it. One fewer: stop an idle child now; if all are
-        # busy, job_finished() stops the first one to finish (it sees one child too many).
-        idle = [c for c in self.children.values() if c.state in (IDLE, STARTING)]
-        if delta < 0 and idle:
-            self.retire(max(idle, key=lambda c: c.index))
+        if delta < 0:  # one more is forked by spawn_missing()
+            self.retire_one()
+
+    def retire_one(self) -> None:
+        """One child fewer: an idle one now, else the first busy one once its job is done."""
+        candidates = [c for c in self.live_children() if not c.retire_when_done]
+        if not candidates:
+            return
+        # Prefer the old generation (a reload is replacing it anyway), then idle, then newest.
+        victim = min(
+            candidates, key=lambda c: (c.generation, c.state not in (IDLE, STARTING), -c.index)
+        )
+        if victim.state in (IDLE, STARTING):
+            self.retire(victim)
+        else:
+            victim.retire_when_done = True
+
+    def reload_config(self) -> None:
+        """SIGHUP: read the configuration again; if valid, replace the children one by one."""
+        if self.reload is None:
+            log.warning("SIGHUP: there is no configuration file to read again")
+            return
+        self.notifier.reloading(time.monotonic_ns() // 1000)
+        try:
+            fresh = self.reload()
+        except KongtaskError as exc:
+            log.error("SIGHUP: keeping the running configuration: %s", exc.message)
+            self.notifier.ready(self.status_line())
+            return
+        if (fresh.dsn, fresh.schema) != (self.dsn, self.schema):
+            log.warning("SIGHUP: connection and schema changes take effect only after a restart")
+        self.config = fresh
+        self.forbidden_flags = list(fresh.forbidden_flags) or None
+        self.heartbeat.interval = fresh.heartbeat_interval
+        self.heartbeat.stale_after = fresh.stale_after
+        logging.getLogger().setLevel(fresh.log.level.upper())
+        self.generation += 1
+        self.reloading = True
+        log.info("SIGHUP: configuration read again; replacing children one by one")
+
+    def roll_children(self) -> None:
+        """After a reload: a new child comes up before each old one leaves; no job is cut."""
+        if not self.reloading:
+            return
+        old = [c for c in self.live_children() if c.generation < self.generation]
+        if not old:
+            self.reloading = False
+            log.info("reload complete: all children run the new configuration")
+            self.notifier.ready(self.status_line())
+            return
+        if any(c.state == STARTING for c in self.children.values()):
+            return  # wait until the replacement is up
+        if any(c.retire_when_done for c in old):
+            return  # wait until the old child finishes its job
+        if len(self.live_children()) > self.config.concurrency:
+            self.retire_one()
+        elif not self.draining:
+            self.spawn()
 
     def retire(self, child: ChildProcess) -> None:
         """Tell an idle child to exit."""
@@ -414,7 +511,13 @@ class Supervisor:
                 os._exit(EXIT_FATAL)
         child_end.close()
         parent_end.sock.setblocking(False)
-        child = ChildProcess(index=index, pid=pid, channel=parent_end, born=time.monotonic())
+        child = ChildProcess(
+            index=index,
+            pid=pid,
+            channel=parent_end,
+            born=time.monotonic(),
+            generation=self.generation,
+        )
         self.children[pid] = child
         self.selector.register(parent_end.fileno(), selectors.EVENT_READ, child)
         log.info("child %d started (pid %d)", index, pid)
@@ -427,8 +530,8 @@ class Supervisor:
         return ChildSettings(
             index=index,
             pool_id=self.pool_id,
-            dsn=self.config.dsn,
-            schema=self.config.schema,
+            dsn=self.dsn,
+            schema=self.schema,
             tasks={name: spec.handler for name, spec in self.config.tasks.items()},
             task_modules=tuple(self.config.task_modules),
             python_path=tuple(str(p) for p in self.config.python_path),
@@ -479,11 +582,8 @@ class Supervisor:
                 child.state = IDLE
             self.respawn_delay = tunables.RESPAWN_BACKOFF_FIRST
             self.rapid_deaths = 0
-            tasks = message.data.get("tasks", [])
-            if self.conn is not None and set(tasks) - set(self.task_ids):
-                self.register_tasks(sorted(set(tasks) | set(self.task_ids)))
-            elif self.conn is None:
-                self.task_ids.update({name: -1 for name in tasks if name not in self.task_ids})
+            child.tasks = frozenset(message.data.get("tasks", []))
+            self.refresh_tasks()
         elif kind is protocol.Kind.FATAL:
             child.fatal = str(message.data.get("error", "unknown error"))
             self.last_fatal = child.fatal
@@ -504,8 +604,7 @@ class Supervisor:
         self.jobs_done += 1
         if child.state == BUSY:
             child.state = IDLE
-        too_many = len(self.live_children()) > self.config.concurrency
-        if child.state == IDLE and (self.draining or too_many):
+        if child.state == IDLE and (self.draining or child.retire_when_done):
             self.retire(child)
 
     def reap(self) -> None:
@@ -531,6 +630,7 @@ class Supervisor:
         except (KeyError, ValueError):
             pass
         child.channel.close()
+        self.refresh_tasks()
         how = describe_status(status)
         if child.job_id is not None:
             reason = child.kill_reason or f"child process {child.index} (pid {child.pid}) {how}"
@@ -560,6 +660,7 @@ class Supervisor:
 
     def manage_children(self) -> None:
         self.spawn_missing()
+        self.roll_children()
         self.enforce_timeouts()
         self.expire_prefetched()
 
@@ -840,16 +941,47 @@ class Supervisor:
     # Tick: status, watchdog, title
     # ======================================================================================
     def tick(self) -> None:
+        """Housekeeping after each turn: reconnect, heartbeat, systemd, process title."""
         self.maybe_reconnect()
-        busy = sum(1 for c in self.children.values() if c.state == BUSY)
+        now = time.monotonic()
+        if self.heartbeat.due(now):
+            self.beat()
+        busy = len(self.busy_children())
         title = f"kongtaskd: supervisor [{self.pool_id}] [{busy}/{self.config.concurrency} busy]"
         if title != self.title:
             self.title = title
             setproctitle(title)
-        if self.notifier.watchdog_interval and time.monotonic() >= self.next_watchdog:
+        if now >= self.next_status:
+            status = self.status_line()
+            if status != self.status_sent:
+                self.notifier.status(status)
+                self.status_sent = status
+            self.next_status = now + 1.0
+        # Tied to loop progress on purpose: a stuck loop must starve the watchdog.
+        if self.notifier.watchdog_interval and now >= self.next_watchdog:
             self.notifier.watchdog()
-            self.notifier.status(self.status_line())
-            self.next_watchdog = time.monotonic() + self.notifier.watchdog_interval
+            self.next_watchdog = now + self.notifier.watchdog_interval
+        if self.draining and self.drain_deadline is not None and now >= self.next_extend:
+            # Ask systemd for the rest of the drain plus the kill grace, so a shutdown_timeout
+            # longer than the unit's TimeoutStopSec is honoured.
+            left = max(0.0, self.drain_deadline - now) + tunables.CHILD_KILL_GRACE + 5.0
+            self.notifier.extend_timeout(left)
+            self.next_extend = now + tunables.EXTEND_TIMEOUT_EVERY
+
+    def beat(self) -> None:
+        if self.queries is None:
+            return
+        try:
+            self.heartbeat.beat(
+                self.queries,
+                concurrency=self.config.concurrency,
+                busy=len(self.busy_children()),
+                jobs_done=self.jobs_done,
+            )
+        except psycopg2.Error as exc:
+            self.connection_lost(exc)
+        else:
+            self.take_notifications()
 
     def status_line(self) -> str:
         busy = sum(1 for c in self.children.values() if c.state == BUSY)
@@ -866,6 +998,13 @@ class Supervisor:
             self.kill_children(signal.SIGTERM, "kongtaskd is exiting")
             self.reap_all(timeout=tunables.CHILD_KILL_GRACE)
         self.final_flush()
+        if self.queries is not None and not self.outcomes:
+            # Holding nothing any more: remove the heartbeat row. (With outcomes still
+            # unwritten it stays, so other daemons' sweeps recover those jobs soon.)
+            try:
+                self.heartbeat.forget(self.queries)
+            except psycopg2.Error as exc:
+                log.warning("could not remove this pool's heartbeat row: %s", exc)
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -907,6 +1046,9 @@ def describe_status(status: int) -> str:
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
-def run(config: Config, *, once: bool = False) -> int:
-    """Run the daemon until it is told to stop; return the process exit code."""
-    return Supervisor(config, once=once).run()
+def run(config: Config, *, once: bool = False, reload: Callable[[], Config] | None = None) -> int:
+    """Run the daemon until it is told to stop; return the process exit code.
+
+    ``reload`` reads the configuration again (SIGHUP); without it SIGHUP is ignored.
+    """
+    return Supervisor(config, once=once, reload=reload).run()

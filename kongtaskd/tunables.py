@@ -54,3 +54,12 @@ PREFETCH_MAX_AVERAGE_JOB_SECONDS = 0.05
 
 #: A prefetched job that no child took within this many seconds is handed back.
 PREFETCH_MAX_WAIT = 1.0
+
+#: graphile-worker's stale-lock rule: a lock older than this (four hours) is presumed dead
+#: when no kongtaskd heartbeat vouches for its pool...
+STALE_LOCK_SECONDS = 4 * 3600
+#: ...checked at a random interval in this range (seconds), as graphile-worker does.
+STALE_LOCK_SWEEP_EVERY = (480.0, 600.0)
+
+#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often.
+EXTEND_TIMEOUT_EVERY = 5.0

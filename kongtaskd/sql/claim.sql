@@ -29,7 +29,7 @@
 -- outcomes is still locked for this turn's claim, and its next job is claimed next turn.
 with
 completed as (
-  delete from :SCHEMA._private_jobs as jobs
+  delete from {{schema}}._private_jobs as jobs
   where jobs.id = any($1::bigint[]) and jobs.locked_by = $5
   returning jobs.id, jobs.job_queue_id
 ),
@@ -37,7 +37,7 @@ failed as (
   -- graphile-worker's back-off: exp(least(attempts, 10)) seconds after now or after a
   -- future run_at, whichever is later. At attempts = max_attempts the row stays as a
   -- permanently failed job. updated_at is left alone, as graphile-worker's worker does.
-  update :SCHEMA._private_jobs as jobs
+  update {{schema}}._private_jobs as jobs
   set last_error = failure.message,
       run_at = greatest(now(), jobs.run_at) + exp(least(jobs.attempts, 10)) * interval '1 second',
       locked_by = null,
@@ -47,13 +47,13 @@ failed as (
   returning jobs.id, jobs.job_queue_id, jobs.attempts, jobs.max_attempts, jobs.run_at
 ),
 released as (
-  update :SCHEMA._private_jobs as jobs
+  update {{schema}}._private_jobs as jobs
   set attempts = greatest(0, jobs.attempts - 1), locked_by = null, locked_at = null
   where jobs.id = any($4::bigint[]) and jobs.locked_by = $5
   returning jobs.id, jobs.job_queue_id
 ),
 unlocked_queues as (
-  update :SCHEMA._private_job_queues as queues
+  update {{schema}}._private_job_queues as queues
   set locked_by = null, locked_at = null
   where queues.locked_by = $5
     and queues.id in (
@@ -64,7 +64,7 @@ unlocked_queues as (
 ),
 candidates as (
   select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at
-  from :SCHEMA._private_jobs as jobs
+  from {{schema}}._private_jobs as jobs
   where jobs.is_available = true
     and jobs.run_at <= now()
     and jobs.task_id = any($6::integer[])
@@ -72,7 +72,7 @@ candidates as (
       jobs.job_queue_id is null
       or jobs.job_queue_id in (
         select queues.id
-        from :SCHEMA._private_job_queues as queues
+        from {{schema}}._private_job_queues as queues
         where queues.is_available = true
         for update skip locked
       )
@@ -95,13 +95,13 @@ picked as (
   where ranked.job_queue_id is null or ranked.place_in_queue = 1
 ),
 locked_queues as (
-  update :SCHEMA._private_job_queues as queues
+  update {{schema}}._private_job_queues as queues
   set locked_by = $5, locked_at = now()
   from picked
   where queues.id = picked.job_queue_id
 ),
 claimed as (
-  update :SCHEMA._private_jobs as jobs
+  update {{schema}}._private_jobs as jobs
   set attempts = jobs.attempts + 1, locked_by = $5, locked_at = now()
   from picked
   where jobs.id = picked.id

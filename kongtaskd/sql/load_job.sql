@@ -4,7 +4,7 @@ select
   jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error,
   jobs.created_at, jobs.updated_at, jobs.key, jobs.locked_at, jobs.locked_by,
   jobs.revision, jobs.flags
-from :SCHEMA._private_jobs as jobs
-join :SCHEMA._private_tasks as tasks on tasks.id = jobs.task_id
-left join :SCHEMA._private_job_queues as queues on queues.id = jobs.job_queue_id
+from {{schema}}._private_jobs as jobs
+join {{schema}}._private_tasks as tasks on tasks.id = jobs.task_id
+left join {{schema}}._private_job_queues as queues on queues.id = jobs.job_queue_id
 where jobs.id = $1 and jobs.locked_by = $2

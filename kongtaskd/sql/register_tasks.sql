@@ -5,10 +5,10 @@ with wanted as (
   select distinct name.identifier from unnest($1::text[]) as name(identifier)
 ),
 inserted as (
-  insert into :SCHEMA._private_tasks (identifier)
+  insert into {{schema}}._private_tasks (identifier)
   select wanted.identifier from wanted
   where not exists (
-    select 1 from :SCHEMA._private_tasks as tasks where tasks.identifier = wanted.identifier
+    select 1 from {{schema}}._private_tasks as tasks where tasks.identifier = wanted.identifier
   )
   on conflict do nothing
   returning id, identifier
@@ -16,5 +16,5 @@ inserted as (
 select inserted.id, inserted.identifier from inserted
 union all
 select tasks.id, tasks.identifier
-from :SCHEMA._private_tasks as tasks
+from {{schema}}._private_tasks as tasks
 join wanted on wanted.identifier = tasks.identifier

@@ -1,0 +1,497 @@
+"""The ``kongtaskd`` command: argument parsing, the verbs, and turning errors into one line.
+
+Every verb is one entry of :data:`VERBS` (name, one-line help, a function adding its
+arguments, a function running it). A new verb (``jobs``, ``status``, ``cleanup``,
+``init``) is a new entry there; nothing else in this module needs to change.
+
+Errors reach the user as one line on stderr, ``kongtaskd: <what and where>``, with the
+exit code of :class:`~kongtaskd.errors.ExitCode` (0 ok, 1 runtime failure, 2 usage or
+configuration, 57 schema newer than this kongtaskd; 130 after Ctrl-C). Tracebacks are
+printed only with ``--debug`` or log level debug, and every message goes through
+:func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import psycopg2
+import psycopg2.errors
+
+from kongtaskd import __version__
+from kongtaskd.config import Config, load_config
+from kongtaskd.dsn import connect, mask_secrets
+from kongtaskd.enqueue import (
+    InvalidJobArgument,
+    InvalidJobArgumentType,
+    add_job,
+    check_job_arguments,
+)
+from kongtaskd.errors import ConfigError, DatabaseError, ExitCode, KongtaskError
+from kongtaskd.job import Job
+from kongtaskd.logs import LEVELS, setup_logging
+
+PROG = "kongtaskd"
+#: Exit code after Ctrl-C, as shells report a process killed by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command-line mistake found by argparse; exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``kongtaskd: ...``) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+# --- arguments shared by every verb ---------------------------------------------------------
+
+
+def _add_common(parser: argparse.ArgumentParser, *, in_verb: bool) -> None:
+    """-c, --connection, --schema, --log-level, --debug: accepted before and after the verb.
+
+    On a verb's parser the defaults are SUPPRESSed, so a value given before the verb
+    (``kongtaskd -c FILE migrate``) is not overwritten by the verb's default.
+    """
+    unset: Any = argparse.SUPPRESS if in_verb else None
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=unset,
+        help="YAML (or JSON) configuration file (default: none; built-in defaults, "
+        "environment and flags only)",
+    )
+    parser.add_argument(
+        "--connection",
+        metavar="DSN",
+        default=unset,
+        help="PostgreSQL URI or key=value string (default: DATABASE_URL, then the config "
+        "file's connection, then libpq's PG* variables)",
+    )
+    parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=unset,
+        help="schema of the queue tables (default: the config's, KONGTASK_SCHEMA, "
+        "GRAPHILE_WORKER_SCHEMA, else graphile_worker)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=unset,
+        help="lowest log level written to stderr (default: the config's log.level, else info)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if not in_verb else argparse.SUPPRESS,
+        help="log level debug, and show tracebacks with errors",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, in_verb: bool) -> None:
+    unset: Any = argparse.SUPPRESS if in_verb else None
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        default=False if not in_verb else argparse.SUPPRESS,
+        help="run until no job is ready, then exit 0 (default: run until SIGTERM/SIGINT)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        default=unset,
+        help="child processes, one job at a time each (default: the config's, else 4)",
+    )
+
+
+# --- helpers shared by the verbs ------------------------------------------------------------
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    level = "debug" if getattr(args, "debug", False) else getattr(args, "log_level", None)
+    return {
+        "connection": getattr(args, "connection", None),
+        "schema": getattr(args, "schema", None),
+        "concurrency": getattr(args, "concurrency", None),
+        "log.level": level,
+    }
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The configuration with this command line's flags on top; logging set up from it."""
+    config = load_config(getattr(args, "config", None), overrides=_overrides(args))
+    setup_logging(config.log.level, config.log.format)
+    if config.log.level == "debug":
+        args.show_tracebacks = True
+    return config
+
+
+def _connect(config: Config, application_name: str) -> psycopg2.extensions.connection:
+    if config.is_embedded:
+        where = f"{config.source}: " if config.source else ""
+        raise ConfigError(
+            f"{where}connection: {config.dsn!r} asks for an embedded server, which needs "
+            "kongtaskd[embedded]; this installation cannot start one, so give a DSN instead"
+        )
+    return connect(config.dsn, application_name=application_name)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+# --- the verbs ------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    config.require_tasks()
+    # Imported here: the supervisor pulls in the child machinery, which the other verbs
+    # never need, and an import problem there must not break `migrate` or `add`.
+    from kongtaskd.supervisor import run
+
+    def reload() -> Config:
+        """SIGHUP: the same file and flags, read again."""
+        fresh = load_config(getattr(args, "config", None), overrides=_overrides(args))
+        fresh.require_tasks()
+        return fresh
+
+    return run(config, once=bool(getattr(args, "once", False)), reload=reload)
+
+
+def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--silent",
+        action="store_true",
+        help="print nothing on success (default: print one summary line)",
+    )
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    if args.silent and getattr(args, "log_level", None) is None and not args.debug:
+        args.log_level = "warning"
+    config = _load(args)
+    from kongtaskd.schema import migrate
+
+    conn = _connect(config, "kongtaskd migrate")
+    try:
+        report = migrate(conn, config.schema)
+    finally:
+        conn.close()
+    if not args.silent:
+        done = []
+        if report.applied:
+            done.append(f"graphile-worker migrations {_ranges(report.applied)}")
+        if report.applied_kongtaskd:
+            done.append(f"kongtaskd migrations {_ranges(report.applied_kongtaskd)}")
+        summary = f"applied {', '.join(done)}" if done else "nothing to apply"
+        if report.newer_non_breaking:
+            # Harmless (graphile-worker only warns too), but worth knowing: a newer
+            # graphile-worker has been here.
+            summary += (
+                f"; the database also has newer non-breaking migrations "
+                f"{_ranges(report.newer_non_breaking)}"
+            )
+        print(f"schema {config.schema} is up to date ({summary})")
+    return ExitCode.OK
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", metavar="TASK", help="task identifier, e.g. send_email")
+    parser.add_argument("--payload", metavar="JSON", help="the job's payload as JSON (default: {})")
+    parser.add_argument(
+        "--queue",
+        metavar="Q",
+        help="named queue: its jobs run one at a time, in order (default: none, parallel)",
+    )
+    parser.add_argument(
+        "--run-at",
+        metavar="ISO8601",
+        help="when to run, with a UTC offset: 2026-11-23T09:00:00Z or ...+01:00 "
+        "(default: now); a time without an offset is refused, not guessed",
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, metavar="N", help="attempts before giving up (default: 25)"
+    )
+    parser.add_argument(
+        "--job-key", metavar="K", help="unique key: adding again updates that job (default: none)"
+    )
+    parser.add_argument(
+        "--job-key-mode",
+        choices=("replace", "preserve_run_at", "unsafe_dedupe"),
+        help="what adding an existing key does, as graphile-worker (default: replace)",
+    )
+    parser.add_argument(
+        "--priority", type=int, metavar="N", help="lower runs first, -32768..32767 (default: 0)"
+    )
+    parser.add_argument(
+        "--flag",
+        dest="flags",
+        action="append",
+        metavar="F",
+        help="a flag for forbidden_flags; repeat for several (default: none)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the job row as JSON (default: just its id)"
+    )
+
+
+# Which flag (or argument) each enqueue argument came from, for error messages.
+_ADD_FLAGS = {
+    "identifier": "TASK",
+    "payload": "--payload",
+    "queue_name": "--queue",
+    "run_at": "--run-at",
+    "max_attempts": "--max-attempts",
+    "job_key": "--job-key",
+    "job_key_mode": "--job-key-mode",
+    "priority": "--priority",
+    "flags": "--flag",
+    "schema": "--schema",
+}
+
+
+def _parse_payload(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"--payload: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+
+
+def _parse_run_at(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--run-at: {text!r} is not an ISO 8601 date-time (e.g. 2026-11-23T09:00:00Z)"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        # Guessing UTC or local time would silently shift the job by hours for someone.
+        shown = moment.isoformat()
+        raise ConfigError(
+            f"--run-at: {text!r} has no UTC offset; add one, e.g. {shown}Z or {shown}+01:00"
+        )
+    return moment
+
+
+def _job_json(job: Job) -> str:
+    def default(value: object) -> str:
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        return str(value)
+
+    return json.dumps(dataclasses.asdict(job), default=default)
+
+
+def _add(args: argparse.Namespace) -> int:
+    payload = _parse_payload(args.payload)
+    run_at = _parse_run_at(args.run_at)
+    config = _load(args)
+    options = {
+        "queue_name": args.queue,
+        "run_at": run_at,
+        "max_attempts": args.max_attempts,
+        "job_key": args.job_key,
+        "job_key_mode": args.job_key_mode,
+        "priority": args.priority,
+        "flags": args.flags,
+        "schema": config.schema,
+    }
+    try:
+        # Checked before connecting, so a bad flag costs no connection attempt.
+        check_job_arguments(args.task, payload, **options)
+    except (InvalidJobArgument, InvalidJobArgumentType) as error:
+        raise _flag_error(error) from None
+    conn = _connect(config, "kongtaskd add")
+    try:
+        with conn:
+            job = add_job(conn, args.task, payload, **options)
+    except (InvalidJobArgument, InvalidJobArgumentType) as error:
+        raise _flag_error(error) from None
+    except (psycopg2.errors.UndefinedFunction, psycopg2.errors.InvalidSchemaName) as error:
+        raise DatabaseError(
+            f"schema {config.schema} has no graphile-worker add_job() "
+            f"(run 'kongtaskd migrate' first): {_first_line(error)}"
+        ) from None
+    finally:
+        conn.close()
+    print(_job_json(job) if args.json else job.id)
+    return ExitCode.OK
+
+
+def _flag_error(error: InvalidJobArgument | InvalidJobArgumentType) -> ConfigError:
+    argument: str = error.argument
+    base = argument.split("[", 1)[0]
+    flag = _ADD_FLAGS.get(base, base)
+    message = str(error).removeprefix(argument).strip()
+    return ConfigError(f"{flag}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verb:
+    """One subcommand: its name, a one-line help, its arguments and what runs it."""
+
+    name: str
+    help: str
+    example: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+    #: Takes the daemon's --once/--concurrency.
+    runs_daemon: bool = False
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+#: The verbs, in help order. Later verbs (jobs, status, cleanup, init) are added here.
+VERBS: tuple[Verb, ...] = (
+    Verb(
+        "run",
+        "run the daemon (the default when no verb is given)",
+        "kongtaskd -c /etc/kongtaskd/kongtask.yaml\n  kongtaskd run -c kongtask.yaml --once",
+        _no_arguments,
+        _run,
+        runs_daemon=True,
+    ),
+    Verb(
+        "migrate",
+        "install or upgrade the database schema, then exit",
+        "kongtaskd migrate -c kongtask.yaml\n"
+        "  kongtaskd migrate --connection postgresql://app@db/app --silent",
+        _migrate_arguments,
+        _migrate,
+    ),
+    Verb(
+        "add",
+        "add one job (prints its id)",
+        'kongtaskd add send_email --payload \'{"to": "a@b.example"}\' '
+        "--run-at 2026-11-23T09:00:00Z\n"
+        "  kongtaskd add report --queue reports --job-key daily-report --json",
+        _add_arguments,
+        _add,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="PostgreSQL job queue daemon, schema-compatible with graphile-worker 0.18.",
+        epilog="examples:\n  kongtaskd -c kongtask.yaml\n  kongtaskd migrate -c kongtask.yaml\n"
+        '  kongtaskd add send_email --payload \'{"to": "a@b.example"}\'\n\n'
+        "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, "
+        "57 database schema newer than this kongtaskd, 130 interrupted\n"
+        "run 'kongtaskd VERB --help' for a verb's options",
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _add_common(parser, in_verb=False)
+    _add_run_options(parser, in_verb=False)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs")
+    for verb in VERBS:
+        sub = verbs.add_parser(
+            verb.name,
+            help=verb.help,
+            description=verb.help[:1].upper() + verb.help[1:] + ".",
+            epilog=f"example:\n  {verb.example}",
+            formatter_class=_FORMATTER,
+        )
+        _add_common(sub, in_verb=True)
+        if verb.runs_daemon:
+            _add_run_options(sub, in_verb=True)
+        verb.arguments(sub)
+        sub.set_defaults(handler=verb.handler, runs_daemon=verb.runs_daemon)
+    parser.set_defaults(handler=_run, runs_daemon=True)
+    return parser
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _report(message: str) -> None:
+    line = " ".join(mask_secrets(message).split())
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+
+def _wants_tracebacks(args: argparse.Namespace | None) -> bool:
+    if args is not None and (
+        getattr(args, "show_tracebacks", False)
+        or getattr(args, "debug", False)
+        or getattr(args, "log_level", None) == "debug"
+    ):
+        return True
+    return os.environ.get("KONGTASK_LOG_LEVEL", "").lower() == "debug"
+
+
+def _print_traceback() -> None:
+    print(mask_secrets(traceback.format_exc()), file=sys.stderr, end="", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    args: argparse.Namespace | None = None
+    try:
+        args = parser.parse_args(argv)
+        if not args.runs_daemon and (args.once or args.concurrency is not None):
+            raise UsageError(
+                f"--once and --concurrency only apply to running the daemon, not to '{args.verb}'"
+            )
+        return int(args.handler(args))
+    except SystemExit as exit:  # --help, --version
+        code = exit.code
+        return code if isinstance(code, int) else (0 if code is None else ExitCode.USAGE)
+    except UsageError as error:
+        _report(str(error))
+        return ExitCode.USAGE
+    except KongtaskError as error:
+        if _wants_tracebacks(args):
+            _print_traceback()
+        _report(error.message)
+        return int(error.exit_code)
+    except psycopg2.Error as error:
+        if _wants_tracebacks(args):
+            _print_traceback()
+        code = f" {error.pgcode}" if error.pgcode else ""
+        _report(f"database error{code}: {_first_line(error)}")
+        return ExitCode.FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if _wants_tracebacks(args):
+            _print_traceback()
+        _report(f"internal error: {type(error).__name__}: {_first_line(error)}")
+        return ExitCode.FAILURE

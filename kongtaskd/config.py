@@ -1,0 +1,972 @@
+"""The configuration: every key, its default and why, and how file, environment and flags merge.
+
+Every key is declared once, in :data:`KEYS`: name, type (which validates and converts),
+default, whether an environment variable may set it, and a doc string that states the
+default and the trade-off of changing it. The loader, the environment variable names and
+``docs/configuration.md`` are all derived from that table. :class:`Config` lists the same
+names as typed attributes for readers and type checkers; an import-time check keeps the
+two in step.
+
+Precedence, highest first: command-line flags, environment (``KONGTASK_<KEY>``; for
+``schema`` also graphile-worker's ``GRAPHILE_WORKER_SCHEMA`` below ``KONGTASK_SCHEMA``),
+the file, the defaults. The connection string has its own ladder (see
+:func:`kongtaskd.dsn.resolve_dsn`): ``--connection`` > ``DATABASE_URL`` > the file's
+``connection`` > libpq's ``PG*`` variables.
+
+Every value is checked where it comes from, even one a higher layer overrides: a typo in
+the file is an error today, not when someone removes the environment variable that hid
+it. Errors are :class:`~kongtaskd.errors.ConfigError` with one line naming the file and
+line (or the variable, or the flag) and the key path, e.g.
+``kongtask.yaml:7: metrics.port: expected an integer between 1 and 65535, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kongtaskd.dsn import mask_dsn, resolve_dsn
+from kongtaskd.errors import ConfigError
+
+ENV_PREFIX = "KONGTASK_"
+
+#: graphile-worker's variable for the schema; honoured below ``KONGTASK_SCHEMA`` so a
+#: mixed fleet can share one setting.
+GRAPHILE_SCHEMA_ENV = "GRAPHILE_WORKER_SCHEMA"
+
+# graphile-worker's CHECK on _private_tasks.identifier.
+MAX_TASK_IDENTIFIER_LENGTH = 128
+
+_DOTTED_NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_HANDLER_SPEC = re.compile(rf"{_DOTTED_NAME}:{_DOTTED_NAME}")
+_MODULE_NAME = re.compile(_DOTTED_NAME)
+
+
+# --- the values Config holds ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One entry of ``tasks:``: which callable runs ``identifier``, and its own job timeout."""
+
+    identifier: str
+    #: ``"package.module:function"`` (the function part may be dotted).
+    handler: str
+    #: Seconds; ``None`` means the global ``job_timeout`` applies.
+    timeout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    host: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    level: str
+    format: str
+
+
+# --- where a value came from ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a value was set, for error messages and for resolving relative paths."""
+
+    #: "default", "file", "env" or "flag".
+    kind: str
+    #: The file path as the user gave it, the variable name, or the flag.
+    label: str
+    #: Relative paths in this value are relative to this directory.
+    base: Path
+    #: Key path -> 1-based line, for values from a file.
+    lines: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def line_of(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
+
+    def error(self, path: str, problem: str, *, problem_names_key: bool = False) -> ConfigError:
+        """A one-line ConfigError naming this origin, the line and the key path."""
+        what = problem if problem_names_key or not path else f"{path}: {problem}"
+        if self.kind == "file":
+            line = self.line_of(path)
+            where = f"{self.label}:{line}" if line else self.label
+            return ConfigError(f"{where}: {what}")
+        if self.kind == "env":
+            return ConfigError(f"environment variable {self.label}: {problem}")
+        if self.kind == "flag":
+            return ConfigError(f"{self.label}: {problem}")
+        return ConfigError(f"configuration: {what}")
+
+
+class Invalid(Exception):
+    """Raised by value types; the loader turns it into a ConfigError via the value's Origin."""
+
+    def __init__(self, path: str, problem: str, *, problem_names_key: bool = False) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+        self.problem_names_key = problem_names_key
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it in YAML, for 'got ...' in messages."""
+    if isinstance(value, str):
+        # Long enough to recognise, short enough to keep the message on one screen line.
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return str(value)
+
+
+def _unknown_key(path: str, key: object, known: list[str]) -> Invalid:
+    full = f"{path}.{key}" if path else str(key)
+    suggestion = ""
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            near = f"{path}.{close[0]}" if path else close[0]
+            suggestion = f" (did you mean '{near}'?)"
+    return Invalid(full, f"unknown key '{full}'{suggestion}", problem_names_key=True)
+
+
+# --- value types: check and convert, describe themselves for the docs -------------------
+
+
+class ValueType:
+    """Checks and converts one value; ``describe()`` is its type as the docs show it."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def check(self, value: Any, path: str, origin: Origin) -> Any:
+        raise NotImplementedError
+
+    def from_env(self, text: str) -> Any:
+        """An environment variable's text as a YAML scalar: '8' -> 8, 'true', 'null'."""
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool(ValueType):
+    def describe(self) -> str:
+        return "boolean"
+
+    def check(self, value: Any, path: str, origin: Origin) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(path, f"expected true or false, got {_shown(value)}")
+        return value
+
+    def from_env(self, text: str) -> Any:
+        # Shell habit: 1/0 for booleans.
+        return {"1": True, "0": False}.get(text.strip(), super().from_env(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class Int(ValueType):
+    low: int | None = None
+    high: int | None = None
+    nullable: bool = False
+
+    def describe(self) -> str:
+        text = "integer"
+        if self.low is not None and self.high is not None:
+            text += f", {self.low}..{self.high}"
+        elif self.low is not None:
+            text += f", >= {self.low}"
+        return text + (" or null" if self.nullable else "")
+
+    def _expected(self) -> str:
+        text = "an integer"
+        if self.low is not None and self.high is not None:
+            text += f" between {self.low} and {self.high}"
+        elif self.low is not None:
+            text += f" >= {self.low}"
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> int | None:
+        if value is None and self.nullable:
+            return None
+        # YAML's true is a bool, and bool is an int subclass in Python: refuse it.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(path, f"expected {self._expected()}, got {_shown(value)}")
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            raise Invalid(path, f"expected {self._expected()}, got {value}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Seconds(ValueType):
+    """A duration in seconds: int or float, ``> minimum`` or ``>= minimum``."""
+
+    minimum: float = 0.0
+    inclusive: bool = False
+    nullable: bool = False
+
+    def describe(self) -> str:
+        op = ">=" if self.inclusive else ">"
+        return f"seconds, {op} {self.minimum:g}" + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> float | None:
+        if value is None and self.nullable:
+            return None
+        op = ">=" if self.inclusive else ">"
+        expected = f"a number of seconds {op} {self.minimum:g}" + (
+            " or null" if self.nullable else ""
+        )
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid(path, f"expected {expected}, got {_shown(value)}")
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise Invalid(path, f"expected {expected}, got {value}")
+        if number < self.minimum or (number == self.minimum and not self.inclusive):
+            raise Invalid(path, f"expected {expected}, got {value}")
+        return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Str(ValueType):
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+    #: PostgreSQL truncates identifiers at 63 bytes (NAMEDATALEN - 1).
+    max_bytes: int | None = None
+
+    def describe(self) -> str:
+        text = " | ".join(self.choices) if self.choices else "string"
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> str | None:
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, str):
+            raise Invalid(path, f"expected a {self.describe()}, got {_shown(value)}")
+        if self.choices:
+            folded = value.lower()
+            if folded not in self.choices:
+                raise Invalid(
+                    path, f"expected one of {', '.join(self.choices)}, got {_shown(value)}"
+                )
+            return folded
+        if not value:
+            raise Invalid(path, "must not be empty")
+        if self.max_bytes is not None and len(value.encode()) > self.max_bytes:
+            raise Invalid(path, f"must be at most {self.max_bytes} bytes, got {_shown(value)}")
+        return value
+
+    def from_env(self, text: str) -> Any:
+        # Strings stay as typed: KONGTASK_SCHEMA=2024 is the schema "2024", not a number.
+        return None if self.nullable and text.strip() == "null" else text
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePath(ValueType):
+    """A path; a relative one is relative to where it was set (the config file's directory)."""
+
+    nullable: bool = False
+
+    def describe(self) -> str:
+        return "path" + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> Path | None:
+        if value is None and self.nullable:
+            return None
+        if not isinstance(value, str) or not value:
+            raise Invalid(path, f"expected a path, got {_shown(value)}")
+        return origin.base / Path(value).expanduser()
+
+    def from_env(self, text: str) -> Any:
+        return None if self.nullable and text.strip() == "null" else text
+
+
+@dataclasses.dataclass(frozen=True)
+class Timezone(ValueType):
+    def describe(self) -> str:
+        return "IANA time zone name"
+
+    def check(self, value: Any, path: str, origin: Origin) -> str:
+        if not isinstance(value, str) or not value:
+            raise Invalid(path, f"expected an IANA time zone name, got {_shown(value)}")
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            by_folded = {name.lower(): name for name in zoneinfo.available_timezones()}
+            close = difflib.get_close_matches(value.lower(), list(by_folded), n=1)
+            hint = f" (did you mean '{by_folded[close[0]]}'?)" if close else ""
+            raise Invalid(path, f"unknown time zone {_shown(value)}{hint}") from None
+        return value
+
+    def from_env(self, text: str) -> Any:
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class StrList(ValueType):
+    """A list of strings; ``null`` means empty. ``modules``: each must be a module name."""
+
+    modules: bool = False
+    paths: bool = False
+
+    def describe(self) -> str:
+        what = "module names" if self.modules else "paths" if self.paths else "strings"
+        return f"list of {what}"
+
+    def check(self, value: Any, path: str, origin: Origin) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise Invalid(path, f"expected a {self.describe()}, got {_shown(value)}")
+        items: list[str] = []
+        for index, item in enumerate(value):
+            where = f"{path}[{index}]"
+            if not isinstance(item, str) or not item:
+                raise Invalid(where, f"expected a non-empty string, got {_shown(item)}")
+            if self.modules and not _MODULE_NAME.fullmatch(item):
+                raise Invalid(where, f"{item!r} is not a Python module name")
+            if self.paths:
+                item = str(origin.base / Path(item).expanduser())
+            items.append(item)
+        return tuple(items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tasks(ValueType):
+    """``identifier: "module:function"`` or ``identifier: {handler: ..., timeout: ...}``."""
+
+    def describe(self) -> str:
+        return "mapping: task identifier -> 'module:function' or {handler, timeout}"
+
+    def check(self, value: Any, path: str, origin: Origin) -> dict[str, TaskSpec]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise Invalid(
+                path,
+                f"expected a mapping of task identifier to 'module:function', got {_shown(value)}",
+            )
+        specs: dict[str, TaskSpec] = {}
+        timeout_type = Seconds(nullable=True)
+        for identifier, entry in value.items():
+            where = f"{path}.{identifier}"
+            if not isinstance(identifier, str) or not identifier:
+                raise Invalid(
+                    where, f"a task identifier must be a non-empty string, got {_shown(identifier)}"
+                )
+            if len(identifier) > MAX_TASK_IDENTIFIER_LENGTH:
+                raise Invalid(
+                    where,
+                    f"task identifier is {len(identifier)} characters long; "
+                    f"graphile-worker allows at most {MAX_TASK_IDENTIFIER_LENGTH}",
+                )
+            timeout: float | None = None
+            if isinstance(entry, Mapping):
+                for sub in entry:
+                    if sub not in ("handler", "timeout"):
+                        raise _unknown_key(where, sub, ["handler", "timeout"])
+                if "handler" not in entry:
+                    raise Invalid(where, "missing 'handler: module:function'")
+                handler = entry["handler"]
+                timeout = timeout_type.check(entry.get("timeout"), f"{where}.timeout", origin)
+                handler_path = f"{where}.handler"
+            else:
+                handler, handler_path = entry, where
+            if not isinstance(handler, str) or not _HANDLER_SPEC.fullmatch(handler.strip()):
+                raise Invalid(
+                    handler_path,
+                    f"expected a handler of the form 'module:function', got {_shown(handler)}",
+                )
+            specs[identifier] = TaskSpec(identifier, handler.strip(), timeout)
+        return specs
+
+
+@dataclasses.dataclass(frozen=True)
+class Section(ValueType):
+    """A nested mapping with keys of its own (``log``, ``metrics``)."""
+
+    keys: tuple[Key, ...]
+    #: ``null`` disables the section (``metrics: null``); otherwise it always exists.
+    nullable: bool
+    #: Builds the section's value from its sub-keys' values.
+    factory: Callable[..., Any]
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{key.name}: {key.type.describe()}" for key in self.keys)
+        return "{" + inner + "}" + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> Any:
+        # Sections are split into their sub-keys by the loader; this only vets the shape.
+        if value is None or (isinstance(value, bool) and self.nullable):
+            return value
+        if not isinstance(value, Mapping):
+            expected = "a mapping or null" if self.nullable else "a mapping"
+            raise Invalid(path, f"expected {expected}, got {_shown(value)}")
+        known = [key.name for key in self.keys]
+        for sub in value:
+            if sub not in known:
+                raise _unknown_key(path, sub, known)
+        return value
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One configuration key. ``docs/configuration.md`` is generated from these."""
+
+    name: str
+    type: ValueType
+    default: Any
+    doc: str
+    #: Settable as ``KONGTASK_<NAME>`` (sections: ``KONGTASK_<SECTION>_<NAME>``).
+    env: bool = True
+
+
+LOG_KEYS: tuple[Key, ...] = (
+    Key(
+        "level",
+        Str(choices=("debug", "info", "warning", "error")),
+        "info",
+        "Lowest level written. Default info: start-up, shutdown, failures and one line per "
+        "failed job. debug adds a line per job and per claim, which at thousands of jobs a "
+        "second is a lot of journal; debug also makes CLI errors print their traceback.",
+    ),
+    Key(
+        "format",
+        Str(choices=("text", "json")),
+        "text",
+        "text (default) reads well in a terminal and in journalctl; json writes one object "
+        "per line (ts, level, logger, msg, job_id, task, pid and extra fields) for log "
+        "shippers, at the cost of human readability.",
+    ),
+)
+
+METRICS_KEYS: tuple[Key, ...] = (
+    Key(
+        "host",
+        Str(),
+        "127.0.0.1",
+        "Address the Prometheus endpoint binds to. Default 127.0.0.1: only local scrapers "
+        "see it. 0.0.0.0 exposes queue and job statistics to the network; firewall it.",
+        env=False,
+    ),
+    Key(
+        "port",
+        Int(1, 65535),
+        9464,
+        "TCP port of the endpoint. Default 9464, the port OpenTelemetry's Prometheus "
+        "exporter uses; change it when several daemons share a host.",
+        env=False,
+    ),
+)
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "connection",
+        Str(nullable=True),
+        None,
+        "PostgreSQL connection string (URI or key=value). Default null: DATABASE_URL, then "
+        "libpq's PG* variables and defaults. --connection and DATABASE_URL override it. "
+        "Keeping the password out of this file (PGPASSWORD, ~/.pgpass) keeps it out of "
+        "backups of the config. 'embedded' / 'embedded:PATH' is reserved for a local server "
+        "from kongtaskd[embedded]. Never logged with its password.",
+        env=False,  # DATABASE_URL is the environment's way, as for graphile-worker
+    ),
+    Key(
+        "schema",
+        Str(max_bytes=63),
+        "graphile_worker",
+        "Schema holding the queue tables. Default graphile_worker, which Node workers use "
+        "too; change it only together with every producer and worker sharing the queue "
+        "(GRAPHILE_WORKER_SCHEMA is honoured as well).",
+    ),
+    Key(
+        "concurrency",
+        Int(1, 1024),
+        4,
+        "Child processes, each running one job at a time. Default 4. More children run "
+        "more jobs at once but each costs a process, its memory and a database "
+        "connection; for CPU-bound handlers, more than the number of cores only adds "
+        "contention.",
+    ),
+    Key(
+        "poll_interval",
+        Seconds(),
+        2.0,
+        "Seconds between polls for jobs whose run_at has come. Default 2.0, as "
+        "graphile-worker. New jobs wake the daemon at once via LISTEN/NOTIFY, so this "
+        "only bounds the delay of scheduled and retried jobs; lower means more idle "
+        "queries.",
+    ),
+    Key(
+        "tasks",
+        Tasks(),
+        {},
+        "Task identifier -> handler 'package.module:function', or {handler, timeout} to "
+        "give the task its own job timeout in seconds. Default empty. The daemon needs "
+        "tasks or task_modules; migrate and add do not.",
+        env=False,
+    ),
+    Key(
+        "task_modules",
+        StrList(modules=True),
+        [],
+        "Modules whose @kongtaskd.task('id') functions register themselves; each child "
+        "imports them after the fork. Default empty. Decorators keep the task list next "
+        "to the code; the tasks mapping keeps it visible in the config.",
+        env=False,
+    ),
+    Key(
+        "python_path",
+        StrList(paths=True),
+        [],
+        "Directories put in front of sys.path before handlers are imported; relative ones "
+        "are relative to this file's directory. Default empty: handlers must be "
+        "importable from the installed environment, which is the safer deployment.",
+        env=False,
+    ),
+    Key(
+        "forbidden_flags",
+        StrList(),
+        [],
+        "Jobs carrying any of these flags are not claimed by this daemon (graphile-worker's "
+        "forbiddenFlags). Default empty. Useful to pause a class of jobs or to rate-limit "
+        "by flag; every listed flag adds a condition to the claim query.",
+        env=False,
+    ),
+    Key(
+        "migrate",
+        Bool(),
+        True,
+        "Install or upgrade the schema at start-up. Default true. Set false where the "
+        "daemon's role may not run DDL and 'kongtaskd migrate' runs at deploy time instead.",
+    ),
+    Key(
+        "shutdown_timeout",
+        Seconds(inclusive=True),
+        30.0,
+        "Seconds a graceful shutdown (SIGTERM) waits for running jobs before killing them "
+        "and recording them as failed (they are retried). Default 30, inside systemd's "
+        "default TimeoutStopSec of 90 s. Longer lets long jobs finish; shorter makes "
+        "deploys faster. 0 kills at once.",
+    ),
+    Key(
+        "job_timeout",
+        Seconds(nullable=True),
+        None,
+        "Seconds a job may run before its child is killed and the job failed (and "
+        "retried). Default null: no limit, as graphile-worker. A limit protects the pool "
+        "from hung handlers but kills legitimately slow jobs; tasks.<id>.timeout "
+        "overrides it per task.",
+    ),
+    Key(
+        "max_jobs_per_child",
+        Int(1, nullable=True),
+        None,
+        "Replace a child after this many jobs (with some jitter so children do not all "
+        "recycle together). Default null: never. Contains slow memory leaks in handler "
+        "code at the cost of a fork and re-import per recycle.",
+    ),
+    Key(
+        "max_memory_per_child",
+        Int(1, nullable=True),
+        None,
+        "Replace a child after a job when its resident memory exceeds this many MiB. "
+        "Default null: no limit. Catches handlers that balloon memory; too low a limit "
+        "recycles children after every job.",
+    ),
+    Key(
+        "crontab",
+        Str(nullable=True),
+        None,
+        "Recurring jobs in graphile-worker crontab syntax (one line per schedule). Default "
+        "null: no cron. Mutually exclusive with crontab_file. Schedules are de-duplicated "
+        "across daemons and Node workers through _private_known_crontabs.",
+    ),
+    Key(
+        "crontab_file",
+        FilePath(nullable=True),
+        None,
+        "Path of a crontab file (relative to this file's directory). Default null. Handy "
+        "to share one crontab with Node workers; mutually exclusive with crontab.",
+    ),
+    Key(
+        "timezone",
+        Timezone(),
+        "UTC",
+        "IANA time zone the crontab's times are in. Default UTC, as graphile-worker, "
+        "which has no daylight-saving surprises; a local zone makes '0 2 * * *' skip or "
+        "repeat on DST change days.",
+    ),
+    Key(
+        "metrics",
+        Section(METRICS_KEYS, nullable=True, factory=MetricsConfig),
+        None,
+        "Prometheus endpoint {host, port}. Default null: no endpoint and no listening "
+        "socket. {} enables it with the defaults below.",
+        env=False,
+    ),
+    Key(
+        "log",
+        Section(LOG_KEYS, nullable=False, factory=LogConfig),
+        {},
+        "Logging to stderr (journald under systemd): {level, format}. Default "
+        "{level: info, format: text}; see the sub-keys.",
+    ),
+    Key(
+        "stale_after",
+        Seconds(),
+        60.0,
+        "Seconds after its last heartbeat that a kongtaskd daemon counts as dead, and its "
+        "locked jobs are released for others. Default 60. Shorter recovers jobs of a "
+        "crashed host sooner but risks stealing from a daemon that is merely slow (long "
+        "GC, overloaded database).",
+    ),
+    Key(
+        "heartbeat_interval",
+        Seconds(),
+        10.0,
+        "Seconds between a daemon's heartbeats. Default 10. Must be less than half of "
+        "stale_after, so one late heartbeat does not make a live daemon look dead; "
+        "shorter means more writes.",
+    ),
+)
+
+
+def env_variables() -> dict[str, str]:
+    """Environment variable -> dotted key path, for every key the environment may set."""
+    found: dict[str, str] = {}
+    for key in KEYS:
+        if isinstance(key.type, Section):
+            for sub in key.type.keys:
+                if sub.env:
+                    found[f"{ENV_PREFIX}{key.name}_{sub.name}".upper()] = f"{key.name}.{sub.name}"
+        elif key.env:
+            found[f"{ENV_PREFIX}{key.name}".upper()] = key.name
+    return found
+
+
+# --- the result -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The loaded configuration: plain data (it crosses a fork and pickles).
+
+    Defaults, validation and documentation of every attribute are in :data:`KEYS`.
+    """
+
+    #: The resolved connection string (flag > DATABASE_URL > file); None: libpq defaults.
+    connection: str | None
+    schema: str
+    concurrency: int
+    poll_interval: float
+    tasks: dict[str, TaskSpec]
+    task_modules: tuple[str, ...]
+    #: Absolute directories.
+    python_path: tuple[str, ...]
+    forbidden_flags: tuple[str, ...]
+    migrate: bool
+    shutdown_timeout: float
+    job_timeout: float | None
+    max_jobs_per_child: int | None
+    max_memory_per_child: int | None
+    crontab: str | None
+    #: Absolute path.
+    crontab_file: Path | None
+    timezone: str
+    metrics: MetricsConfig | None
+    log: LogConfig
+    stale_after: float
+    heartbeat_interval: float
+    #: The config file as given, or None when there was none.
+    source: str | None = None
+    #: Directory relative paths were resolved against (the file's, else the cwd).
+    base_dir: Path = dataclasses.field(default_factory=Path.cwd)
+
+    def __repr__(self) -> str:
+        # A Config may well be logged at debug level; its connection string must not
+        # carry a password there.
+        shown = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "connection" and value is not None:
+                value = mask_dsn(value)
+            shown.append(f"{field.name}={value!r}")
+        return f"Config({', '.join(shown)})"
+
+    @property
+    def dsn(self) -> str:
+        """The connection string to hand to libpq; "" means its PG* variables and defaults."""
+        return self.connection or ""
+
+    @property
+    def is_embedded(self) -> bool:
+        """``connection: embedded[:PATH]``: a local server is to be started (later issue)."""
+        value = self.dsn
+        return value == "embedded" or value.startswith("embedded:")
+
+    def timeout_for(self, identifier: str) -> float | None:
+        """The job timeout of ``identifier``: its own ``tasks`` timeout, else ``job_timeout``."""
+        spec = self.tasks.get(identifier)
+        if spec is not None and spec.timeout is not None:
+            return spec.timeout
+        return self.job_timeout
+
+    def require_tasks(self) -> None:
+        """Raise ConfigError unless there is something to run (the daemon calls this)."""
+        if not self.tasks and not self.task_modules:
+            where = self.source or "configuration"
+            raise ConfigError(
+                f"{where}: no tasks to run: map task identifiers to handlers under 'tasks' "
+                "or list modules with @kongtaskd.task handlers under 'task_modules'"
+            )
+
+
+_EXTRA_FIELDS = ("source", "base_dir")
+_field_names = [f.name for f in dataclasses.fields(Config) if f.name not in _EXTRA_FIELDS]
+if _field_names != [key.name for key in KEYS]:  # pragma: no cover - a developer's mistake
+    raise AssertionError(f"Config fields {_field_names} do not match KEYS")
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def _read_file(path: Path, label: str) -> tuple[Any, dict[str, int]]:
+    """The parsed YAML document and the line of every mapping key in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read config file {label}: it is a directory") from None
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ConfigError(f"cannot read config file {label}: {reason}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{label}: not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+            f"at offset {error.start})"
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        problem = error.problem or error.context or "cannot parse"
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{label}: invalid YAML: {' '.join(str(error).split())}") from None
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    if node is not None:
+        _collect_lines(node, "", lines, label)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], label: str) -> None:
+    """Record the line of every key; refuse duplicate keys, which YAML would silently merge."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            name = key_node.value
+            line = key_node.start_mark.line + 1
+            sub = f"{path}.{name}" if path else name
+            if name in seen:
+                raise ConfigError(
+                    f"{label}:{line}: duplicate key '{sub}' (first set at line {seen[name]})"
+                )
+            seen[name] = line
+            lines[sub] = line
+            _collect_lines(value_node, sub, lines, label)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            sub = f"{path}[{index}]"
+            lines[sub] = item.start_mark.line + 1
+            _collect_lines(item, sub, lines, label)
+
+
+_KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+
+def _key_at(path: str) -> Key:
+    name, _, sub = path.partition(".")
+    key = _KEYS_BY_NAME[name]
+    if sub:
+        assert isinstance(key.type, Section)
+        return next(k for k in key.type.keys if k.name == sub)
+    return key
+
+
+_Entry = tuple[Any, Origin]
+
+
+def _checked(path: str, value: Any, origin: Origin) -> Any:
+    try:
+        return _key_at(path).type.check(value, path, origin)
+    except Invalid as problem:
+        raise origin.error(
+            problem.path, problem.problem, problem_names_key=problem.problem_names_key
+        ) from None
+
+
+def _file_layer(data: Any, origin: Origin) -> dict[str, _Entry]:
+    if data is None:  # an empty (or all-comments) file: all defaults
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{origin.label}:1: expected a mapping of configuration keys, got {_shown(data)}"
+        )
+    layer: dict[str, _Entry] = {}
+    known = list(_KEYS_BY_NAME)
+    for name, value in data.items():
+        if name not in _KEYS_BY_NAME:
+            problem = _unknown_key("", name, known)
+            raise origin.error(problem.path, problem.problem, problem_names_key=True)
+        key = _KEYS_BY_NAME[name]
+        checked = _checked(name, value, origin)
+        if isinstance(key.type, Section):
+            # The section itself records whether it is on (metrics: null turns it off);
+            # its sub-keys become entries of their own so the environment can override one.
+            layer[name] = (checked is not None and checked is not False, origin)
+            if isinstance(checked, Mapping):
+                for sub, sub_value in checked.items():
+                    path = f"{name}.{sub}"
+                    layer[path] = (_checked(path, sub_value, origin), origin)
+        else:
+            layer[name] = (checked, origin)
+    return layer
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, _Entry]:
+    layer: dict[str, _Entry] = {}
+    variables = [(GRAPHILE_SCHEMA_ENV, "schema"), *env_variables().items()]
+    for variable, path in variables:  # later entries win: KONGTASK_SCHEMA over GRAPHILE_...
+        text = environ.get(variable)
+        # An empty variable counts as unset: that is what `FOO= cmd` and empty
+        # Environment= lines in unit files usually mean.
+        if text is None or text == "":
+            continue
+        origin = Origin("env", variable, Path.cwd())
+        layer[path] = (_checked(path, _key_at(path).type.from_env(text), origin), origin)
+    return layer
+
+
+def _flag_layer(overrides: Mapping[str, Any]) -> dict[str, _Entry]:
+    layer: dict[str, _Entry] = {}
+    for path, value in overrides.items():
+        if value is None or path == "connection":
+            continue
+        try:
+            _key_at(path)
+        except (KeyError, StopIteration):
+            raise ValueError(f"load_config: override for unknown key {path!r}") from None
+        flag = "--" + path.replace(".", "-").replace("_", "-")
+        origin = Origin("flag", flag, Path.cwd())
+        layer[path] = (_checked(path, value, origin), origin)
+    return layer
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and check the configuration; raise ConfigError (one line) on any problem.
+
+    ``path`` None: defaults, environment and overrides only. ``overrides`` are flag values
+    keyed by config key (``"log.level"`` for nested ones); None means "flag not given".
+    ``environ`` defaults to ``os.environ``.
+    """
+    overrides = overrides or {}
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd()
+    source: str | None = None
+    base_dir = cwd
+    merged: dict[str, _Entry] = {}
+    if path is not None:
+        source = os.fspath(path)
+        file_path = Path(source).expanduser()
+        data, lines = _read_file(file_path, source)
+        base_dir = file_path.resolve().parent
+        merged.update(_file_layer(data, Origin("file", source, base_dir, lines)))
+    merged.update(_env_layer(environ))
+    merged.update(_flag_layer(overrides))
+
+    default_origin = Origin("default", "default", base_dir)
+
+    def value(path: str) -> Any:
+        if path in merged:
+            return merged[path][0]
+        return _checked(path, _key_at(path).default, default_origin)
+
+    def origin_of(path: str) -> Origin:
+        return merged[path][1] if path in merged else default_origin
+
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        if isinstance(key.type, Section):
+            enabled = merged[key.name][0] if key.name in merged else key.default is not None
+            if not enabled and key.type.nullable:
+                values[key.name] = None
+                continue
+            subs = {sub.name: value(f"{key.name}.{sub.name}") for sub in key.type.keys}
+            values[key.name] = key.type.factory(**subs)
+        elif key.name == "connection":
+            file_value = value("connection")
+            resolved = resolve_dsn(overrides.get("connection"), file_value, environ)
+            values[key.name] = resolved or None
+        else:
+            values[key.name] = value(key.name)
+
+    if values["crontab"] is not None and values["crontab_file"] is not None:
+        later = max(("crontab", "crontab_file"), key=lambda k: _rank(origin_of(k)))
+        raise origin_of(later).error(
+            later,
+            "crontab and crontab_file are mutually exclusive; set only one of them",
+            problem_names_key=True,
+        )
+    if values["heartbeat_interval"] >= values["stale_after"] / 2:
+        later = max(("heartbeat_interval", "stale_after"), key=lambda k: _rank(origin_of(k)))
+        raise origin_of(later).error(
+            later,
+            f"heartbeat_interval ({values['heartbeat_interval']:g} s) must be less than half "
+            f"of stale_after ({values['stale_after']:g} s), or one late heartbeat would make "
+            "a live daemon look dead",
+            problem_names_key=True,
+        )
+    return Config(**values, source=source, base_dir=base_dir)
+
+
+def _rank(origin: Origin) -> int:
+    """Which of two conflicting settings to blame: the one from the more specific layer."""
+    return ("default", "file", "env", "flag").index(origin.kind)

@@ -1,0 +1,5 @@
+--! breaking-change
+-- graphile-worker migration 19 (released in 0.17.0): marker only, no schema change.
+-- From 0.17 on, locked_by holds the id of the worker *pool* instead of a per-slot worker id.
+-- Older workers would misread such locks, so the marker is breaking: a graphile-worker
+-- that only knows up to 18 refuses to start on this database.

@@ -1,0 +1,142 @@
+"""Log formats, job context and password masking."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from kongtaskd.logs import current_job, job_context, setup_logging
+
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<rest>.*)$")
+
+
+@pytest.fixture()
+def stream() -> Iterator[io.StringIO]:
+    """Logging set up into a buffer; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    yield buffer
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+def lines(buffer: io.StringIO) -> list[str]:
+    return buffer.getvalue().splitlines()
+
+
+def test_text_format(stream: io.StringIO) -> None:
+    setup_logging("info", "text", stream)
+    logging.getLogger("kongtaskd.supervisor").info("started %d children", 4)
+    (line,) = lines(stream)
+    match = TEXT_LINE.match(line)
+    assert match, line
+    assert match["level"] == "INFO"
+    assert match["rest"] == "kongtaskd.supervisor: started 4 children"
+
+
+def test_text_format_shows_the_job(stream: io.StringIO) -> None:
+    setup_logging("info", "text", stream)
+    with job_context(42, "send_email"):
+        logging.getLogger("myapp.tasks").warning("slow smtp")
+    logging.getLogger("myapp.tasks").warning("outside")
+    first, second = lines(stream)
+    assert first.endswith(" WARNING myapp.tasks [job 42 send_email]: slow smtp")
+    assert second.endswith(" WARNING myapp.tasks: outside")
+
+
+def test_level_filters(stream: io.StringIO) -> None:
+    setup_logging("warning", "text", stream)
+    log = logging.getLogger("kongtaskd.x")
+    log.info("hidden")
+    log.error("shown")
+    assert [line.split(" ", 1)[1] for line in lines(stream)] == ["ERROR kongtaskd.x: shown"]
+
+
+def test_json_format(stream: io.StringIO) -> None:
+    setup_logging("debug", "json", stream)
+    with job_context(7, "resize"):
+        logging.getLogger("myapp").debug("size %s", "big", extra={"width": 800})
+    logging.getLogger("kongtaskd.child").info("idle")
+    inside, outside = (json.loads(line) for line in lines(stream))
+    assert inside == {
+        "ts": inside["ts"],
+        "level": "debug",
+        "logger": "myapp",
+        "msg": "size big",
+        "job_id": 7,
+        "task": "resize",
+        "pid": os.getpid(),
+        "width": 800,
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", inside["ts"])
+    assert outside["job_id"] is None and outside["task"] is None
+
+
+def test_json_format_carries_tracebacks_and_odd_extras(stream: io.StringIO) -> None:
+    setup_logging("info", "json", stream)
+    try:
+        raise RuntimeError("broken")
+    except RuntimeError:
+        logging.getLogger("x").exception("failed", extra={"thing": object()})
+    (entry,) = (json.loads(line) for line in lines(stream))
+    assert entry["msg"] == "failed"
+    assert "RuntimeError: broken" in entry["exc"]
+    assert entry["thing"].startswith("<object object")
+
+
+def test_passwords_are_masked_in_messages_arguments_and_tracebacks(stream: io.StringIO) -> None:
+    setup_logging("info", "text", stream)
+    log = logging.getLogger("kongtaskd.x")
+    log.info("connecting to %s", "postgresql://app:hunter2@db/app")
+    log.info("dsn host=db password=hunter2")
+    try:
+        raise ValueError("bad dsn postgresql://app:hunter2@db/app")
+    except ValueError:
+        log.exception("oops")
+    text = stream.getvalue()
+    assert "hunter2" not in text
+    assert "connecting to postgresql://app:***@db/app" in text
+    assert "password=***" in text
+
+
+def test_passwords_are_masked_in_json_extras(stream: io.StringIO) -> None:
+    setup_logging("info", "json", stream)
+    logging.getLogger("x").info("x", extra={"dsn": "postgresql://a:hunter2@h/d"})
+    assert "hunter2" not in stream.getvalue()
+
+
+def test_setting_up_again_replaces_the_handler(stream: io.StringIO) -> None:
+    setup_logging("info", "text", stream)
+    setup_logging("info", "json", stream)
+    logging.getLogger("x").info("once")
+    (line,) = lines(stream)
+    assert json.loads(line)["msg"] == "once"
+
+
+def test_job_context_follows_async_tasks(stream: io.StringIO) -> None:
+    setup_logging("info", "text", stream)
+
+    async def handler() -> None:
+        await asyncio.sleep(0)
+        logging.getLogger("myapp").info("async")
+
+    with job_context(9, "crawl"):
+        asyncio.run(handler())
+        assert current_job() == (9, "crawl")
+    assert current_job() is None
+    assert lines(stream)[0].endswith("myapp [job 9 crawl]: async")
+
+
+def test_bad_level_or_format() -> None:
+    with pytest.raises(ValueError, match="log level must be one of"):
+        setup_logging("loud", "text")
+    with pytest.raises(ValueError, match="log format must be one of"):
+        setup_logging("info", "xml")
