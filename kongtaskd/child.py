@@ -101,11 +101,15 @@ class Child:
             self.handlers = load_handlers(
                 self.settings.tasks, self.settings.task_modules, self.settings.python_path
             )
-            self.connect()
         except KongtaskError as exc:
-            self.die(exc.message)
+            self.die(exc.message, protocol.FATAL_IMPORT)
         except Exception as exc:  # an import can raise anything; report it, don't hang
-            self.die(f"{type(exc).__name__}: {exc}")
+            self.die(f"{type(exc).__name__}: {exc}", protocol.FATAL_IMPORT)
+        try:
+            self.connect()
+        except (KongtaskError, psycopg2.Error) as exc:
+            message = exc.message if isinstance(exc, KongtaskError) else str(exc).strip()
+            self.die(message, protocol.FATAL_DATABASE)
         self.channel.send(protocol.encode_ready(os.getpid(), sorted(self.handlers)))
 
     def watch_parent(self) -> None:
@@ -146,11 +150,42 @@ class Child:
             application_name=f"kongtaskd child {self.settings.index}",
             autocommit=True,
         )
-        self.queries = Queries(self.conn, self.settings.schema, names=("load_job", "release"))
+        self.queries = Queries(
+            self.conn, self.settings.schema, names=("load_job", "release", "claim")
+        )
 
-    def die(self, error: str) -> NoReturn:
+    def ensure_connection(self) -> None:
+        """Reconnect after a lost connection, with back-off, for ``CHILD_DB_RETRY_SECONDS``."""
+        if self.conn is not None and not self.conn.closed and self.queries is not None:
+            return
+        deadline = time.monotonic() + tunables.CHILD_DB_RETRY_SECONDS
+        delay = tunables.RECONNECT_BACKOFF_FIRST
+        while True:
+            try:
+                self.connect()
+                return
+            except (KongtaskError, psycopg2.Error) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "child %d cannot reach the database (%s); retrying", self.settings.index, exc
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, tunables.RECONNECT_BACKOFF_MAX)
+
+    def broken(self) -> None:
+        """Forget a connection that failed; the next use reconnects."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        self.conn = None
+        self.queries = None
+
+    def die(self, error: str, kind: str) -> NoReturn:
         try:
-            self.channel.send(protocol.encode_fatal(error))
+            self.channel.send(protocol.encode_fatal(error, kind))
         except OSError:
             pass
         os._exit(EXIT_FATAL)
@@ -172,18 +207,25 @@ class Child:
                 self.recycle_if_due()
 
     def run_job(self, job_id: int) -> None:
+        """One job, phase by phase: load the row, run the handler, report the outcome."""
         started = time.perf_counter()
-        row = self.load(job_id)
+        # 1. Load. The supervisor sent only the id; the row is read here, and only while
+        #    this pool still holds the job (a sweeper may have taken it back meanwhile).
+        try:
+            row = self.load(job_id)
+        except (KongtaskError, psycopg2.Error) as exc:
+            self.report_failed(job_id, 0.0, f"could not load the job: {exc}")
+            return
         if row is None:
             self.report(protocol.encode_skipped(job_id, "the job is gone or no longer ours"))
             return
         job = Job(*row[:-1], flags=sorted(row[-1]) if row[-1] else None)
         handler = self.handlers.get(job.task_identifier)
-        self.set_title(f"running {job.task_identifier}#{job.id}")
-        if handler is None:  # cannot happen unless the registry changed under us
-            error = f"no handler for task {job.task_identifier!r} in this child"
-            self.report(protocol.encode_failed(job_id, 0.0, error))
+        if handler is None:  # the supervisor only claims tasks every child has
+            self.report_failed(job_id, 0.0, f"no handler for task {job.task_identifier!r}")
             return
+        # 2. Run, in the handler's own transaction on this child's connection.
+        self.set_title(f"running {job.task_identifier}#{job.id}")
         job_log = logging.LoggerAdapter(
             logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
             {"job_id": job.id, "task": job.task_identifier},
@@ -197,30 +239,26 @@ class Child:
                 job_log.info("job succeeded in %.3fs", seconds)
             else:
                 job_log.warning("job failed in %.3fs: %s", seconds, error.splitlines()[0])
+        # 3. Report. The supervisor writes the outcome (batched with other children's).
         if error is None:
-            self.report(protocol.encode_done(job_id, seconds))
+            self.report_done(job_id, seconds)
         else:
-            self.report(protocol.encode_failed(job_id, seconds, error))
+            self.report_failed(job_id, seconds, error)
 
     def load(self, job_id: int) -> tuple[Any, ...] | None:
-        assert self.queries is not None
-        for attempt in (1, 2):
+        """Read the job row, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""
+        deadline = time.monotonic() + tunables.CHILD_DB_RETRY_SECONDS
+        while True:
             try:
+                self.ensure_connection()
+                assert self.queries is not None
                 rows = self.queries.fetchall("load_job", job_id, self.settings.pool_id)
                 return rows[0] if rows else None
-            except psycopg2.OperationalError:
-                if attempt == 2:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self.broken()
+                if time.monotonic() > deadline:
                     raise
-                self.reconnect()
-        return None
-
-    def reconnect(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except psycopg2.Error:
-                pass
-        self.connect()
+                time.sleep(tunables.RECONNECT_BACKOFF_FIRST)
 
     def call(self, handler: Handler, job: Job, job_log: logging.LoggerAdapter[Any]) -> str | None:
         """Run the handler in its transaction. Returns None on success, else the error text."""
@@ -241,12 +279,12 @@ class Child:
             return None
         except JobInterrupted as exc:
             self.stop_after_report = True
-            self.rollback()
+            self.end_transaction()
             if os.getppid() != self.supervisor_pid:
                 self.hand_back(job.id)
             return format_error(exc, f"job interrupted by {exc}")
         except BaseException as exc:
-            self.rollback()
+            self.end_transaction()
             return format_error(exc)
         finally:
             self.restore_autocommit()
@@ -256,29 +294,33 @@ class Child:
             self.loop = asyncio.new_event_loop()
         return self.loop
 
-    def rollback(self) -> None:
-        assert self.conn is not None
+    def end_transaction(self) -> None:
+        """Roll back what a failed handler did; a dead connection is dropped for later."""
+        if self.conn is None:
+            return
         try:
             self.conn.rollback()
         except psycopg2.Error:
-            pass  # a dead connection has nothing to roll back; reconnect happens on next use
+            self.broken()
 
     def restore_autocommit(self) -> None:
-        assert self.conn is not None
+        if self.conn is None:
+            return
         try:
             if self.conn.closed:
-                self.connect()
-            elif self.conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
-                self.conn.rollback()
+                self.broken()
+                return
+            if self.conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+                self.conn.rollback()  # the handler left a transaction open after an error
             self.conn.autocommit = True
-        except (psycopg2.Error, KongtaskError):
-            self.conn = None
-            self.connect()
+        except psycopg2.Error:
+            self.broken()
 
-    def hand_back(self, job_id: int) -> None:
+    def hand_back(self, job_id: int) -> NoReturn:
         """The supervisor is gone: put the job back in the queue ourselves, attempt refunded."""
         try:
-            self.restore_autocommit()
+            self.restore_autocommit()  # we are still inside the handler's transaction
+            self.ensure_connection()
             assert self.queries is not None
             self.queries.fetchall("release", [job_id], self.settings.pool_id)
             log.warning("supervisor gone: returned job %d to the queue", job_id)
@@ -286,14 +328,43 @@ class Child:
             log.error("supervisor gone and job %d could not be returned: %s", job_id, exc)
         os._exit(EXIT_ORPHANED)
 
-    def report(self, frame: bytes) -> None:
+    def report_done(self, job_id: int, seconds: float) -> None:
+        self.report(protocol.encode_done(job_id, seconds), completed=[job_id])
+
+    def report_failed(self, job_id: int, seconds: float, error: str) -> None:
+        self.report(protocol.encode_failed(job_id, seconds, error), failed=(job_id, error))
+
+    def report(
+        self,
+        frame: bytes,
+        completed: list[int] | None = None,
+        failed: tuple[int, str] | None = None,
+    ) -> None:
+        """Send an outcome up the pipe. If the supervisor is gone, write it ourselves."""
         self.state = _REPORTING
         try:
             self.channel.send(frame)
         except OSError:
-            os._exit(EXIT_ORPHANED)  # the supervisor is gone; its successor sweeps the job
+            self.record_orphaned(completed or [], failed)
         finally:
             self.state = _IDLE
+
+    def record_orphaned(self, completed: list[int], failed: tuple[int, str] | None) -> NoReturn:
+        """The supervisor died while we ran a job: the outcome still reaches the database."""
+        try:
+            self.ensure_connection()
+            assert self.queries is not None
+            failed_ids, errors = ([failed[0]], [failed[1]]) if failed else ([], [])
+            self.queries.fetchall(
+                "claim", completed, failed_ids, errors, [], self.settings.pool_id, [], None, 0
+            )
+            log.warning(
+                "supervisor gone: recorded the outcome of job %s ourselves",
+                (completed or failed_ids),
+            )
+        except Exception as exc:
+            log.error("supervisor gone and the outcome could not be recorded: %s", exc)
+        os._exit(EXIT_ORPHANED)
 
     def recycle_if_due(self) -> None:
         limit = self.settings.max_jobs

@@ -26,10 +26,12 @@ from typing import Any, NoReturn
 import psycopg2
 import psycopg2.errors
 
-from kongtaskd import __version__
+from kongtaskd import __version__, admin
 from kongtaskd.config import Config, load_config
 from kongtaskd.dsn import connect, mask_secrets
 from kongtaskd.enqueue import (
+    SMALLINT_MAX,
+    SMALLINT_MIN,
     InvalidJobArgument,
     InvalidJobArgumentType,
     add_job,
@@ -357,6 +359,371 @@ def _flag_error(error: InvalidJobArgument | InvalidJobArgumentType) -> ConfigErr
     return ConfigError(f"{flag}: {message}")
 
 
+# --- admin verbs: jobs, status, cleanup, init -----------------------------------------------
+
+#: Job ids are bigint identities.
+_MAX_JOB_ID = 2**63 - 1
+
+
+def _job_id(text: str) -> int:
+    """argparse type of a job id: a positive integer that fits a bigint."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a positive integer)") from None
+    if not 1 <= value <= _MAX_JOB_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (1..{_MAX_JOB_ID})")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; 0 means no limit")
+    return value
+
+
+def _check_priority(priority: int | None) -> None:
+    if priority is not None and not SMALLINT_MIN <= priority <= SMALLINT_MAX:
+        raise ConfigError(
+            f"--priority: must be between {SMALLINT_MIN} and {SMALLINT_MAX}, got {priority}"
+        )
+
+
+def _add_ids(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ids", metavar="ID", type=_job_id, nargs="+", help="job ids (as 'jobs list' shows them)"
+    )
+
+
+_SKIPPED = (
+    "Jobs a worker is running are left alone (graphile-worker's rule: locked less than 4 h\n"
+    "ago; jobs of a kongtaskd daemon still sending heartbeats, however long they run).\n"
+    "The other ids are acted on; then, if any id was running or does not exist, one error\n"
+    "line names them all and the exit code is 1."
+)
+
+
+def _jobs_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "List jobs, oldest first, as a table (or JSON). STATE is ready (due now), scheduled\n"
+        "(run_at ahead), retrying (failed before, will run again), locked (a worker holds\n"
+        "it) or failed (no attempts left)."
+    )
+    parser.add_argument("--task", metavar="T", help="only jobs of task T (default: all tasks)")
+    parser.add_argument("--queue", metavar="Q", help="only jobs in queue Q (default: any queue)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
+        "--failed",
+        dest="only",
+        action="store_const",
+        const="failed",
+        help="only jobs whose last attempt failed: retrying and permanently failed ones "
+        "(default: jobs in any state)",
+    )
+    only.add_argument(
+        "--locked",
+        dest="only",
+        action="store_const",
+        const="locked",
+        help="only jobs a worker holds right now",
+    )
+    only.add_argument(
+        "--scheduled",
+        dest="only",
+        action="store_const",
+        const="scheduled",
+        help="only jobs waiting for a future run_at, retries in back-off included",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="show at most N jobs; 0 shows all (default: 100)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array of jobs, payload included, timestamps ISO 8601 UTC "
+        "(default: a table)",
+    )
+
+
+def _jobs_retry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run jobs again now: attempts reset to 0 and run_at set to now, so permanently\n"
+        "failed jobs run again too. last_error is kept (the record of why it failed) until\n"
+        "the job fails again or succeeds.\n\n" + _SKIPPED
+    )
+    _add_ids(parser)
+
+
+def _jobs_fail_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Fail jobs permanently: attempts = max_attempts, so no worker runs them again;\n"
+        "they stay listed as failed until removed or 'cleanup --permafailed'.\n\n" + _SKIPPED
+    )
+    _add_ids(parser)
+    parser.add_argument(
+        "--message",
+        metavar="M",
+        help="the jobs' last_error (default: graphile-worker's 'Manually marked as failed')",
+    )
+
+
+def _jobs_remove_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Delete jobs (graphile-worker's complete_jobs).\n\n" + _SKIPPED
+    _add_ids(parser)
+
+
+def _jobs_reschedule_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Move jobs to another time and/or priority; attempts and last_error stay.\n\n" + _SKIPPED
+    )
+    _add_ids(parser)
+    parser.add_argument(
+        "--run-at",
+        metavar="ISO8601",
+        help="the new run_at, with a UTC offset: 2026-11-23T09:00:00Z or ...+01:00 "
+        "(default: unchanged; a time without an offset is refused, not guessed)",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="the new priority, lower runs first, -32768..32767 (default: unchanged)",
+    )
+
+
+#: The actions of `kongtaskd jobs`: name, help, example, arguments.
+_JOB_ACTIONS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    (
+        "list",
+        "list jobs (table or JSON)",
+        "kongtaskd jobs list -c kongtask.yaml --failed --task send_email\n"
+        "  kongtaskd jobs list --connection postgresql://app@db/app --queue reports --json",
+        _jobs_list_arguments,
+    ),
+    (
+        "retry",
+        "run jobs again now, attempts reset",
+        "kongtaskd jobs retry -c kongtask.yaml 42 43",
+        _jobs_retry_arguments,
+    ),
+    (
+        "fail",
+        "fail jobs permanently",
+        "kongtaskd jobs fail -c kongtask.yaml 42 --message 'bad address, gave up'",
+        _jobs_fail_arguments,
+    ),
+    (
+        "remove",
+        "delete jobs",
+        "kongtaskd jobs remove -c kongtask.yaml 42 43",
+        _jobs_remove_arguments,
+    ),
+    (
+        "reschedule",
+        "move jobs to another time or priority",
+        "kongtaskd jobs reschedule -c kongtask.yaml 42 --run-at 2026-11-23T09:00:00Z\n"
+        "  kongtaskd jobs reschedule -c kongtask.yaml 42 43 --priority -10",
+        _jobs_reschedule_arguments,
+    ),
+)
+
+
+def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "List and manage jobs, beside running workers: every change goes through\n"
+        "graphile-worker's own SQL functions, which never touch a job a worker is running."
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", title="actions", required=True)
+    for name, help_text, example, arguments in _JOB_ACTIONS:
+        sub = actions.add_parser(
+            name,
+            help=help_text,
+            description=help_text[:1].upper() + help_text[1:] + ".",
+            epilog=f"example:\n  {example}",
+            formatter_class=_FORMATTER,
+        )
+        _add_common(sub, in_verb=True)
+        arguments(sub)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    action: str = args.action
+    # Flags are checked before connecting: a typo costs no connection attempt.
+    run_at = None
+    if action == "reschedule":
+        run_at = _parse_run_at(args.run_at)
+        _check_priority(args.priority)
+        if run_at is None and args.priority is None:
+            raise ConfigError("jobs reschedule: give --run-at, --priority or both")
+    config = _load(args)
+    conn = _connect(config, f"kongtaskd jobs {action}")
+    try:
+        if action == "list":
+            listing = admin.list_jobs(
+                conn,
+                config.schema,
+                task=args.task,
+                queue=args.queue,
+                only=args.only,
+                limit=args.limit or None,
+                with_payload=args.json,
+            )
+            print(admin.to_json(listing.jobs) if args.json else admin.format_jobs(listing))
+            return ExitCode.OK
+        stale_after = config.stale_after
+        if action == "retry":
+            result = admin.retry_jobs(conn, config.schema, args.ids, stale_after=stale_after)
+        elif action == "fail":
+            result = admin.fail_jobs(
+                conn, config.schema, args.ids, message=args.message, stale_after=stale_after
+            )
+        elif action == "remove":
+            result = admin.remove_jobs(conn, config.schema, args.ids, stale_after=stale_after)
+        else:
+            result = admin.reschedule_jobs(
+                conn,
+                config.schema,
+                args.ids,
+                run_at=run_at,
+                priority=args.priority,
+                stale_after=stale_after,
+            )
+    finally:
+        conn.close()
+    summary = result.summary()
+    if summary:
+        print(summary, flush=True)
+    problems = result.problems()
+    if problems:
+        raise KongtaskError(problems, exit_code=ExitCode.FAILURE)
+    return ExitCode.OK
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Show the kongtaskd daemons alive on this queue (from their heartbeats: pool id,\n"
+        "host, pid, busy and idle children, uptime, last beat; 'STALE' once the last beat\n"
+        "is older than the config's stale_after), anyone else holding locks (graphile-worker\n"
+        "pools write no heartbeat), and how many jobs each task and named queue has ready,\n"
+        "scheduled, locked and failed."
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the same as one JSON object, timestamps ISO 8601 UTC (default: text)",
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _load(args)
+    conn = _connect(config, "kongtaskd status")
+    try:
+        report = admin.status(conn, config.schema, stale_after=config.stale_after)
+    finally:
+        conn.close()
+    print(admin.to_json(report) if args.json else admin.format_status(report))
+    return ExitCode.OK
+
+
+def _cleanup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Clean the queue tables as graphile-worker's --cleanup does. Without flags:\n"
+        "--tasks and --queues (graphile-worker's default). Deleting failed jobs destroys\n"
+        "their record, so it runs only with --permafailed. The task identifiers of the\n"
+        "configuration (its tasks, and the @task handlers of its task_modules, which are\n"
+        "imported to learn them) are always kept: a running worker knows its tasks by id\n"
+        "and would not see new jobs of a task whose row was deleted and made again."
+    )
+    parser.add_argument(
+        "--tasks",
+        action="store_true",
+        help="delete task identifiers no job uses (GC_TASK_IDENTIFIERS)",
+    )
+    parser.add_argument(
+        "--queues",
+        action="store_true",
+        help="delete named queues no job uses and nobody holds (GC_JOB_QUEUES)",
+    )
+    parser.add_argument(
+        "--permafailed",
+        action="store_true",
+        help="delete permanently failed jobs nobody holds (DELETE_PERMAFAILED_JOBS)",
+    )
+    parser.add_argument(
+        "--keep-task",
+        dest="keep_tasks",
+        action="append",
+        default=[],
+        metavar="T",
+        help="also keep task identifier T (e.g. served only by Node workers); repeat for "
+        "several (default: only the configuration's)",
+    )
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    config = _load(args)
+    tasks, queues, permafailed = args.tasks, args.queues, args.permafailed
+    if not (tasks or queues or permafailed):
+        tasks = queues = True
+    keep = set(config.tasks) | set(args.keep_tasks)
+    if tasks and config.task_modules:
+        # Decorated handlers name their task only in code: import the modules, as the
+        # daemon's children do, to learn which identifiers this configuration serves.
+        from kongtaskd.registry import load_handlers
+
+        specs = {identifier: spec.handler for identifier, spec in config.tasks.items()}
+        keep |= set(load_handlers(specs, config.task_modules, config.python_path))
+    conn = _connect(config, "kongtaskd cleanup")
+    try:
+        report = admin.cleanup(
+            conn,
+            config.schema,
+            tasks=tasks,
+            queues=queues,
+            permafailed=permafailed,
+            keep_tasks=sorted(keep),
+        )
+    finally:
+        conn.close()
+    print(admin.format_cleanup(report))
+    return ExitCode.OK
+
+
+def _init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        f"Write a starter {admin.CONFIG_FILE} (every configuration key with its default and\n"
+        f"what changing it trades) and {admin.HANDLERS_FILE}, a handler module with one\n"
+        f"example task the configuration names. Existing files are never overwritten.\n"
+        "Needs no database."
+    )
+    parser.add_argument(
+        "path",
+        metavar="PATH",
+        nargs="?",
+        default=".",
+        help="directory to write into, created if missing (default: the current directory)",
+    )
+
+
+def _init(args: argparse.Namespace) -> int:
+    written = admin.init_project(args.path)
+    config = written[0]
+    print(f"wrote {', '.join(str(path) for path in written)}")
+    print(f"next: set 'connection' in {config} (or DATABASE_URL), then")
+    print(f"  kongtaskd migrate -c {config}")
+    print(f'  kongtaskd add {admin.EXAMPLE_TASK} --payload \'{{"name": "world"}}\' -c {config}')
+    print(f"  kongtaskd -c {config}")
+    return ExitCode.OK
+
+
 @dataclasses.dataclass(frozen=True)
 class Verb:
     """One subcommand: its name, a one-line help, its arguments and what runs it."""
@@ -374,7 +741,7 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-#: The verbs, in help order. Later verbs (jobs, status, cleanup, init) are added here.
+#: The verbs, in help order.
 VERBS: tuple[Verb, ...] = (
     Verb(
         "run",
@@ -400,6 +767,37 @@ VERBS: tuple[Verb, ...] = (
         "  kongtaskd add report --queue reports --job-key daily-report --json",
         _add_arguments,
         _add,
+    ),
+    Verb(
+        "jobs",
+        "list jobs; retry, fail, remove or reschedule them",
+        "kongtaskd jobs list -c kongtask.yaml --failed\n"
+        "  kongtaskd jobs retry -c kongtask.yaml 42 43\n"
+        "  run 'kongtaskd jobs ACTION --help' for an action's options",
+        _jobs_arguments,
+        _jobs,
+    ),
+    Verb(
+        "status",
+        "show live daemons and job counts per task and queue",
+        "kongtaskd status -c kongtask.yaml\n"
+        "  kongtaskd status --connection postgresql://app@db/app --json",
+        _status_arguments,
+        _status,
+    ),
+    Verb(
+        "cleanup",
+        "delete unused task identifiers and queues (and failed jobs with --permafailed)",
+        "kongtaskd cleanup -c kongtask.yaml\n  kongtaskd cleanup -c kongtask.yaml --permafailed",
+        _cleanup_arguments,
+        _cleanup,
+    ),
+    Verb(
+        "init",
+        "write a commented starter kongtask.yaml and a tasks.py handler skeleton",
+        "kongtaskd init myproject\n  kongtaskd init  # into the current directory",
+        _init_arguments,
+        _init,
     ),
 )
 

@@ -14,7 +14,7 @@ Supervisor -> child
 
 Child -> supervisor
     ``READY``    JSON ``{"pid", "tasks": [identifiers]}``   imports done, connected
-    ``FATAL``    JSON ``{"error": message}``                cannot start; exits next
+    ``FATAL``    JSON ``{"error", "kind"}``                 cannot start; exits next
     ``DONE``     ``int64 job_id, float64 seconds``          the handler returned
     ``FAILED``   ``int64 job_id, float64 seconds`` + UTF-8  the handler raised; text = error
     ``SKIPPED``  ``int64 job_id`` + UTF-8 reason            the row was gone or not ours
@@ -73,8 +73,14 @@ def encode_ready(pid: int, tasks: list[str]) -> bytes:
     return _frame(Kind.READY, json.dumps({"pid": pid, "tasks": tasks}).encode())
 
 
-def encode_fatal(error: str) -> bytes:
-    return _frame(Kind.FATAL, json.dumps({"error": error}).encode())
+#: Kinds of FATAL: a handler that cannot be imported will never start (stop the daemon);
+#: a database that cannot be reached may come back (keep respawning, with back-off).
+FATAL_IMPORT = "import"
+FATAL_DATABASE = "database"
+
+
+def encode_fatal(error: str, kind: str = FATAL_IMPORT) -> bytes:
+    return _frame(Kind.FATAL, json.dumps({"error": error, "kind": kind}).encode())
 
 
 def encode_done(job_id: int, seconds: float) -> bytes:

@@ -42,6 +42,7 @@ STATEMENTS: dict[str, Statement] = {
         Statement("sweep", ("float8", "text")),
         Statement("sweep_expired", ("float8",)),
         Statement("forget_pool", ("text",)),
+        Statement("release_unknown", ("text", "bigint[]")),
     )
 }
 

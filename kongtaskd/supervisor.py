@@ -54,7 +54,7 @@ from setproctitle import setproctitle
 from kongtaskd import protocol, tunables
 from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
 from kongtaskd.config import Config
-from kongtaskd.errors import ExitCode, KongtaskError, TaskImportError
+from kongtaskd.errors import DatabaseError, ExitCode, KongtaskError, TaskImportError
 from kongtaskd.heartbeat import Heartbeat
 from kongtaskd.notify import Notifier
 from kongtaskd.queries import Queries
@@ -93,6 +93,7 @@ class ChildProcess:
     kill_reason: str = ""
     kill_at: float | None = None
     fatal: str = ""
+    fatal_kind: str = ""
     jobs_done: int = 0
     #: Bumped by each SIGHUP; children of an older generation are replaced one by one.
     generation: int = 0
@@ -154,6 +155,7 @@ class Supervisor:
         self.signal_queue: collections.deque[int] = collections.deque()
         self.wake_r, self.wake_w = os.pipe()
         self.conn: extensions.connection | None = None
+        self.conn_fd: int | None = None
         self.queries: Queries | None = None
         self.outcomes = Outcomes()
         self.wanted_tasks: list[str] = sorted(config.tasks)
@@ -269,10 +271,15 @@ class Supervisor:
             self.read_children()
             for child in self.children.values():
                 if child.fatal:
-                    raise TaskImportError(f"a child could not start: {child.fatal}")
+                    raise self.start_failure(child)
             self.reap()
             if self.last_fatal:
                 raise TaskImportError(f"a child could not start: {self.last_fatal}")
+
+    def start_failure(self, child: ChildProcess) -> KongtaskError:
+        if child.fatal_kind == protocol.FATAL_DATABASE:
+            return DatabaseError(f"a child could not connect to the database: {child.fatal}")
+        return TaskImportError(f"a child could not start: {child.fatal}")
 
     def connect(self) -> None:
         """(Re)open the supervisor's connection: PREPARE, register tasks, LISTEN."""
@@ -291,10 +298,13 @@ class Supervisor:
                 "sweep",
                 "sweep_expired",
                 "forget_pool",
+                "release_unknown",
             )
             queries = Queries(conn, self.schema, names=names)
             self.conn, self.queries = conn, queries
+            self.conn_fd = conn.fileno()  # kept: a broken connection cannot tell it any more
             self.register_tasks()
+            self.release_unknown()
             self.heartbeat.next_beat = 0.0  # beat (and sweep) at once, before READY=1
             if not self.once:
                 with conn.cursor() as cur:
@@ -305,6 +315,16 @@ class Supervisor:
             conn.close()
             raise
         self.want_claim = True  # anything queued while we were away is waiting
+
+    def release_unknown(self) -> None:
+        """Hand back jobs locked by this pool that we do not know of (a claim's lost answer)."""
+        assert self.queries is not None
+        known = [c.job_id for c in self.children.values() if c.job_id is not None]
+        known += [job.id for job in self.prefetched]
+        known += self.outcomes.completed + list(self.outcomes.failed) + self.outcomes.released
+        rows = self.queries.fetchall("release_unknown", self.pool_id, known)
+        if rows:
+            log.warning("handed back %d jobs claimed for this pool but never started", len(rows))
 
     def refresh_tasks(self) -> None:
         """Claim only tasks every live child can run (they differ for a moment during a reload)."""
@@ -547,9 +567,9 @@ class Supervisor:
         closed underneath it and the object is kept alive (by ``self``) and never used; the
         child ends in ``os._exit``, which runs no finalisers.
         """
-        if self.conn is not None:
+        if self.conn_fd is not None:
             try:
-                os.close(self.conn.fileno())
+                os.close(self.conn_fd)
             except OSError:
                 pass
         for other in self.children.values():
@@ -586,7 +606,9 @@ class Supervisor:
             self.refresh_tasks()
         elif kind is protocol.Kind.FATAL:
             child.fatal = str(message.data.get("error", "unknown error"))
-            self.last_fatal = child.fatal
+            child.fatal_kind = str(message.data.get("kind", protocol.FATAL_IMPORT))
+            if child.fatal_kind == protocol.FATAL_IMPORT:
+                self.last_fatal = child.fatal
             log.error("child %d could not start: %s", child.index, child.fatal)
         elif kind is protocol.Kind.BYE:
             log.info("child %d is leaving: %s", child.index, message.text)
@@ -647,9 +669,11 @@ class Supervisor:
             time.monotonic() - child.born < tunables.CHILD_RAPID_DEATH_WINDOW
             and child.state != RETIRING
         ):
-            self.rapid_deaths += 1
             self.respawn_at = time.monotonic() + self.respawn_delay
             self.respawn_delay = min(self.respawn_delay * 2, tunables.RESPAWN_BACKOFF_MAX)
+            if child.fatal_kind == protocol.FATAL_DATABASE:
+                return  # the database may come back: keep trying, with back-off, forever
+            self.rapid_deaths += 1
             if self.rapid_deaths >= tunables.CHILD_RAPID_DEATH_LIMIT:
                 detail = f": {self.last_fatal}" if self.last_fatal else ""
                 error_type = TaskImportError if self.last_fatal else KongtaskError
@@ -849,7 +873,11 @@ class Supervisor:
                 self.want_claim = False  # nothing more is ready for us right now
             claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
             self.prefetched.extend(claimed)
-            if self.once and not claimed and not self.prefetched and not self.busy_children():
+            # --once ends on an empty claim, but only one that saw every unlock: a claim in
+            # the same statement as an outcome cannot see the queue that outcome unlocked.
+            settled = outcomes.completed or outcomes.failed or outcomes.released
+            idle_fleet = not self.prefetched and not self.busy_children()
+            if self.once and not claimed and not settled and idle_fleet:
                 self.begin_drain("no more ready jobs (--once)")
         self.take_notifications()
 
@@ -907,11 +935,13 @@ class Supervisor:
         log.error(
             "database connection lost: %s", str(exc).strip().splitlines()[0] if str(exc) else exc
         )
-        if self.conn is not None:
+        if self.conn_fd is not None:
             try:
-                self.selector.unregister(self.conn.fileno())
+                self.selector.unregister(self.conn_fd)
             except (KeyError, ValueError):
                 pass
+            self.conn_fd = None
+        if self.conn is not None:
             try:
                 self.conn.close()
             except psycopg2.Error:

@@ -63,3 +63,7 @@ STALE_LOCK_SWEEP_EVERY = (480.0, 600.0)
 
 #: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often.
 EXTEND_TIMEOUT_EVERY = 5.0
+
+#: How long a child keeps trying to reach the database (a restart, a failover) before it
+#: gives up on the job it holds and reports it failed.
+CHILD_DB_RETRY_SECONDS = 120.0

@@ -14,6 +14,11 @@ transaction makes that all-or-nothing: a graphile-worker racing us either waits 
 and then finds 1..11 done, or wins row 1 itself, in which case we wait for *its* 1..11 and
 only then take part in the race for 12..20, whose files are faithful deltas either way.
 
+The same race explains why a ledger at 1..10 is not refused at first sight: it may be a
+graphile-worker installing a fresh database right now. kongtaskd watches the ledger; only if
+it stands still for a second with nobody holding an uncommitted ledger row is the database
+declared too old (graphile-worker < 0.14) for kongtaskd to upgrade.
+
 kongtaskd's own objects use a second ledger, ``<schema>._kongtaskd_migrations(id, ts)``,
 with the same insert-first protocol, applied after graphile-worker's. graphile-worker never
 reads it.
@@ -55,9 +60,10 @@ _NX_CODES = frozenset({"42P01", "42703"})
 #: "Someone else created it": concurrent bootstrap or concurrent ledger insert.
 _CLASH_CODES = frozenset({"23505", "42P06", "42P07", "42710"})
 _INSUFFICIENT_PRIVILEGE = "42501"
-#: How long to wait for another process that is installing migrations 1..11. Real
-#: graphile-worker needs well under a second; a minute means it died half-way.
-_PEER_TIMEOUT = 60.0
+#: A ledger at 1..10 that has not moved for this long, with no migration in progress, is
+#: an old database rather than one graphile-worker is installing (its gap between two
+#: migrations is milliseconds). Only the too-old error pays this delay.
+_STALL_TIMEOUT = 1.0
 _PEER_POLL = 0.05
 
 _log = logging.getLogger("kongtaskd.schema")
@@ -108,7 +114,9 @@ def migrate(
     try:
         return _Migrator(conn, schema, logger or _log).run(target)
     finally:
-        if not conn.closed:
+        # On a broken connection there is nothing left to restore; the error that broke it
+        # is the one to report.
+        with contextlib.suppress(psycopg2.Error):
             if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                 conn.rollback()
             conn.isolation_level = saved_isolation
@@ -124,7 +132,9 @@ class _PeerIsMigrating(Exception):
 
 
 class _Migrator:
-    def __init__(self, conn: psycopg2.extensions.connection, schema: str, log: logging.Logger):
+    def __init__(
+        self, conn: psycopg2.extensions.connection, schema: str, log: logging.Logger
+    ) -> None:
         self.conn = conn
         self.schema = schema
         self.log = log
@@ -141,19 +151,17 @@ class _Migrator:
         newer_non_breaking: list[int] = []
         if latest is not None and latest > LATEST_GRAPHILE_MIGRATION:
             newer_non_breaking = self._check_newer(latest_breaking)
-        elif latest is not None and latest < FIRST_UPGRADABLE:
-            raise SchemaTooOldError(
-                f"schema {self.quoted} is at graphile-worker migration {latest} (graphile-worker"
-                f" < 0.14), older than kongtaskd can upgrade: run graphile-worker 0.14 or newer"
-                f" once with --schema-only (no jobs may be locked) to upgrade it, or drop the"
-                f" schema to start afresh"
-            )
 
         applied: list[int] = []
         migrations = load_migrations("graphile")
-        if latest is None:
-            applied += self._install_fresh(migrations[:FIRST_UPGRADABLE])
-            latest = FIRST_UPGRADABLE
+        # Below 11 is either a fresh database, an old one, or one that another migrator is
+        # installing right now (graphile-worker commits 1..10 one by one).
+        while latest is None or latest < FIRST_UPGRADABLE:
+            if latest is None and self._install_fresh(migrations[:FIRST_UPGRADABLE]):
+                applied += [m.number for m in migrations[:FIRST_UPGRADABLE]]
+                latest = FIRST_UPGRADABLE
+            else:
+                latest = self._await_progress(latest)
         for migration in migrations[latest:target]:
             if self._apply(migration):
                 applied.append(migration.number)
@@ -255,8 +263,8 @@ class _Migrator:
         )
         return numbers
 
-    def _install_fresh(self, block: tuple[Migration, ...]) -> list[int]:
-        """Apply 1..11 in one transaction, or wait for whoever beat us to row 1."""
+    def _install_fresh(self, block: tuple[Migration, ...]) -> bool:
+        """Apply 1..11 in one transaction; False if another process got ledger row 1 first."""
         try:
             with self._transaction() as cur:
                 for migration in block:
@@ -268,28 +276,48 @@ class _Migrator:
                     self._notify(cur, migration)
         except _PeerIsMigrating:
             self.log.debug("another process is installing schema %s; waiting", self.quoted)
-            self._wait_for_peer()
-            return []
+            return False
         except psycopg2.Error as error:
             doing = f"installing graphile-worker migrations 1-{block[-1].number}"
             raise self._failure(doing, error) from error
         for migration in block:
             self._log_applied(migration)
-        return [migration.number for migration in block]
+        return True
 
-    def _wait_for_peer(self) -> None:
-        deadline = time.monotonic() + _PEER_TIMEOUT
-        latest: int | None = None
-        while time.monotonic() < deadline:
-            latest, _ = self._read_ledger()
-            if latest is not None and latest >= FIRST_UPGRADABLE:
-                return
+    def _await_progress(self, seen: int | None) -> int | None:
+        """Wait until the ledger moves on from ``seen`` and return where it got to.
+
+        Progress means another migrator is at work. The ledger standing still while nobody
+        holds an uncommitted ledger row means nobody is: a database left at 1..10 is then
+        too old for us, and an empty one (a peer that gave up) is returned for us to install.
+        """
+        stalled_since = time.monotonic()
+        while True:
             time.sleep(_PEER_POLL)
-        raise DatabaseError(
-            f"another process began installing schema {self.quoted} but its migration ledger"
-            f" stayed at {latest} for {_PEER_TIMEOUT:.0f} s; if that process died, drop the"
-            f" schema and run `kongtaskd migrate` again"
-        )
+            latest, _ = self._read_ledger()
+            if latest != seen:
+                return latest
+            if self._ledger_in_use():
+                stalled_since = time.monotonic()
+            elif time.monotonic() - stalled_since > _STALL_TIMEOUT:
+                if seen is None:
+                    return None
+                raise SchemaTooOldError(
+                    f"schema {self.quoted} is at graphile-worker migration {seen} (graphile-worker"
+                    f" < 0.14), older than kongtaskd can upgrade: run graphile-worker 0.14 or"
+                    f" newer once with --schema-only (no jobs may be locked) to upgrade it, or"
+                    f" drop the schema to start afresh"
+                )
+
+    def _ledger_in_use(self) -> bool:
+        """Does another session hold an uncommitted write to the ledger (a migration)?"""
+        try:
+            with self._transaction() as cur:
+                cur.execute(self.statements["ledger_in_use"], {"schema": self.schema})
+                (in_use,) = cur.fetchone()
+        except psycopg2.Error as error:
+            raise self._failure("reading the migration ledger's locks", error) from error
+        return bool(in_use)
 
     def _apply(self, migration: Migration) -> bool:
         """Apply one migration; False if another process applied it first."""

@@ -4,7 +4,8 @@
 
 -- name: read_graphile_ledger
 -- One round trip, as graphile-worker does it: fails with 42P01 when there is no ledger yet
--- and with 42703 when the ledger predates the "breaking" column (graphile-worker < 0.16).
+-- and with 42703 when the ledger predates the "breaking" column (graphile-worker before
+-- 0.16 and its bridge releases).
 select
   current_setting('server_version_num')::integer as server_version_num,
   (select max(id) from {{schema}}.migrations) as latest,
@@ -27,6 +28,19 @@ alter table {{schema}}.migrations add column if not exists breaking boolean not 
 -- name: mark_breaking
 -- Ledgers written before the column existed get their flags filled in.
 update {{schema}}.migrations set breaking = true where id = any(%(ids)s::int[]);
+
+-- name: ledger_in_use
+-- An uncommitted insert keeps its RowExclusiveLock on the ledger until commit: seen from
+-- another session, a migration in progress. (pg_locks needs no special rights.)
+select exists (
+  select 1
+  from pg_locks l
+  join pg_class c on c.oid = l.relation
+  join pg_namespace n on n.oid = c.relnamespace
+  where l.locktype = 'relation' and l.granted and l.mode = 'RowExclusiveLock'
+    and n.nspname = %(schema)s and c.relname = 'migrations'
+    and l.pid <> pg_backend_pid()
+) as in_use;
 
 -- name: newer_graphile_migrations
 select id, breaking from {{schema}}.migrations where id > %(latest)s order by id;

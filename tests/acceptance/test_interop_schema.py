@@ -152,6 +152,7 @@ def ids_where(condition: str) -> str:
 
 C_KEYS = "'c1', 'c2', 'c3'"
 K1 = "= 'k1'"
+P_KEYS = "like 'p%%'"  # doubled: the statement is run with (empty) parameters
 
 #: A script of SQL API calls touching every mode and branch. "lock:KEY[:HOURS]" and
 #: "exhaust:KEY" put the job holding KEY into that state, as a worker would have.
@@ -248,7 +249,7 @@ SCRIPT: list[tuple[str, tuple]] = [
     ("select * from graphile_worker.add_job('p', job_key => 'p2')", ()),
     ("lock:p2", ()),
     (
-        f"select * from graphile_worker.permanently_fail_jobs({ids_where("like 'p%%'")}, 'nope')",
+        f"select * from graphile_worker.permanently_fail_jobs({ids_where(P_KEYS)}, 'nope')",
         (),
     ),
     (
@@ -520,8 +521,9 @@ def test_kongtaskd_joining_a_graphile_worker_install_midway(reference, database_
 @pytest.mark.parametrize("held", [1, 12, 16])
 @pytest.mark.parametrize("first", ["kongtaskd", "graphile-worker"])
 def test_race_for_one_ledger_row(reference, database_factory, held: int, first: str) -> None:
-    """Both migrators queue behind a held ledger row; the first in the queue gets it, the other
-    must take the unique violation as "done" and carry on."""
+    """Both migrators wait on a held ledger row; when it is released one of them gets it (the
+    lock manager wakes both), and the other must take its unique violation as "done" and
+    carry on. Who starts first decides who is waiting while the other starts up."""
     dsn = database_factory()
     if held == 1:
         # An empty ledger, as graphile-worker's bootstrap leaves it.
@@ -560,11 +562,6 @@ def test_race_for_one_ledger_row(reference, database_factory, held: int, first: 
         holder.rollback()
         holder.close()
     finish(dsn, reference, kt, gw_box[0])
-    applied_by_us = kt.report.applied
-    if first == "kongtaskd":
-        assert held in applied_by_us
-    else:
-        assert held not in applied_by_us
 
 
 @pytest.mark.parametrize("stop_at", range(11, LATEST_GRAPHILE_MIGRATION))

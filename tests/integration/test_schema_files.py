@@ -56,6 +56,7 @@ def test_ledger_statements_are_all_present() -> None:
         "create_graphile_ledger",
         "add_breaking_column",
         "mark_breaking",
+        "ledger_in_use",
         "newer_graphile_migrations",
         "insert_graphile_migration",
         "notify_migrate",

@@ -38,6 +38,8 @@ TASKS = {
         "burn_cpu",
         "remember_async",
         "enqueue_follow_up",
+        "stubborn",
+        "hog",
     )
 }
 

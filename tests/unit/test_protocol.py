@@ -48,7 +48,7 @@ def test_every_message_round_trips_through_partial_reads(chunk: int):
     ]
     assert got[0].job_id == 2**40 + 7
     assert got[2].data == {"pid": 1234, "tasks": ["a", "b/c"]}
-    assert got[3].data == {"error": "cannot import module 'x': ImportError: boom"}
+    assert got[3].data == {"error": "cannot import module 'x': ImportError: boom", "kind": "import"}
     assert (got[4].job_id, got[4].seconds) == (42, 0.125)
     assert (got[5].job_id, got[5].seconds) == (43, 1.5)
     assert got[5].text == "ValueError: ünïcode\n\nTraceback ..."

@@ -1,0 +1,938 @@
+"""The admin verbs' work: ``jobs``, ``status`` and ``cleanup`` against the database, ``init``
+on disk, and the tables and JSON they print. ``kongtaskd.cli`` parses the flags and calls in.
+
+Everything that changes jobs goes through graphile-worker's own SQL functions
+(``reschedule_jobs``, ``permanently_fail_jobs``, ``complete_jobs``), which leave alone jobs
+a worker holds: the verbs are safe beside running kongtaskd daemons and Node workers alike.
+Those functions treat a lock older than four hours as abandoned; a kongtaskd pool that is
+still sending heartbeats is not, so jobs it holds are never handed to them.
+
+Decisions worth knowing (the ``--help`` texts say the same):
+
+* Ids that cannot be acted on (no such job, or a worker is running it) do not stop the
+  others: the known jobs are changed, then one error line names every id left over and the
+  exit code is 1. An operator retrying a list of ids wants the good ones done, and a script
+  learns from the exit code that not all were.
+* ``jobs retry`` resets ``attempts`` to 0 and ``run_at`` to now and keeps ``last_error``:
+  it is the only record of why the job failed, and the next failure or the success
+  replaces or deletes it anyway.
+* ``jobs list --failed`` lists every job whose last attempt failed (``last_error`` set):
+  retrying ones and permanently failed ones alike. ``--json`` includes the payload, which
+  graphile-worker's public ``jobs`` view leaves out.
+* ``cleanup`` without flags runs graphile-worker's library default, GC_TASK_IDENTIFIERS and
+  GC_JOB_QUEUES; deleting permanently failed jobs destroys their record and must be asked
+  for (``--permafailed``). Task identifiers of the configuration are always kept.
+
+All reads of one command happen in one transaction, so ``status`` shows one moment; every
+command that changes something commits once, at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import textwrap
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import yaml
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+
+from kongtaskd import __version__, tunables
+from kongtaskd.config import KEYS, Key, Section, env_variables
+from kongtaskd.errors import ConfigError, DatabaseError
+from kongtaskd.queries import bind_schema
+
+__all__ = [
+    "CONFIG_FILE",
+    "HANDLERS_FILE",
+    "LIST_FILTERS",
+    "ActionResult",
+    "CleanupReport",
+    "JobListing",
+    "ListedJob",
+    "QueueCounts",
+    "Status",
+    "cleanup",
+    "fail_jobs",
+    "format_cleanup",
+    "format_jobs",
+    "format_status",
+    "init_project",
+    "list_jobs",
+    "remove_jobs",
+    "render_config",
+    "reschedule_jobs",
+    "retry_jobs",
+    "status",
+    "to_json",
+]
+
+#: ``jobs list`` filters: --failed, --locked, --scheduled.
+LIST_FILTERS = ("failed", "locked", "scheduled")
+
+#: What ``kongtaskd init`` writes.
+CONFIG_FILE = "kongtask.yaml"
+HANDLERS_FILE = "tasks.py"
+EXAMPLE_TASK = "hello"
+
+# Width of the last_error column of `jobs list`: enough for "Type: message" to be
+# recognisable; the whole text is one `--json` away.
+ERROR_COLUMN_WIDTH = 60
+
+
+# --- plumbing -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _source(name: str) -> str:
+    return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
+
+
+def _execute(cur: Cursor, name: str, schema: str, params: Mapping[str, Any]) -> None:
+    """Run ``sql/<name>.sql`` with the schema bound as an identifier; values as parameters."""
+    cur.execute(bind_schema(_source(name), schema, cur.connection), params)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextmanager
+def _transaction(conn: Connection, schema: str, *, read_only: bool = False) -> Iterator[Cursor]:
+    """One transaction (committed when the block succeeds); a missing schema is one line.
+
+    Read-only commands use REPEATABLE READ so every query sees the same moment: the counts
+    of ``status`` add up, and now() is the same in all of them.
+    """
+    try:
+        with conn, conn.cursor() as cur:
+            if read_only:
+                cur.execute("set transaction isolation level repeatable read, read only")
+            yield cur
+    except (
+        psycopg2.errors.UndefinedTable,
+        psycopg2.errors.UndefinedFunction,
+        psycopg2.errors.InvalidSchemaName,
+    ) as error:
+        raise DatabaseError(
+            f"schema {schema} holds no graphile-worker queue ({_first_line(error)}); "
+            "run 'kongtaskd migrate' first, or pass the right --schema"
+        ) from None
+
+
+def _has_heartbeats(cur: Cursor, schema: str) -> bool:
+    """Whether kongtaskd's heartbeat table exists (not in a schema only Node workers made)."""
+    name = sql.Identifier(schema, "_kongtaskd_heartbeats").as_string(cur.connection)
+    cur.execute("select to_regclass(%s) is not null", (name,))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    return moment.astimezone(dt.timezone.utc) if moment is not None else None
+
+
+def _when(moment: dt.datetime | None) -> str:
+    """A timestamp for tables: ISO 8601, UTC, to the second."""
+    if moment is None:
+        return ""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _duration(seconds: float) -> str:
+    """45s, 12m05s, 3h02m, 2d04h: two units are enough to read at a glance."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _cell(value: object) -> str:
+    """A table cell: None is empty, whitespace (newlines included) collapses to one space."""
+    if value is None:
+        return ""
+    return " ".join(str(value).split())
+
+
+def _error_cell(text: str | None, width: int = ERROR_COLUMN_WIDTH) -> str:
+    """The first non-blank line of an error (kongtaskd puts 'Type: message' there), cut."""
+    if not text:
+        return ""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    line = _cell(line)
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+) -> list[str]:
+    """Aligned columns, two spaces apart; the columns in ``right`` (numbers) right-aligned,
+    so counts line up by their last digit."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in ids)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    """The ``--json`` output: dataclasses as objects, timestamps ISO 8601 in UTC."""
+    return json.dumps(_jsonable(value), indent=2, ensure_ascii=False)
+
+
+# --- jobs list ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedJob:
+    """One row of ``jobs list``: graphile-worker's ``jobs`` view, a state, maybe the payload.
+
+    ``state``: ``locked`` (a worker holds it), ``failed`` (no attempts left), ``retrying``
+    (failed before, will run again), ``scheduled`` (run_at ahead) or ``ready``.
+    """
+
+    id: int
+    task_identifier: str
+    queue_name: str | None
+    state: str
+    priority: int
+    run_at: dt.datetime
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    key: str | None
+    locked_at: dt.datetime | None
+    locked_by: str | None
+    revision: int
+    flags: list[str] | None
+    #: Only when asked for (``--json``); the view has no payload column.
+    payload: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobListing:
+    jobs: list[ListedJob]
+    #: How many jobs matched, before the limit.
+    total: int
+    filtered: bool
+
+
+def list_jobs(
+    conn: Connection,
+    schema: str,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    only: str | None = None,
+    limit: int | None = 100,
+    with_payload: bool = False,
+) -> JobListing:
+    """Jobs oldest first (by id); ``only`` is one of :data:`LIST_FILTERS`; ``limit`` None: all."""
+    if only is not None and only not in LIST_FILTERS:
+        raise ValueError(f"only must be one of {', '.join(LIST_FILTERS)} or None, got {only!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 or None, got {limit}")
+    params = {
+        "task": task,
+        "queue": queue,
+        "only": only,
+        "limit": limit,
+        "with_payload": with_payload,
+    }
+    with _transaction(conn, schema, read_only=True) as cur:
+        _execute(cur, "admin_list_jobs", schema, params)
+        names = [column.name for column in cur.description or ()]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    # The window count is on every row; with no row, nothing matched.
+    total = int(rows[0]["total"]) if rows else 0
+    jobs = []
+    for row in rows:
+        del row["total"]
+        flags = row["flags"]
+        row["flags"] = sorted(flags) if isinstance(flags, dict) else flags
+        jobs.append(ListedJob(**row))
+    return JobListing(jobs, total, filtered=any(v is not None for v in (task, queue, only)))
+
+
+def format_jobs(listing: JobListing) -> str:
+    """The human table of ``jobs list``."""
+    if not listing.jobs:
+        return "no jobs match" if listing.filtered else "no jobs"
+    headers = (
+        "ID",
+        "TASK",
+        "QUEUE",
+        "STATE",
+        "ATTEMPTS",
+        "PRIORITY",
+        "RUN AT",
+        "LOCKED BY",
+        "LAST ERROR",
+    )
+    rows = [
+        [
+            str(job.id),
+            _cell(job.task_identifier),
+            _cell(job.queue_name),
+            job.state,
+            f"{job.attempts}/{job.max_attempts}",
+            str(job.priority),
+            _when(job.run_at),
+            _cell(job.locked_by),
+            _error_cell(job.last_error),
+        ]
+        for job in listing.jobs
+    ]
+    lines = _table(headers, rows, right=(0, 5))
+    if listing.total > len(listing.jobs):
+        lines.append(
+            f"(showing {len(listing.jobs)} of {listing.total} jobs; "
+            "--limit N shows more, --limit 0 all)"
+        )
+    return "\n".join(lines)
+
+
+# --- jobs retry / fail / remove / reschedule ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Lock:
+    locked_by: str | None
+    locked_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionResult:
+    """What one of the job actions did with the ids it was given."""
+
+    #: Past tense of the action, for messages: retried, failed, removed, rescheduled.
+    action: str
+    changed: list[int]
+    #: Changed, but a lock older than four hours stays (graphile-worker's functions do not
+    #: release it): the job runs once the stale-lock sweep or force_unlock_workers frees it.
+    still_locked: dict[int, Lock]
+    #: Not changed: a worker is running the job.
+    running: dict[int, Lock]
+    #: Not changed: no such job.
+    missing: list[int]
+
+    @property
+    def complete(self) -> bool:
+        return not self.running and not self.missing
+
+    def summary(self) -> str | None:
+        """One line for stdout about what was done, or None if nothing was."""
+        if not self.changed:
+            return None
+        line = f"{self.action} {'job' if len(self.changed) == 1 else 'jobs'} {_ids(self.changed)}"
+        if self.still_locked:
+            notes = [
+                f"job {job_id} keeps its stale lock by {lock.locked_by} from "
+                f"{_when(lock.locked_at)}"
+                for job_id, lock in sorted(self.still_locked.items())
+            ]
+            line += (
+                f" ({'; '.join(notes)}: it runs once graphile-worker's four-hour sweep or "
+                "force_unlock_workers releases it)"
+            )
+        return line
+
+    def problems(self) -> str | None:
+        """One line naming every id that was not acted on, or None."""
+        parts = []
+        if self.missing:
+            verb = "does" if len(self.missing) == 1 else "do"
+            noun = "job" if len(self.missing) == 1 else "jobs"
+            parts.append(f"{noun} {_ids(self.missing)} {verb} not exist")
+        for job_id, lock in sorted(self.running.items()):
+            if lock.locked_by is None:
+                # Released between the action and our look-up: it was running a moment ago.
+                parts.append(f"job {job_id} was running a moment ago, not {self.action}; retry")
+            else:
+                parts.append(
+                    f"job {job_id} is running (locked by {lock.locked_by} since "
+                    f"{_when(lock.locked_at)}), not {self.action}"
+                )
+        return "; ".join(parts) if parts else None
+
+
+def _unique(ids: Sequence[int]) -> list[int]:
+    for job_id in ids:
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+            raise ValueError(f"job ids are positive integers, got {job_id!r}")
+    return list(dict.fromkeys(ids))
+
+
+def _act(
+    conn: Connection,
+    schema: str,
+    ids: Sequence[int],
+    *,
+    action: str,
+    statement: str,
+    params: Mapping[str, Any],
+    stale_after: float,
+    stale_locks_matter: bool,
+) -> ActionResult:
+    wanted = _unique(ids)
+    with _transaction(conn, schema) as cur:
+        held: set[int] = set()
+        if wanted and _has_heartbeats(cur, schema):
+            _execute(
+                cur,
+                "admin_held_by_live_pools",
+                schema,
+                {"ids": wanted, "stale_after": stale_after},
+            )
+            held = {row[0] for row in cur.fetchall()}
+        _execute(cur, statement, schema, {**params, "ids": [i for i in wanted if i not in held]})
+        done = cur.fetchall()
+        changed_ids = {row[0] for row in done}
+        rest = [i for i in wanted if i not in changed_ids]
+        found: dict[int, Lock] = {}
+        if rest:
+            _execute(cur, "admin_job_locks", schema, {"ids": rest})
+            found = {row[0]: Lock(row[1], row[2]) for row in cur.fetchall()}
+    still_locked = (
+        {row[0]: Lock(row[1], row[2]) for row in done if row[2] is not None}
+        if stale_locks_matter
+        else {}
+    )
+    return ActionResult(
+        action=action,
+        changed=[i for i in wanted if i in changed_ids],
+        still_locked=still_locked,
+        running={i: found[i] for i in rest if i in found},
+        missing=[i for i in rest if i not in found],
+    )
+
+
+def retry_jobs(
+    conn: Connection, schema: str, ids: Sequence[int], *, stale_after: float = 60.0
+) -> ActionResult:
+    """Run the jobs again now with their attempts reset to 0 (permanently failed ones too).
+
+    ``last_error`` is kept: it is the record of why the job failed until it fails again or
+    succeeds. Jobs a worker is running are left alone and reported in ``running``.
+    """
+    return _act(
+        conn,
+        schema,
+        ids,
+        action="retried",
+        statement="admin_reschedule",
+        params={"run_now": True, "run_at": None, "priority": None, "attempts": 0},
+        stale_after=stale_after,
+        stale_locks_matter=True,
+    )
+
+
+def reschedule_jobs(
+    conn: Connection,
+    schema: str,
+    ids: Sequence[int],
+    *,
+    run_at: dt.datetime | None = None,
+    priority: int | None = None,
+    stale_after: float = 60.0,
+) -> ActionResult:
+    """Move the jobs to ``run_at`` and/or give them ``priority`` (None: keep as it is)."""
+    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
+        raise ValueError(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
+    return _act(
+        conn,
+        schema,
+        ids,
+        action="rescheduled",
+        statement="admin_reschedule",
+        params={"run_now": False, "run_at": run_at, "priority": priority, "attempts": None},
+        stale_after=stale_after,
+        stale_locks_matter=True,
+    )
+
+
+def fail_jobs(
+    conn: Connection,
+    schema: str,
+    ids: Sequence[int],
+    *,
+    message: str | None = None,
+    stale_after: float = 60.0,
+) -> ActionResult:
+    """Fail the jobs permanently (no more attempts); ``last_error`` = ``message``, or
+    graphile-worker's 'Manually marked as failed'."""
+    return _act(
+        conn,
+        schema,
+        ids,
+        action="failed",
+        statement="admin_fail",
+        params={"message": message},
+        stale_after=stale_after,
+        stale_locks_matter=False,
+    )
+
+
+def remove_jobs(
+    conn: Connection, schema: str, ids: Sequence[int], *, stale_after: float = 60.0
+) -> ActionResult:
+    """Delete the jobs (graphile-worker's ``complete_jobs``)."""
+    return _act(
+        conn,
+        schema,
+        ids,
+        action="removed",
+        statement="admin_remove",
+        params={},
+        stale_after=stale_after,
+        stale_locks_matter=False,
+    )
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """A kongtaskd daemon, from its heartbeat row."""
+
+    pool_id: str
+    hostname: str
+    pid: int
+    version: str
+    concurrency: int
+    busy: int
+    idle: int
+    jobs_done: int
+    started_at: dt.datetime
+    last_beat_at: dt.datetime
+    uptime_seconds: float
+    seconds_since_beat: float
+    #: No heartbeat for longer than stale_after: presumed dead; the next sweep of a live
+    #: daemon fails and releases its jobs.
+    stale: bool
+    locked_jobs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LockHolder:
+    """Someone holding jobs or queues without a kongtaskd heartbeat row: a graphile-worker
+    pool (which writes none), or a kongtaskd pool already swept as dead."""
+
+    locked_by: str
+    jobs: int
+    queues: int
+    since: dt.datetime | None
+    #: The oldest lock is older than graphile-worker's four hours: any running worker's
+    #: stale-lock sweep will release it.
+    expired: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """Jobs of one task in four disjoint states (their sum is ``total``)."""
+
+    name: str
+    ready: int
+    scheduled: int
+    locked: int
+    failed: int
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueCounts(Counts):
+    """Jobs of one named queue, and who holds the queue (it runs one job at a time)."""
+
+    locked_by: str | None = None
+    locked_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    schema: str
+    #: The database's clock when the snapshot was taken.
+    now: dt.datetime
+    stale_after: float
+    #: False when the schema has no kongtaskd heartbeat table (only Node workers ran
+    #: migrations there): no daemon can be listed, only lock holders.
+    heartbeats: bool
+    pools: list[Pool]
+    other_lock_holders: list[LockHolder]
+    tasks: list[Counts]
+    queues: list[QueueCounts]
+    totals: Counts
+
+
+def _counts(name: str, ready: int, scheduled: int, locked: int, failed: int) -> Counts:
+    return Counts(name, ready, scheduled, locked, failed, ready + scheduled + locked + failed)
+
+
+def status(conn: Connection, schema: str, *, stale_after: float = 60.0) -> Status:
+    """Live daemons, other lock holders and job counts per task and queue, in one snapshot."""
+    with _transaction(conn, schema, read_only=True) as cur:
+        cur.execute("select now()")
+        (now,) = cur.fetchone() or (None,)
+        heartbeats = _has_heartbeats(cur, schema)
+        pools: list[Pool] = []
+        if heartbeats:
+            _execute(cur, "admin_status_pools", schema, {"stale_after": stale_after})
+            for row in cur.fetchall():
+                (pool_id, hostname, pid, version, concurrency, busy, done) = row[:7]
+                pools.append(
+                    Pool(
+                        pool_id=pool_id,
+                        hostname=hostname,
+                        pid=pid,
+                        version=version,
+                        concurrency=concurrency,
+                        busy=busy,
+                        idle=max(0, concurrency - busy),
+                        jobs_done=done,
+                        started_at=row[7],
+                        last_beat_at=row[8],
+                        uptime_seconds=row[9],
+                        seconds_since_beat=row[10],
+                        stale=row[11],
+                        locked_jobs=row[12],
+                    )
+                )
+        _execute(
+            cur,
+            "admin_status_holders",
+            schema,
+            {"stale_lock_seconds": tunables.STALE_LOCK_SECONDS},
+        )
+        known = {pool.pool_id for pool in pools}
+        holders = [LockHolder(*row) for row in cur.fetchall() if row[0] not in known]
+        _execute(cur, "admin_status_tasks", schema, {})
+        tasks = [_counts(*row) for row in cur.fetchall()]
+        _execute(cur, "admin_status_queues", schema, {})
+        queues = [
+            QueueCounts(
+                name, ready, scheduled, locked, failed, ready + scheduled + locked + failed, by, at
+            )
+            for name, ready, scheduled, locked, failed, by, at in cur.fetchall()
+        ]
+    totals = _counts(
+        "total",
+        sum(t.ready for t in tasks),
+        sum(t.scheduled for t in tasks),
+        sum(t.locked for t in tasks),
+        sum(t.failed for t in tasks),
+    )
+    return Status(
+        schema=schema,
+        now=now,
+        stale_after=stale_after,
+        heartbeats=heartbeats,
+        pools=pools,
+        other_lock_holders=holders,
+        tasks=tasks,
+        queues=queues,
+        totals=totals,
+    )
+
+
+def _count_rows(counts: Sequence[Counts]) -> list[list[str]]:
+    return [
+        [_cell(c.name), str(c.ready), str(c.scheduled), str(c.locked), str(c.failed), str(c.total)]
+        for c in counts
+    ]
+
+
+def format_status(report: Status) -> str:
+    """The human form of ``status``: daemons, other lock holders, jobs by task and queue."""
+    lines = [f"schema {report.schema} at {_when(report.now)}", ""]
+    lines.append(f"daemons (kongtaskd heartbeats; stale after {report.stale_after:g}s):")
+    if not report.heartbeats:
+        lines.append("  (no heartbeat table: kongtaskd has not migrated this schema)")
+    elif not report.pools:
+        lines.append("  (none)")
+    else:
+        rows = [
+            [
+                pool.pool_id,
+                str(pool.busy),
+                str(pool.idle),
+                str(pool.jobs_done),
+                str(pool.locked_jobs),
+                _cell(pool.hostname),
+                str(pool.pid),
+                _cell(pool.version),
+                _duration(pool.uptime_seconds),
+                f"{_duration(pool.seconds_since_beat)} ago",
+                "STALE" if pool.stale else "live",
+            ]
+            for pool in report.pools
+        ]
+        headers = ("POOL", "BUSY", "IDLE", "DONE", "LOCKED", "HOST", "PID", "VERSION")
+        headers += ("UPTIME", "LAST BEAT", "STATE")
+        lines += ["  " + line for line in _table(headers, rows, right=range(1, 5))]
+    if report.other_lock_holders:
+        lines += ["", "other lock holders:"]
+    for holder in report.other_lock_holders:
+        held = _plural(holder.jobs, "job")
+        if holder.queues:
+            held += f" and {_plural(holder.queues, 'queue')}"
+        line = (
+            f"  {holder.locked_by} (no heartbeat: graphile-worker?) holding {held} "
+            f"since {_when(holder.since)}"
+        )
+        if holder.expired:
+            line += " (older than 4 h: the stale-lock sweep will release them)"
+        lines.append(line)
+    lines += ["", "jobs by task:"]
+    headers = ("TASK", "READY", "SCHEDULED", "LOCKED", "FAILED", "TOTAL")
+    if report.tasks:
+        lines += [
+            "  " + line for line in _table(headers, _count_rows(report.tasks), right=range(1, 6))
+        ]
+    else:
+        lines.append("  (no jobs)")
+    if report.queues:
+        lines += ["", "jobs by named queue:"]
+        rows = _count_rows(report.queues)
+        for row, queue in zip(rows, report.queues, strict=True):
+            row.append(_cell(queue.locked_by))
+        table = _table(("QUEUE", *headers[1:], "HELD BY"), rows, right=range(1, 6))
+        lines += ["  " + line for line in table]
+    t = report.totals
+    lines += [
+        "",
+        f"total: {t.ready} ready, {t.scheduled} scheduled, {t.locked} locked, {t.failed} failed",
+    ]
+    return "\n".join(lines)
+
+
+# --- cleanup --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanupReport:
+    """What ``cleanup`` deleted; None for a kind that was not asked for."""
+
+    permafailed_jobs: int | None
+    task_identifiers: list[str] | None
+    queues: list[str] | None
+
+
+def cleanup(
+    conn: Connection,
+    schema: str,
+    *,
+    tasks: bool = False,
+    queues: bool = False,
+    permafailed: bool = False,
+    keep_tasks: Sequence[str] = (),
+) -> CleanupReport:
+    """graphile-worker's cleanup tasks, in its order and with its conditions, in one transaction.
+
+    ``permafailed`` (DELETE_PERMAFAILED_JOBS) deletes permanently failed, unlocked jobs;
+    ``tasks`` (GC_TASK_IDENTIFIERS) deletes task identifiers no job uses, except
+    ``keep_tasks``; ``queues`` (GC_JOB_QUEUES) deletes unlocked queues no job uses. Failed
+    jobs go first, so the identifiers and queues only they used go in the same run.
+    """
+    deleted_jobs: int | None = None
+    deleted_tasks: list[str] | None = None
+    deleted_queues: list[str] | None = None
+    with _transaction(conn, schema) as cur:
+        if permafailed:
+            _execute(cur, "admin_cleanup_permafailed", schema, {})
+            row = cur.fetchone()
+            deleted_jobs = int(row[0]) if row else 0
+        if tasks:
+            _execute(cur, "admin_cleanup_tasks", schema, {"keep": sorted(set(keep_tasks))})
+            deleted_tasks = [row[0] for row in cur.fetchall()]
+        if queues:
+            _execute(cur, "admin_cleanup_queues", schema, {})
+            deleted_queues = [row[0] for row in cur.fetchall()]
+    return CleanupReport(deleted_jobs, deleted_tasks, deleted_queues)
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(_cell(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def format_cleanup(report: CleanupReport) -> str:
+    lines = []
+    if report.permafailed_jobs is not None:
+        lines.append(f"deleted {_plural(report.permafailed_jobs, 'permanently failed job')}")
+    if report.task_identifiers is not None:
+        line = f"deleted {_plural(len(report.task_identifiers), 'unused task identifier')}"
+        if report.task_identifiers:
+            line += f": {_names(report.task_identifiers)}"
+        lines.append(line)
+    if report.queues is not None:
+        line = f"deleted {_plural(len(report.queues), 'unused queue')}"
+        if report.queues:
+            line += f": {_names(report.queues)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --- init -----------------------------------------------------------------------------------
+
+#: Values `init` writes instead of the defaults, so the starter config runs the example
+#: handler in tasks.py next to it.
+_STARTER_VALUES: dict[str, Any] = {
+    "tasks": {EXAMPLE_TASK: f"tasks:{EXAMPLE_TASK}"},
+    "python_path": ["."],
+}
+
+_WRAP = 88
+
+
+def _comment(text: str, indent: str = "") -> list[str]:
+    return [
+        f"{indent}# {line}"
+        for line in textwrap.wrap(text, _WRAP - len(indent) - 2, break_on_hyphens=False)
+    ]
+
+
+def _yaml_value(name: str, value: Any, indent: str = "") -> list[str]:
+    """``name: value`` as YAML: mappings as blocks (readable), the rest inline."""
+    if isinstance(value, Mapping) and value:
+        text = yaml.safe_dump(
+            {name: dict(value)}, default_flow_style=False, sort_keys=False, allow_unicode=True
+        )
+        lines = text.splitlines()
+    else:
+        plain = list(value) if isinstance(value, tuple) else value
+        inline = yaml.safe_dump(plain, default_flow_style=True, allow_unicode=True).strip()
+        # A bare scalar is dumped as a document of its own, with an end marker.
+        lines = [f"{name}: {inline.removesuffix('...').strip()}"]
+    return [f"{indent}{line}" for line in lines]
+
+
+def render_config() -> str:
+    """The commented starter ``kongtask.yaml``: every key of :data:`KEYS` with its default
+    (from the same table the loader uses, so it cannot drift) and its documentation."""
+    env_names = {path: name for name, path in env_variables().items()}
+    lines = [
+        f"# kongtaskd configuration, written by `kongtaskd init` (kongtaskd {__version__}).",
+        "#",
+        "# Every key is here with its default and what changing it trades. Environment",
+        "# variables (KONGTASK_<KEY>, named below) override this file, and command-line flags",
+        "# override both. Relative paths are relative to this file's directory.",
+        "#",
+        f"# Start: kongtaskd migrate -c {CONFIG_FILE}, then kongtaskd -c {CONFIG_FILE}",
+    ]
+
+    def describe(key: Key, path: str, indent: str) -> list[str]:
+        out = _comment(key.doc, indent)
+        if path in env_names:
+            out.append(f"{indent}# Environment: {env_names[path]}.")
+        return out
+
+    for key in KEYS:
+        lines.append("")
+        lines += describe(key, key.name, "")
+        if isinstance(key.type, Section):
+            if key.default is None:
+                # Off by default: show the section, commented out, with its sub-keys.
+                lines += _yaml_value(key.name, None)
+                lines.append(f"# To turn it on, replace the line above with '{key.name}: {{}}' or:")
+                lines.append(f"# {key.name}:")
+                for sub in key.type.keys:
+                    for line in describe(sub, f"{key.name}.{sub.name}", "  "):
+                        lines.append("# " + line)
+                    lines += ["# " + line for line in _yaml_value(sub.name, sub.default, "  ")]
+            else:
+                lines.append(f"{key.name}:")
+                for sub in key.type.keys:
+                    lines += describe(sub, f"{key.name}.{sub.name}", "  ")
+                    lines += _yaml_value(sub.name, sub.default, "  ")
+            continue
+        if key.name in _STARTER_VALUES:
+            default = " ".join(_yaml_value(key.name, key.default)).split(":", 1)[1].strip()
+            lines.append(f"# Set for the example handler in {HANDLERS_FILE}; default: {default}.")
+            lines += _yaml_value(key.name, _STARTER_VALUES[key.name])
+        else:
+            lines += _yaml_value(key.name, key.default)
+    return "\n".join(lines) + "\n"
+
+
+def _handlers_source() -> str:
+    return resources.files("kongtaskd").joinpath("templates/tasks.py.template").read_text("utf-8")
+
+
+def init_project(directory: str | Path) -> list[Path]:
+    """Write ``kongtask.yaml`` and ``tasks.py`` into ``directory`` (created if missing).
+
+    Refuses (ConfigError, nothing written) if either file exists: a starter must never
+    overwrite someone's configuration or code.
+    """
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target}: not a directory")
+    files = {target / CONFIG_FILE: render_config(), target / HANDLERS_FILE: _handlers_source()}
+    for path in files:
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                f"{path}: already exists; kongtaskd init does not overwrite files "
+                "(move it away or give another directory)"
+            )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        written = []
+        for path, text in files.items():
+            # "x": fail rather than overwrite a file that appeared since the check.
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(text)
+            written.append(path)
+    except FileExistsError as error:
+        raise ConfigError(
+            f"{error.filename}: already exists; kongtaskd init does not overwrite files"
+        ) from None
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ConfigError(f"cannot write {error.filename or target}: {reason}") from None
+    return written
