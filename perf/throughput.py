@@ -164,20 +164,22 @@ def main() -> None:
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    out.with_suffix(".json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2)
+    )
     lines = [
         "# kongtaskd throughput (no-op jobs, `--once`, exec to exit)",
         "",
         f"Machine: {machine['cores']} cores, Python {machine['python']}, PostgreSQL "
         f"{machine['postgresql']} (synchronous_commit={machine['synchronous_commit']}), same host.",
         "",
-        "| children | jobs | jobs/s median | min–max | start-up+exit, empty queue (s) |",
+        "| children | jobs | jobs/s median | min-max | start-up+exit, empty queue (s) |",
         "|---:|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['children']} | {r['jobs']} | {r['jobs_per_s_median']} | "
-            f"{r['jobs_per_s_min']}–{r['jobs_per_s_max']} | {r['startup_s']} |"
+            f"{r['jobs_per_s_min']}-{r['jobs_per_s_max']} | {r['startup_s']} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

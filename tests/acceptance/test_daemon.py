@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 from pathlib import Path
@@ -23,7 +24,8 @@ def add_job(dsn: str, task: str, payload: object = None, **options: object) -> i
     """Enqueue through graphile-worker's own SQL function, as any application would."""
     names = ", ".join(f"{key} => %({key})s" for key in options)
     params = {"task": task, "payload": json.dumps(payload or {}), **options}
-    text = f"select id from graphile_worker.add_job(%(task)s, %(payload)s::json{', ' if names else ''}{names})"
+    extra = f", {names}" if names else ""
+    text = f"select id from graphile_worker.add_job(%(task)s, %(payload)s::json{extra})"
     return int(query(dsn, text, params)[0][0])
 
 
@@ -76,10 +78,14 @@ def test_named_queues_run_in_order_one_at_a_time_and_every_job_once(db: str, tmp
     for queue in ("alpha", "beta", "gamma"):
         in_queue = [r for r in rows if r[2] == queue]
         assert [r[0] for r in in_queue] == ids[queue], f"queue {queue} ran out of order"
-        for earlier, later in zip(in_queue, in_queue[1:], strict=False):
-            assert earlier[7] <= later[6], f"queue {queue}: jobs {earlier[0]} and {later[0]} overlapped"
+        for earlier, later in itertools.pairwise(in_queue):
+            assert earlier[7] <= later[6], (
+                f"queue {queue}: jobs {earlier[0]} and {later[0]} overlapped"
+            )
     assert len({r[4] for r in rows}) > 1, "only one child did all the work"
-    assert query(db, "select count(*) from graphile_worker._private_job_queues where locked_at is not null") == [(0,)]
+    assert query(
+        db, "select count(*) from graphile_worker._private_job_queues where locked_at is not null"
+    ) == [(0,)]
 
 
 def test_failure_sets_last_error_and_backs_off_then_retries(db: str, tmp_path: Path):
@@ -131,10 +137,15 @@ def test_forbidden_flags_never_run(db: str, tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("task", "how"),
-    [("exit_hard", "exited with code 7"), ("kill_self", "killed by signal SIGKILL"),
-     ("segfault", "killed by signal SIGSEGV")],
+    [
+        ("exit_hard", "exited with code 7"),
+        ("kill_self", "killed by signal SIGKILL"),
+        ("segfault", "killed by signal SIGSEGV"),
+    ],
 )
-def test_a_dying_child_fails_only_its_job_and_is_replaced(db: str, tmp_path: Path, task: str, how: str):
+def test_a_dying_child_fails_only_its_job_and_is_replaced(
+    db: str, tmp_path: Path, task: str, how: str
+):
     victim = add_job(db, task, {"code": 7}, max_attempts=3)
     others = [add_job(db, "remember", {"n": n, "sleep": 0.02}) for n in range(20)]
     config = write_config(tmp_path, db, concurrency=2)
@@ -143,7 +154,8 @@ def test_a_dying_child_fails_only_its_job_and_is_replaced(db: str, tmp_path: Pat
         first_children = set(daemon.children())
         assert len(first_children) == 2
         row = wait_for(
-            lambda: (r := job_row(db, victim)) and r["last_error"] and r, what="the victim's failure"
+            lambda: (r := job_row(db, victim)) and r["last_error"] and r,
+            what="the victim's failure",
         )
         assert how in row["last_error"], row["last_error"]
         assert f"while running job {victim}" in row["last_error"]
@@ -154,7 +166,9 @@ def test_a_dying_child_fails_only_its_job_and_is_replaced(db: str, tmp_path: Pat
         assert daemon.proc.poll() is None, "the daemon died with its child"
         assert daemon.stop() == 0
     assert sorted(r[0] for r in runs(db)) == sorted(others)
-    assert query(db, "select count(*) from graphile_worker._private_job_queues where locked_at is not null") == [(0,)]
+    assert query(
+        db, "select count(*) from graphile_worker._private_job_queues where locked_at is not null"
+    ) == [(0,)]
 
 
 def test_job_timeout_kills_a_stuck_handler(db: str, tmp_path: Path):

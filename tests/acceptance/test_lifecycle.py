@@ -188,7 +188,9 @@ def test_a_breaking_migration_elsewhere_drains_and_exits_57(db: str, tmp_path: P
     config = write_config(tmp_path, db)
     with Daemon(config) as daemon:
         daemon.wait_ready()
-        query(db, """select pg_notify('worker:migrate', '{"migrationNumber":21,"breaking":true}')""")
+        query(
+            db, """select pg_notify('worker:migrate', '{"migrationNumber":21,"breaking":true}')"""
+        )
         assert daemon.wait(timeout=20) == 57
         assert "breaking migration 21" in daemon.log()
 
@@ -227,8 +229,10 @@ def test_a_dead_daemon_is_recovered_by_another_within_stale_after(db: str, tmp_p
         started = time.monotonic()
         second.wait_ready()
         failed = wait_for(
-            lambda: all((job_row(db, i) or {}).get("last_error") for i in jobs)
-            and [job_row(db, i) for i in jobs],
+            lambda: (
+                all((job_row(db, i) or {}).get("last_error") for i in jobs)
+                and [job_row(db, i) for i in jobs]
+            ),
             timeout=10,
             what="the sweep",
         )
@@ -267,8 +271,10 @@ def test_a_postgresql_restart_while_jobs_run(tmp_path: Path):
     try:
         db = cluster.dsn
         prepare_database(db)
-        ids = [add_job(db, "remember", {"n": n, "sleep": 0.02}, queue_name=f"q{n % 3}")
-               for n in range(60)]
+        ids = [
+            add_job(db, "remember", {"n": n, "sleep": 0.02}, queue_name=f"q{n % 3}")
+            for n in range(60)
+        ]
         ids += [add_job(db, "remember", {"n": n, "sleep": 0.02}) for n in range(60)]
         config = write_config(tmp_path, db, concurrency=4, poll_interval=0.5)
         with Daemon(config) as daemon:
@@ -294,7 +300,7 @@ def test_children_are_recycled_after_max_jobs_and_max_memory(db: str, tmp_path: 
     assert [pids.count(p) for p in dict.fromkeys(pids)] == [5, 5, 2]
 
     query(db, "truncate public.kt_runs")
-    for n in range(4):
+    for _ in range(4):
         add_job(db, "hog", {"mib": 80}, queue_name="serial")
     result = run_once(write_config(tmp_path, db, concurrency=1, max_memory_per_child=60))
     assert result.returncode == 0, result.stderr

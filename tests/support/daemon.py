@@ -113,7 +113,7 @@ class Daemon:
                 data = self.sock.recv(4096).decode()
                 self.messages.append(data)
                 self.sock.settimeout(0.0001)
-        except (BlockingIOError, TimeoutError, socket.timeout):
+        except (BlockingIOError, TimeoutError):
             pass
         return self.messages
 
