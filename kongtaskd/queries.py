@@ -43,6 +43,7 @@ STATEMENTS: dict[str, Statement] = {
         Statement("sweep_expired", ("float8",)),
         Statement("forget_pool", ("text",)),
         Statement("release_unknown", ("text", "bigint[]")),
+        Statement("queue_depth", ()),
     )
 }
 
@@ -74,12 +75,12 @@ class Queries:
             for name in self._names:
                 statement = STATEMENTS[name]
                 body = bind_schema(_source(name), self.schema, self.conn)
-                types = ", ".join(statement.param_types)
-                cur.execute(f"PREPARE {self._prefix}{name} ({types}) AS {body}")
+                types = f"({', '.join(statement.param_types)})" if statement.param_types else ""
+                cur.execute(f"PREPARE {self._prefix}{name} {types} AS {body}")
 
     def execute(self, cur: Cursor, name: str, *params: Any) -> None:
-        placeholders = ", ".join(["%s"] * len(params))
-        cur.execute(f"EXECUTE {self._prefix}{name} ({placeholders})", params)
+        placeholders = f"({', '.join(['%s'] * len(params))})" if params else ""
+        cur.execute(f"EXECUTE {self._prefix}{name} {placeholders}", params)
 
     def fetchall(self, name: str, *params: Any) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:

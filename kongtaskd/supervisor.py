@@ -56,6 +56,7 @@ from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
 from kongtaskd.config import Config
 from kongtaskd.errors import DatabaseError, ExitCode, KongtaskError, TaskImportError
 from kongtaskd.heartbeat import Heartbeat
+from kongtaskd.metrics import Metrics, MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
 from kongtaskd.queries import Queries
 
@@ -101,6 +102,8 @@ class ChildProcess:
     retire_when_done: bool = False
     #: Task identifiers the child can run (from its READY), None until then.
     tasks: frozenset[str] | None = None
+    #: It left by itself after max_jobs_per_child / max_memory_per_child.
+    recycled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,11 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe()
         self.conn: extensions.connection | None = None
         self.conn_fd: int | None = None
+        self.metrics: NullMetrics = Metrics() if config.metrics else NullMetrics()
+        self.metrics_server: MetricsServer | None = None
+        self.queue_depth_at = 0.0
+        #: Task of every job between its claim and the write of its outcome (for metrics).
+        self.job_tasks: dict[int, str] = {}
         self.queries: Queries | None = None
         self.outcomes = Outcomes()
         self.wanted_tasks: list[str] = sorted(config.tasks)
@@ -220,6 +228,14 @@ class Supervisor:
         self.install_signals()
         if self.config.migrate:
             self.migrate()
+        if self.config.metrics is not None:
+            self.metrics_server = MetricsServer(
+                self.metrics,
+                self.config.metrics.host,
+                self.config.metrics.port,
+                self.selector,
+                self.refresh_queue_depth,
+            )
         for _ in range(self.config.concurrency):
             self.spawn()
         self.await_children()
@@ -299,6 +315,7 @@ class Supervisor:
                 "sweep_expired",
                 "forget_pool",
                 "release_unknown",
+                "queue_depth",
             )
             queries = Queries(conn, self.schema, names=names)
             self.conn, self.queries = conn, queries
@@ -365,6 +382,8 @@ class Supervisor:
                     pass
             elif key.data == "database":
                 self.read_notifications()
+            elif isinstance(key.data, MetricsServer):
+                key.data.on_readable(key.fileobj)  # type: ignore[arg-type]
             else:
                 child: ChildProcess = key.data
                 if not child.channel.feed():
@@ -574,6 +593,8 @@ class Supervisor:
                 pass
         for other in self.children.values():
             os.close(other.channel.sock.detach())
+        if self.metrics_server is not None:
+            self.metrics_server.forget_in_child()
         self.selector.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
@@ -587,12 +608,14 @@ class Supervisor:
         kind = message.kind
         if kind is protocol.Kind.DONE:
             self.outcomes.completed.append(message.job_id)
+            self.metrics.job_succeeded(child.task, message.seconds)
             self.job_finished(child, message.seconds)
         elif kind is protocol.Kind.FAILED:
             text = message.text
             if child.kill_reason:
                 text = f"{child.kill_reason}; {text}"
             self.outcomes.failed[message.job_id] = text
+            self.metrics.job_failed(child.task, message.seconds)
             self.job_finished(child, message.seconds)
         elif kind is protocol.Kind.SKIPPED:
             log.warning("job %d skipped by child %d: %s", message.job_id, child.index, message.text)
@@ -613,6 +636,7 @@ class Supervisor:
         elif kind is protocol.Kind.BYE:
             log.info("child %d is leaving: %s", child.index, message.text)
             child.state = RETIRING
+            child.recycled = True
 
     def job_finished(self, child: ChildProcess, seconds: float | None = None) -> None:
         if seconds is not None:
@@ -654,7 +678,9 @@ class Supervisor:
         child.channel.close()
         self.refresh_tasks()
         how = describe_status(status)
+        self.count_restart(child)
         if child.job_id is not None:
+            self.metrics.job_failed(child.task, None)
             reason = child.kill_reason or f"child process {child.index} (pid {child.pid}) {how}"
             self.outcomes.failed[child.job_id] = (
                 f"{reason} while running job {child.job_id} ({child.task}); "
@@ -681,6 +707,24 @@ class Supervisor:
                     f"children keep dying right after they start ({self.rapid_deaths} in a row)"
                     f"{detail}; giving up"
                 )
+
+    def count_restart(self, child: ChildProcess) -> None:
+        """Metrics: why a child is being replaced (drains and scale-downs replace nothing)."""
+        if self.draining:
+            return
+        if child.fatal:
+            reason = "start_failed"
+        elif child.kill_reason.startswith("job timed out"):
+            reason = "timeout"
+        elif child.state != RETIRING:
+            reason = "died"
+        elif child.recycled:
+            reason = "recycled"
+        elif child.generation < self.generation:
+            reason = "reload"
+        else:
+            return
+        self.metrics.child_restarted(reason)
 
     def manage_children(self) -> None:
         self.spawn_missing()
@@ -718,6 +762,7 @@ class Supervisor:
                     limit,
                     child.index,
                 )
+                self.metrics.job_timed_out(child.task)
                 self.terminate(child, f"job timed out after {limit:g}s")
         if self.drain_deadline is not None and now >= self.drain_deadline and not self.fast:
             self.begin_fast_stop(f"shutdown_timeout of {self.config.shutdown_timeout:g}s expired")
@@ -786,6 +831,7 @@ class Supervisor:
         for note in self.conn.notifies:
             if note.channel == "jobs:insert":
                 self.want_claim = True
+                self.metrics.notified()
             elif note.channel == "worker:migrate":
                 self.on_migrate_notice(note.payload)
         self.conn.notifies.clear()
@@ -857,18 +903,23 @@ class Supervisor:
                 claimed.append(PrefetchedJob(job_id, task, priority, run_at, now))
                 continue
             written.add(job_id)
+            task = self.job_tasks.pop(job_id, "")
             if kind == "failed":
                 self.jobs_failed += 1
                 if attempts >= max_attempts:
                     log.error("job %d failed permanently after %d attempts", job_id, attempts)
                 else:
+                    self.metrics.job_retried(task)
                     log.info("job %d will be retried at %s", job_id, run_at.isoformat())
         lost = (set(outcomes.completed) | set(failed_ids) | set(outcomes.released)) - written
         if lost:
             log.warning("jobs %s were no longer held by this pool; outcome dropped", sorted(lost))
+            for job_id in lost:
+                self.job_tasks.pop(job_id, None)
         if outcomes.completed or outcomes.failed or outcomes.released:
             self.want_claim = True  # a finished job may have unlocked its queue's next job
         if want:
+            self.metrics.claimed(len(claimed))
             if len(claimed) < want:
                 self.want_claim = False  # nothing more is ready for us right now
             claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
@@ -920,10 +971,13 @@ class Supervisor:
         timeout = self.timeout_for(task)
         child.deadline = now + timeout if timeout else None
         child.state = BUSY
+        self.job_tasks[job_id] = task
         if not self.send(child, protocol.encode_run(job_id)):
             # The child died under us; it never saw the job, so give it back unharmed.
             child.job_id = None
             self.outcomes.released.append(job_id)
+            return
+        self.metrics.job_started(task)
 
     def timeout_for(self, task: str) -> float | None:
         spec = self.config.tasks.get(task)
@@ -965,6 +1019,7 @@ class Supervisor:
             self.schedule_reconnect()
             return
         log.info("database connection re-established")
+        self.metrics.reconnected()
         self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
 
     # ======================================================================================
@@ -977,6 +1032,9 @@ class Supervisor:
         if self.heartbeat.due(now):
             self.beat()
         busy = len(self.busy_children())
+        self.metrics.set_children(busy, len(self.idle_children()))
+        if self.metrics_server is not None:
+            self.metrics_server.expire()
         title = f"kongtaskd: supervisor [{self.pool_id}] [{busy}/{self.config.concurrency} busy]"
         if title != self.title:
             self.title = title
@@ -997,6 +1055,19 @@ class Supervisor:
             left = max(0.0, self.drain_deadline - now) + tunables.CHILD_KILL_GRACE + 5.0
             self.notifier.extend_timeout(left)
             self.next_extend = now + tunables.EXTEND_TIMEOUT_EVERY
+
+    def refresh_queue_depth(self) -> None:
+        """Called by a scrape: re-count jobs by state, at most every METRICS_QUEUE_DEPTH_EVERY."""
+        now = time.monotonic()
+        if self.queries is None or now < self.queue_depth_at:
+            return
+        self.queue_depth_at = now + tunables.METRICS_QUEUE_DEPTH_EVERY
+        try:
+            ((ready, scheduled, locked),) = self.queries.fetchall("queue_depth")
+        except psycopg2.Error as exc:
+            self.connection_lost(exc)
+            return
+        self.metrics.set_queue_depth(ready, scheduled, locked)
 
     def beat(self) -> None:
         if self.queries is None:
@@ -1040,6 +1111,8 @@ class Supervisor:
                 self.conn.close()
             except psycopg2.Error:
                 pass
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         signal.set_wakeup_fd(-1)
         log.info("kongtaskd supervisor stopped (%d jobs done)", self.jobs_done)
 

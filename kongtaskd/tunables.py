@@ -67,3 +67,10 @@ EXTEND_TIMEOUT_EVERY = 5.0
 #: How long a child keeps trying to reach the database (a restart, a failover) before it
 #: gives up on the job it holds and reports it failed.
 CHILD_DB_RETRY_SECONDS = 120.0
+
+#: A metrics scrape must send its request and take its answer within this many seconds.
+METRICS_SEND_TIMEOUT = 1.0
+
+#: The queue-depth gauges come from a count over the jobs table, at most this often
+#: (seconds), however often Prometheus scrapes: it scans the table, so keep it rare.
+METRICS_QUEUE_DEPTH_EVERY = 10.0
