@@ -59,6 +59,7 @@ from kongtaskd.heartbeat import Heartbeat
 from kongtaskd.metrics import Metrics, MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
 from kongtaskd.queries import Queries
+from kongtaskd.schema.check import require_current_schema
 
 log = logging.getLogger("kongtaskd.supervisor")
 
@@ -226,8 +227,7 @@ class Supervisor:
             self.schema,
         )
         self.install_signals()
-        if self.config.migrate:
-            self.migrate()
+        self.migrate()
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(
                 self.metrics,
@@ -261,13 +261,19 @@ class Supervisor:
         self.signal_queue.append(signum)
 
     def migrate(self) -> None:
+        """Install or upgrade the schema (``migrate: true``), or check that it is current.
+
+        Its connection is closed before any fork: none crosses into a child.
+        """
         from kongtaskd.dsn import connect
         from kongtaskd.schema import migrate
 
-        # This connection is closed before any fork: none crosses into a child.
         conn = connect(self.dsn, application_name="kongtaskd migrate")
         try:
-            migrate(conn, self.schema, logger=log)
+            if self.config.migrate:
+                migrate(conn, self.schema, logger=log)
+            else:
+                require_current_schema(conn, self.schema)
         finally:
             conn.close()
 

@@ -231,3 +231,21 @@ def test_notify_wakes_an_idle_daemon_without_polling(db: str, tmp_path: Path):
         wait_for(lambda: job_row(db, job_id) is None, timeout=10, what="NOTIFY to wake the daemon")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
+
+
+def test_migrate_false_on_a_database_without_kongtaskd_objects_is_a_clear_error(
+    fresh_dsn: str, tmp_path: Path
+):
+    config = write_config(tmp_path, fresh_dsn, migrate=False)
+    result = run_once(config)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kongtaskd: schema 'graphile_worker' is not installed"), last
+    assert "kongtaskd migrate" in last and "Traceback" not in result.stderr
+    # A database graphile-worker's rows alone would satisfy: still refused, kongtaskd's
+    # own tables are missing.
+    query(fresh_dsn, "create schema graphile_worker")
+    query(fresh_dsn, "create table graphile_worker.migrations (id int, breaking bool)")
+    query(fresh_dsn, "insert into graphile_worker.migrations values (20, false)")
+    result = run_once(config)
+    assert result.returncode == 1 and "kongtaskd migrate" in result.stderr
