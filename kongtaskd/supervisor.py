@@ -56,6 +56,7 @@ from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
 from kongtaskd.config import Config
 from kongtaskd.errors import DatabaseError, ExitCode, KongtaskError, TaskImportError
 from kongtaskd.heartbeat import Heartbeat
+from kongtaskd.logs import setup_logging
 from kongtaskd.metrics import Metrics, MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
 from kongtaskd.queries import Queries
@@ -151,6 +152,7 @@ class Supervisor:
         self.notifier = Notifier()
         self.generation = 0
         self.reloading = False
+        self.previous_config: Config | None = None
         self.next_extend = 0.0
         self.next_status = 0.0
         self.status_sent = ""
@@ -481,14 +483,30 @@ class Supervisor:
             return
         if (fresh.dsn, fresh.schema) != (self.dsn, self.schema):
             log.warning("SIGHUP: connection and schema changes take effect only after a restart")
-        self.config = fresh
-        self.forbidden_flags = list(fresh.forbidden_flags) or None
-        self.heartbeat.interval = fresh.heartbeat_interval
-        self.heartbeat.stale_after = fresh.stale_after
-        logging.getLogger().setLevel(fresh.log.level.upper())
+        self.previous_config = self.config
+        self.apply_config(fresh)
+        log.info("SIGHUP: configuration read again; replacing children one by one")
+
+    def apply_config(self, config: Config) -> None:
+        """Make ``config`` current; children of older generations are then replaced."""
+        self.config = config
+        self.forbidden_flags = list(config.forbidden_flags) or None
+        self.heartbeat.interval = config.heartbeat_interval
+        self.heartbeat.stale_after = config.stale_after
+        setup_logging(config.log.level, config.log.format)
         self.generation += 1
         self.reloading = True
-        log.info("SIGHUP: configuration read again; replacing children one by one")
+
+    def abort_reload(self, child: ChildProcess) -> None:
+        """A child of the new configuration cannot import its handlers: go back to the old one."""
+        assert self.previous_config is not None
+        log.error(
+            "SIGHUP: the new configuration's handlers cannot be imported (%s); "
+            "going back to the previous configuration",
+            child.fatal,
+        )
+        previous, self.previous_config = self.previous_config, None
+        self.apply_config(previous)
 
     def roll_children(self) -> None:
         """After a reload: a new child comes up before each old one leaves; no job is cut."""
@@ -496,7 +514,10 @@ class Supervisor:
             return
         old = [c for c in self.live_children() if c.generation < self.generation]
         if not old:
+            if any(c.generation < self.generation for c in self.children.values()):
+                return  # the last old children are on their way out
             self.reloading = False
+            self.previous_config = None
             log.info("reload complete: all children run the new configuration")
             self.notifier.ready(self.status_line())
             return
@@ -625,6 +646,7 @@ class Supervisor:
             self.job_finished(child, message.seconds)
         elif kind is protocol.Kind.SKIPPED:
             log.warning("job %d skipped by child %d: %s", message.job_id, child.index, message.text)
+            self.job_tasks.pop(message.job_id, None)
             self.job_finished(child)
         elif kind is protocol.Kind.READY:
             if child.state == STARTING:
@@ -636,9 +658,14 @@ class Supervisor:
         elif kind is protocol.Kind.FATAL:
             child.fatal = str(message.data.get("error", "unknown error"))
             child.fatal_kind = str(message.data.get("kind", protocol.FATAL_IMPORT))
-            if child.fatal_kind == protocol.FATAL_IMPORT:
-                self.last_fatal = child.fatal
             log.error("child %d could not start: %s", child.index, child.fatal)
+            if child.fatal_kind != protocol.FATAL_IMPORT:
+                return
+            if self.previous_config is not None and child.generation == self.generation:
+                self.abort_reload(child)  # a broken deploy must not take the daemon down
+                child.fatal_kind = "reload"
+            else:
+                self.last_fatal = child.fatal
         elif kind is protocol.Kind.BYE:
             log.info("child %d is leaving: %s", child.index, message.text)
             child.state = RETIRING
@@ -703,8 +730,8 @@ class Supervisor:
         ):
             self.respawn_at = time.monotonic() + self.respawn_delay
             self.respawn_delay = min(self.respawn_delay * 2, tunables.RESPAWN_BACKOFF_MAX)
-            if child.fatal_kind == protocol.FATAL_DATABASE:
-                return  # the database may come back: keep trying, with back-off, forever
+            if child.fatal_kind in (protocol.FATAL_DATABASE, "reload"):
+                return  # the database may come back; a failed reload was rolled back
             self.rapid_deaths += 1
             if self.rapid_deaths >= tunables.CHILD_RAPID_DEATH_LIMIT:
                 detail = f": {self.last_fatal}" if self.last_fatal else ""

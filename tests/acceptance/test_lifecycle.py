@@ -306,3 +306,23 @@ def test_children_are_recycled_after_max_jobs_and_max_memory(db: str, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert len({r[4] for r in runs(db)}) == 4, "a child over its memory limit kept working"
     assert "recycled at" in result.stderr
+
+
+def test_sighup_to_handlers_that_cannot_be_imported_rolls_back(db: str, tmp_path: Path):
+    config = write_config(tmp_path, db, concurrency=2)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        settings = yaml.safe_load(config.read_text())
+        settings["tasks"]["broken"] = "broken_import:handler"  # a valid config, a broken deploy
+        config.write_text(yaml.safe_dump(settings))
+        daemon.signal(signal.SIGHUP)
+        wait_for(
+            lambda: "going back to the previous configuration" in daemon.log(),
+            what="the rollback",
+        )
+        wait_for(lambda: "reload complete" in daemon.log(), timeout=30, what="the roll back")
+        job_id = add_job(db, "remember", {})
+        wait_for(lambda: job_row(db, job_id) is None, what="jobs after the failed reload")
+        assert daemon.proc.poll() is None
+        assert len(daemon.children()) == 2
+        assert daemon.stop() == 0
