@@ -834,6 +834,18 @@ class CronScheduler:
         self.backfill: tuple[_Backfill, ...] = ()
         self._due_cache: tuple[dt.datetime, float] | None = None
 
+    def reconfigure(self, items: Sequence[CronItem], *, timezone: str) -> None:
+        """A reload (SIGHUP): new crontab and zone, same position in time.
+
+        Call :meth:`start` afterwards (it registers new identifiers and plans their
+        backfill); ticks up to now that this scheduler had not done yet are still done,
+        so a reload at 12:00:00.001 does not lose the 12:00 tick.
+        """
+        self.items = tuple(items)
+        self.timezone = timezone
+        self.zone = _zone(timezone)
+        self._due_cache = None
+
     # --- start -------------------------------------------------------------------------
     def start(self, conn: Connection, now: dt.datetime | None = None) -> None:
         """Register unknown identifiers, plan the backfill. Call at every (re)connect.
@@ -842,8 +854,19 @@ class CronScheduler:
         calls (``next_due`` is then in the past), oldest tick first, before live ticks.
         """
         start = _aware(now, "now") if now is not None else dt.datetime.now(UTC)
+        live = _ceil_minute(start)
+        # After a reconnect or reload, the live ticks this scheduler had not done yet are
+        # caught up (as graphile-worker does for a late timer), not lost. An unfinished
+        # backfill is not resumed as such: the new backfill plan below covers it.
+        resume = None
+        if self.cursor is not None and self.live_from is not None:
+            resume = max(self.cursor, _ceil_minute(self.live_from))
+        self.resume_from = resume if resume is not None and resume < live else None
+        self.live_from = start
+        self._due_cache = None
+        self.backfill = ()
         if not self.items:
-            self.cursor, self.live_from = _ceil_minute(start), start
+            self.cursor = live
             return
         identifiers = [item.identifier for item in self.items]
         rows = self._fetch(conn, "cron_known", {"identifiers": identifiers})
@@ -858,23 +881,18 @@ class CronScheduler:
             if item.fill > dt.timedelta(0) and item.identifier in known
             for since, last in [known[item.identifier]]
         )
-        live = _ceil_minute(start)
         candidates = [live]
         if self.backfill:
             candidates.append(_ceil_minute(start - max(b.item.fill for b in self.backfill)))
-        # A reconnect: the ticks this process missed meanwhile are caught up, not lost.
-        self.resume_from = self.cursor if self.cursor is not None and self.cursor < live else None
         if self.resume_from is not None:
             candidates.append(self.resume_from)
         self.cursor = min(candidates)
-        self.live_from = start
-        self._due_cache = None
         self.log.info(
             "cron: %d schedule%s (time zone %s)%s",
             len(self.items),
             "" if len(self.items) == 1 else "s",
             self.timezone,
-            f"; backfilling from {_iso(self.cursor)}" if self.cursor < live else "",
+            f"; catching up from {_iso(self.cursor)}" if self.cursor < live else "",
         )
 
     # --- run -----------------------------------------------------------------------------

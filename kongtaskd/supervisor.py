@@ -727,6 +727,7 @@ class Supervisor:
         if (
             time.monotonic() - child.born < tunables.CHILD_RAPID_DEATH_WINDOW
             and child.state != RETIRING
+            and not self.draining  # deaths during shutdown are expected, never a crash loop
         ):
             self.respawn_at = time.monotonic() + self.respawn_delay
             self.respawn_delay = min(self.respawn_delay * 2, tunables.RESPAWN_BACKOFF_MAX)

@@ -360,6 +360,38 @@ def test_reconnect_resumes_where_it_stopped(cron_dsn: str, conn: Conn) -> None:
     assert not any(t["backfilled"] for t in ticks)
 
 
+def test_reconnect_during_backfill_does_not_turn_it_into_catch_up(conn: Conn) -> None:
+    since = T0 - dt.timedelta(hours=2)
+    seen_before(conn, "plain", since, None)
+    seen_before(conn, "filled", since, None)
+    cron = scheduler("* * * * * plain\n* * * * * filled ?fill=10m")
+    cron.start(conn, now=T0)
+    cron.run_due(conn, T0 - minutes(5))  # the backfill got as far as 11:55, then the link died
+    cron.start(conn, now=T0 + minutes(1))  # reconnected at 12:01:30
+    run_until(cron, conn, T0 + minutes(1))
+    got = [(j["task"], cron_of(j)["ts"][11:16], cron_of(j)["backfilled"]) for j in jobs(conn)]
+    filled = [(ts, backfilled) for task, ts, backfilled in got if task == "filled"]
+    assert filled == [(f"11:{m}", True) for m in range(51, 60)] + [
+        ("12:00", True),
+        ("12:01", False),
+    ]
+    # "plain" has no fill: it never ran in the backfill range, only from its live ticks on.
+    assert [(ts, b) for task, ts, b in got if task == "plain"] == [("12:01", False)]
+
+
+def test_reload_keeps_the_position_in_time(conn: Conn) -> None:
+    cron = scheduler("* * * * * remember")
+    cron.start(conn, now=T0)
+    assert cron.run_due(conn, T0 + minutes(1)) == 1  # 12:01
+    cron.reconfigure(parse_crontab("* * * * * remember\n*/5 * * * * five"), timezone="UTC")
+    cron.start(conn, now=T0 + minutes(3))  # SIGHUP at 12:03:30
+    assert run_until(cron, conn, T0 + minutes(5)) == 5  # 12:02 .. 12:05, and five's 12:05
+    got = [(j["task"], cron_of(j)["ts"][11:16]) for j in jobs(conn)]
+    assert [ts for task, ts in got if task == "remember"] == [f"12:0{m}" for m in range(1, 6)]
+    assert [ts for task, ts in got if task == "five"] == ["12:05"]
+    assert known(conn)["five"][0] == T0 + minutes(3)
+
+
 def test_failed_statement_leaves_the_tick_for_later(cron_dsn: str, conn: Conn) -> None:
     cron = scheduler("* * * * * remember")
     cron.start(conn, now=T0)
