@@ -139,10 +139,6 @@ def _has_heartbeats(cur: Cursor, schema: str) -> bool:
     return bool(row and row[0])
 
 
-def _utc(moment: dt.datetime | None) -> dt.datetime | None:
-    return moment.astimezone(dt.timezone.utc) if moment is not None else None
-
-
 def _when(moment: dt.datetime | None) -> str:
     """A timestamp for tables: ISO 8601, UTC, to the second."""
     if moment is None:

@@ -1107,6 +1107,9 @@ class Supervisor:
         if self.queries is None:
             return
         try:
+            # Re-registering is one cheap query; it heals a `cleanup --tasks` that deleted
+            # (and so renumbered) a task row under a running daemon.
+            self.register_tasks()
             self.heartbeat.beat(
                 self.queries,
                 concurrency=self.config.concurrency,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import signal
 from pathlib import Path
@@ -249,3 +250,31 @@ def test_migrate_false_on_a_database_without_kongtaskd_objects_is_a_clear_error(
     query(fresh_dsn, "insert into graphile_worker.migrations values (20, false)")
     result = run_once(config)
     assert result.returncode == 1 and "kongtaskd migrate" in result.stderr
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def test_process_titles_and_json_logs(db: str, tmp_path: Path):
+    config = write_config(tmp_path, db, concurrency=2, log={"level": "info", "format": "json"})
+    slow = add_job(db, "remember", {"sleep": 2})
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: job_row(db, slow)["locked_at"], what="the slow job to start")
+        pool = job_row(db, slow)["locked_by"]
+        title = wait_for(
+            lambda: (t := cmdline(daemon.pid)).endswith("[1/2 busy]") and t, what="busy title"
+        )
+        assert title == f"kongtaskd: supervisor [{pool}] [1/2 busy]"
+        titles = sorted(cmdline(pid) for pid in daemon.children())
+        assert re.fullmatch(r"kongtaskd: child \d+ idle", titles[1]), titles
+        assert titles[0] == f"kongtaskd: child {titles[0].split()[2]} running remember#{slow}"
+        wait_for(lambda: job_row(db, slow) is None, what="the slow job to finish")
+        assert daemon.stop() == 0
+        lines = [json.loads(line) for line in daemon.log().splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    job_lines = [line for line in lines if line.get("job_id") == slow]
+    assert {line["msg"].split(" ")[1] for line in job_lines} >= {"started", "succeeded"}
+    assert all(line["task"] == "remember" for line in job_lines)
+    assert not any("postgres@" in line.get("msg", "") for line in lines)
