@@ -619,9 +619,10 @@ KEYS: tuple[Key, ...] = (
         "timezone",
         Timezone(),
         "UTC",
-        "IANA time zone the crontab's times are in. Default UTC, as graphile-worker, "
-        "which has no daylight-saving surprises; a local zone makes '0 2 * * *' skip or "
-        "repeat on DST change days.",
+        "IANA time zone the crontab's times are in. Default UTC, as graphile-worker (the "
+        "only zone it knows: daemons sharing a crontab line must agree). In a local zone a "
+        "wall-clock time skipped by DST runs right after the gap, a repeated one runs once; "
+        "schedules covering every hour follow real time.",
     ),
     Key(
         "metrics",

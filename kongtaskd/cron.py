@@ -457,7 +457,6 @@ class CronItem:
         return {
             "identifier": self.identifier,
             "task": self.task,
-            # Compact, as JSON.stringify writes it: the stored json text matches Node's.
             "payload": payload,
             "queue_name": self.queue_name,
             "max_attempts": self.max_attempts,
@@ -970,6 +969,8 @@ class CronScheduler:
     def _schedule(
         self, conn: Connection, tick: dt.datetime, specs: list[dict[str, Any]], *, backfilled: bool
     ) -> int:
+        # Compact and unescaped, as JSON.stringify writes it: json_to_recordset keeps each
+        # payload's text as is, so the stored payload is byte for byte graphile-worker's.
         payload = json.dumps(specs, separators=(",", ":"), ensure_ascii=False)
         rows = self._fetch(conn, "cron_schedule", {"specs": payload, "ts": tick})
         if rows:

@@ -12,7 +12,8 @@ The loop, top to bottom (``Supervisor.run``)::
       dispatch         hand prefetched job ids to idle children (no database wait)
       settle           ONE round trip: write the collected outcomes, claim more jobs
       dispatch         hand out what was just claimed
-      tick             sd_notify status/watchdog, process title, reconnect when due
+      run_cron         add the jobs of cron ticks that are due (exactly once across the fleet)
+      tick             heartbeat and sweeps, sd_notify, process title, reconnect when due
     stop             children gone, remaining outcomes written (retried), connection closed
 
 Where outcomes are written: here, in batches, not in the children. A child reports an
@@ -54,6 +55,7 @@ from setproctitle import setproctitle
 from kongtaskd import protocol, tunables
 from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
 from kongtaskd.config import Config
+from kongtaskd.cron import CronItem, CronScheduler, load_crontab
 from kongtaskd.errors import DatabaseError, ExitCode, KongtaskError, TaskImportError
 from kongtaskd.heartbeat import Heartbeat
 from kongtaskd.logs import setup_logging
@@ -149,6 +151,12 @@ class Supervisor:
         self.once = once
         self.pool_id = new_pool_id(once)
         self.heartbeat = Heartbeat(self.pool_id, config.heartbeat_interval, config.stale_after)
+        # Parsed before any fork, so a bad crontab stops the start (exit 2). Like
+        # graphile-worker, --once runs no cron.
+        items = [] if once else load_crontab(config)
+        self.cron: CronScheduler | None = (
+            CronScheduler(items, schema=self.schema, timezone=config.timezone) if items else None
+        )
         self.notifier = Notifier()
         self.generation = 0
         self.reloading = False
@@ -209,6 +217,7 @@ class Supervisor:
                 self.dispatch()
                 self.settle()
                 self.dispatch()
+                self.run_cron()
                 self.tick()
         finally:
             self.stop()  # also on errors: children gone, outcomes written, then re-raise
@@ -330,6 +339,8 @@ class Supervisor:
             self.conn_fd = conn.fileno()  # kept: a broken connection cannot tell it any more
             self.register_tasks()
             self.release_unknown()
+            if self.cron is not None:
+                self.cron.start(conn)
             self.heartbeat.next_beat = 0.0  # beat (and sweep) at once, before READY=1
             if not self.once:
                 with conn.cursor() as cur:
@@ -424,6 +435,8 @@ class Supervisor:
             deadlines.append(self.heartbeat.next_beat)
         if self.draining:
             deadlines.append(self.next_extend)
+        if self.cron is not None and self.conn is not None and not self.draining:
+            deadlines.append(now + self.cron.seconds_until_due())
         return max(tunables.MIN_POLL_INTERVAL, min(deadlines) - now) if deadlines else 1.0
 
     def handle_signals(self) -> None:
@@ -477,6 +490,7 @@ class Supervisor:
         self.notifier.reloading(time.monotonic_ns() // 1000)
         try:
             fresh = self.reload()
+            cron_items = [] if self.once else load_crontab(fresh)
         except KongtaskError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc.message)
             self.notifier.ready(self.status_line())
@@ -485,7 +499,23 @@ class Supervisor:
             log.warning("SIGHUP: connection and schema changes take effect only after a restart")
         self.previous_config = self.config
         self.apply_config(fresh)
+        self.replace_cron(cron_items, fresh.timezone)
         log.info("SIGHUP: configuration read again; replacing children one by one")
+
+    def replace_cron(self, items: list[CronItem], timezone: str) -> None:
+        """A reload's crontab: the scheduler keeps its place in time across the change."""
+        if not items:
+            self.cron = None
+            return
+        if self.cron is None:
+            self.cron = CronScheduler(items, schema=self.schema, timezone=timezone)
+        else:
+            self.cron.reconfigure(items, timezone=timezone)
+        if self.conn is not None:
+            try:
+                self.cron.start(self.conn)
+            except psycopg2.Error as exc:
+                self.connection_lost(exc)
 
     def apply_config(self, config: Config) -> None:
         """Make ``config`` current; children of older generations are then replaced."""
@@ -507,6 +537,10 @@ class Supervisor:
         )
         previous, self.previous_config = self.previous_config, None
         self.apply_config(previous)
+        try:
+            self.replace_cron([] if self.once else load_crontab(previous), previous.timezone)
+        except KongtaskError as exc:  # its crontab file changed since: keep the current one
+            log.error("SIGHUP: keeping the current crontab: %s", exc.message)
 
     def roll_children(self) -> None:
         """After a reload: a new child comes up before each old one leaves; no job is cut."""
@@ -1102,6 +1136,21 @@ class Supervisor:
             self.connection_lost(exc)
             return
         self.metrics.set_queue_depth(ready, scheduled, locked)
+
+    def run_cron(self) -> None:
+        """Schedule the cron ticks that are due (a few quick statements at most)."""
+        if self.cron is None or self.conn is None or self.draining:
+            return
+        if time.time() < self.cron.next_due():
+            return
+        try:
+            added = self.cron.run_due(self.conn)
+        except psycopg2.Error as exc:
+            self.connection_lost(exc)
+            return
+        if added:
+            self.want_claim = True
+        self.take_notifications()
 
     def beat(self) -> None:
         if self.queries is None:
