@@ -91,6 +91,8 @@ class Child:
         self.queries: Queries | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.jobs_done = 0
+        #: Jobs of the current batch not started yet (handed back if we must leave).
+        self.waiting: list[int] = []
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -151,7 +153,7 @@ class Child:
             autocommit=True,
         )
         self.queries = Queries(
-            self.conn, self.settings.schema, names=("load_job", "release", "claim")
+            self.conn, self.settings.schema, names=("load_jobs", "release", "claim")
         )
 
     def ensure_connection(self) -> None:
@@ -201,21 +203,45 @@ class Child:
             if message.kind is protocol.Kind.STOP:
                 self.exit(EXIT_OK)
             if message.kind is protocol.Kind.RUN:
-                self.run_job(message.job_id)
+                self.run_batch(message.job_ids)
                 if self.stop_after_report:
                     self.exit(EXIT_INTERRUPTED)
                 self.recycle_if_due()
 
-    def run_job(self, job_id: int) -> None:
-        """One job, phase by phase: load the row, run the handler, report the outcome."""
-        started = time.perf_counter()
-        # 1. Load. The supervisor sent only the id; the row is read here, and only while
-        #    this pool still holds the job (a sweeper may have taken it back meanwhile).
+    def run_batch(self, job_ids: tuple[int, ...]) -> None:
+        """Jobs handed over together (one, or a few short ones): load all, run in order.
+
+        Between two jobs a STOP from the supervisor (a drain) is honoured at once: the jobs
+        not started yet go back to it, to be handed back to the queue.
+        """
+        self.waiting = list(job_ids)
         try:
-            row = self.load(job_id)
+            rows = self.load(job_ids)
         except (KongtaskError, psycopg2.Error) as exc:
-            self.report_failed(job_id, 0.0, f"could not load the job: {exc}")
+            for job_id in job_ids:
+                self.waiting.remove(job_id)
+                self.report_failed(job_id, 0.0, f"could not load the job: {exc}")
             return
+        for job_id in job_ids:
+            if job_id != job_ids[0] and self.stop_requested():
+                self.report(protocol.encode_returned(self.waiting))
+                self.exit(EXIT_OK)
+            self.waiting.remove(job_id)
+            self.run_job(job_id, rows.get(job_id))
+            if self.stop_after_report:  # interrupted (SIGTERM): the rest never starts
+                if self.waiting:
+                    self.report(protocol.encode_returned(self.waiting))
+                return
+
+    def stop_requested(self) -> bool:
+        message = self.channel.peek()
+        return message is not None and message.kind is protocol.Kind.STOP
+
+    def run_job(self, job_id: int, row: tuple[Any, ...] | None) -> None:
+        """One job, phase by phase: its row (loaded), run the handler, report the outcome."""
+        started = time.perf_counter()
+        # 1. The row. The supervisor sent only the id; the row was read here, and only
+        #    while this pool still held the job (a sweeper may have taken it back).
         if row is None:
             self.report(protocol.encode_skipped(job_id, "the job is gone or no longer ours"))
             return
@@ -245,15 +271,15 @@ class Child:
         else:
             self.report_failed(job_id, seconds, error)
 
-    def load(self, job_id: int) -> tuple[Any, ...] | None:
-        """Read the job row, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""
+    def load(self, job_ids: tuple[int, ...]) -> dict[int, tuple[Any, ...]]:
+        """Read the job rows, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""
         deadline = time.monotonic() + tunables.CHILD_DB_RETRY_SECONDS
         while True:
             try:
                 self.ensure_connection()
                 assert self.queries is not None
-                rows = self.queries.fetchall("load_job", job_id, self.settings.pool_id)
-                return rows[0] if rows else None
+                rows = self.queries.fetchall("load_jobs", list(job_ids), self.settings.pool_id)
+                return {row[0]: row for row in rows}
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 self.broken()
                 if time.monotonic() > deadline:
@@ -322,7 +348,7 @@ class Child:
             self.restore_autocommit()  # we are still inside the handler's transaction
             self.ensure_connection()
             assert self.queries is not None
-            self.queries.fetchall("release", [job_id], self.settings.pool_id)
+            self.queries.fetchall("release", [job_id, *self.waiting], self.settings.pool_id)
             log.warning("supervisor gone: returned job %d to the queue", job_id)
         except Exception as exc:
             log.error("supervisor gone and job %d could not be returned: %s", job_id, exc)
@@ -356,7 +382,15 @@ class Child:
             assert self.queries is not None
             failed_ids, errors = ([failed[0]], [failed[1]]) if failed else ([], [])
             self.queries.fetchall(
-                "claim", completed, failed_ids, errors, [], self.settings.pool_id, [], None, 0
+                "claim",
+                completed,
+                failed_ids,
+                errors,
+                self.waiting,  # the rest of the batch never started: back to the queue
+                self.settings.pool_id,
+                [],
+                None,
+                0,
             )
             log.warning(
                 "supervisor gone: recorded the outcome of job %s ourselves",

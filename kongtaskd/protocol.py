@@ -9,7 +9,7 @@ ones (the child's hello, a fatal start-up error). The supervisor sends job *ids*
 child reads the row itself, so payload size never touches the pipe.
 
 Supervisor -> child
-    ``RUN``      body ``int64 job_id``                       run this job now
+    ``RUN``      body ``int64 job_id`` * n                   run these jobs, in this order
     ``STOP``     empty                                      exit when idle (recycle, drain)
 
 Child -> supervisor
@@ -19,6 +19,7 @@ Child -> supervisor
     ``FAILED``   ``int64 job_id, float64 seconds`` + UTF-8  the handler raised; text = error
     ``SKIPPED``  ``int64 job_id`` + UTF-8 reason            the row was gone or not ours
     ``BYE``      UTF-8 reason                               exiting by itself (recycling)
+    ``RETURNED`` ``int64 job_id`` * n                        told to stop: these never started
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ class Kind(enum.IntEnum):
     FAILED = 13
     SKIPPED = 14
     BYE = 15
+    RETURNED = 16
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     kind: Kind
     job_id: int = 0
+    #: RUN and RETURNED carry several ids; ``job_id`` is then the first.
+    job_ids: tuple[int, ...] = ()
     seconds: float = 0.0
     text: str = ""
     data: Any = None
@@ -61,8 +65,12 @@ def _frame(kind: Kind, body: bytes) -> bytes:
     return _HEADER.pack(len(body) + 1, kind) + body
 
 
-def encode_run(job_id: int) -> bytes:
-    return _frame(Kind.RUN, _ID.pack(job_id))
+def encode_run(*job_ids: int) -> bytes:
+    return _frame(Kind.RUN, struct.pack(f">{len(job_ids)}q", *job_ids))
+
+
+def encode_returned(job_ids: list[int]) -> bytes:
+    return _frame(Kind.RETURNED, struct.pack(f">{len(job_ids)}q", *job_ids))
 
 
 def encode_stop() -> bytes:
@@ -100,8 +108,9 @@ def encode_bye(reason: str) -> bytes:
 
 
 def _decode(kind: Kind, body: bytes) -> Message:
-    if kind is Kind.RUN:
-        return Message(kind, job_id=_ID.unpack(body)[0])
+    if kind in (Kind.RUN, Kind.RETURNED):
+        ids = struct.unpack(f">{len(body) // _ID.size}q", body)
+        return Message(kind, job_id=ids[0] if ids else 0, job_ids=ids)
     if kind is Kind.DONE:
         job_id, seconds = _OUTCOME.unpack(body)
         return Message(kind, job_id=job_id, seconds=seconds)
@@ -156,6 +165,25 @@ class Channel:
             return False
         self._buffer += chunk
         return True
+
+    def peek(self) -> Message | None:
+        """Without blocking: the next complete message if one has arrived, left in place."""
+        try:
+            chunk = self.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            chunk = None
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._buffer += chunk
+        elif chunk == b"":
+            self.closed = True
+        if len(self._buffer) < _HEADER.size:
+            return None
+        length, kind_byte = _HEADER.unpack_from(self._buffer, 0)
+        if len(self._buffer) < 4 + length:
+            return None
+        return _decode(Kind(kind_byte), bytes(self._buffer[_HEADER.size : 4 + length]))
 
     def drain(self) -> None:
         """Read everything already in the socket (without blocking), e.g. from a dead peer."""

@@ -36,7 +36,7 @@ STATEMENTS: dict[str, Statement] = {
             ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
         ),
         Statement("release", ("bigint[]", "text")),
-        Statement("load_job", ("bigint", "text")),
+        Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),
         Statement("heartbeat", ("text", "text", "integer", "text", "integer", "integer", "bigint")),
         Statement("sweep", ("float8", "text")),

@@ -74,3 +74,12 @@ METRICS_SEND_TIMEOUT = 1.0
 #: The queue-depth gauges come from a count over the jobs table, at most this often
 #: (seconds), however often Prometheus scrapes: it scans the table, so keep it rare.
 METRICS_QUEUE_DEPTH_EVERY = 10.0
+
+#: Batches: while the average job takes less than this, an idle child is handed several
+#: job ids at once (one row-load round trip and one pipe write for all of them)...
+BATCH_MAX_AVERAGE_JOB_SECONDS = 0.002
+#: ...as many as make about this much work (seconds), so a batch never holds jobs back
+#: for long: a drain or a freed sibling waits at most this for the batch to end...
+BATCH_TARGET_SECONDS = 0.02
+#: ...and never more than this many.
+BATCH_MAX_JOBS = 32

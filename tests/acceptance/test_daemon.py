@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import re
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -278,3 +278,15 @@ def test_process_titles_and_json_logs(db: str, tmp_path: Path):
     assert {line["msg"].split(" ")[1] for line in job_lines} >= {"started", "succeeded"}
     assert all(line["task"] == "remember" for line in job_lines)
     assert not any("postgres@" in line.get("msg", "") for line in lines)
+
+
+def test_a_named_queue_runs_back_to_back_without_waiting_for_a_poll(db: str, tmp_path: Path):
+    config = write_config(tmp_path, db, concurrency=2, poll_interval=3600)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        ids = [add_job(db, "remember", {"n": n}, queue_name="serial") for n in range(5)]
+        # Each job unlocks its queue as it completes; the next one must be claimed on the
+        # following loop turn, not at the next poll an hour later.
+        wait_for(lambda: all(job_row(db, i) is None for i in ids), timeout=5, what="the queue")
+        assert daemon.stop() == 0
+    assert [r[0] for r in runs(db)] == ids

@@ -34,6 +34,8 @@ def test_every_message_round_trips_through_partial_reads(chunk: int):
         protocol.encode_failed(43, 1.5, "ValueError: ünïcode\n\nTraceback ..."),
         protocol.encode_skipped(44, "gone"),
         protocol.encode_bye("recycled after 10 jobs"),
+        protocol.encode_run(1, 2, 3),
+        protocol.encode_returned([8, 9]),
     ]
     got = roundtrip(frames, chunk)
     assert [m.kind for m in got] == [
@@ -45,6 +47,8 @@ def test_every_message_round_trips_through_partial_reads(chunk: int):
         Kind.FAILED,
         Kind.SKIPPED,
         Kind.BYE,
+        Kind.RUN,
+        Kind.RETURNED,
     ]
     assert got[0].job_id == 2**40 + 7
     assert got[2].data == {"pid": 1234, "tasks": ["a", "b/c"]}
@@ -54,6 +58,7 @@ def test_every_message_round_trips_through_partial_reads(chunk: int):
     assert got[5].text == "ValueError: ünïcode\n\nTraceback ..."
     assert (got[6].job_id, got[6].text) == (44, "gone")
     assert got[7].text == "recycled after 10 jobs"
+    assert got[8].job_ids == (1, 2, 3) and got[9].job_ids == (8, 9)
 
 
 def test_receive_blocks_for_a_whole_frame_and_reports_end_of_stream():
@@ -61,7 +66,7 @@ def test_receive_blocks_for_a_whole_frame_and_reports_end_of_stream():
     frame = protocol.encode_run(5)
     parent.sock.sendall(frame[:3])
     parent.sock.sendall(frame[3:] + protocol.encode_stop())
-    assert child.receive() == protocol.Message(Kind.RUN, job_id=5)
+    assert child.receive() == protocol.Message(Kind.RUN, job_id=5, job_ids=(5,))
     assert child.receive() == protocol.Message(Kind.STOP)
     parent.close()
     assert child.receive() is None
@@ -85,5 +90,15 @@ def test_unknown_kind_is_a_protocol_error():
     parent.feed()
     with pytest.raises(protocol.ProtocolError, match="unknown message kind 99"):
         list(parent.messages())
+    parent.close()
+    child.close()
+
+
+def test_peek_sees_a_waiting_message_without_blocking_or_consuming_it():
+    parent, child = protocol.channel_pair()
+    assert child.peek() is None  # nothing there: returns at once
+    parent.send(protocol.encode_stop())
+    assert child.peek() == protocol.Message(Kind.STOP)
+    assert child.receive() == protocol.Message(Kind.STOP)  # still there
     parent.close()
     child.close()

@@ -1,4 +1,5 @@
--- A child reads the job it was handed: job $1, only while pool $2 still holds it.
+-- A child reads the jobs it was handed: jobs $1, only those pool $2 still holds (a sweeper
+-- may have taken one back meanwhile). One round trip for a whole batch.
 select
   jobs.id, tasks.identifier as task_identifier, queues.queue_name, jobs.payload,
   jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error,
@@ -7,4 +8,4 @@ select
 from {{schema}}._private_jobs as jobs
 join {{schema}}._private_tasks as tasks on tasks.id = jobs.task_id
 left join {{schema}}._private_job_queues as queues on queues.id = jobs.job_queue_id
-where jobs.id = $1 and jobs.locked_by = $2
+where jobs.id = any($1::bigint[]) and jobs.locked_by = $2
