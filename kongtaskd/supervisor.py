@@ -200,6 +200,8 @@ class Supervisor:
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.prefetched: collections.deque[PrefetchedJob] = collections.deque()
         self.average_job_seconds: float | None = None
+        #: The same per task: batches are cut at a task that is slow or not yet measured.
+        self.task_seconds: dict[str, float] = {}
         self.want_claim = True
         self.next_poll = 0.0
         self.draining = False
@@ -735,10 +737,8 @@ class Supervisor:
     def job_finished(self, child: ChildProcess, job_id: int, seconds: float | None = None) -> None:
         """An outcome arrived: the child's next job (if it has a batch) starts now."""
         if seconds is not None:
-            previous = self.average_job_seconds
-            self.average_job_seconds = (
-                seconds if previous is None else 0.8 * previous + 0.2 * seconds
-            )
+            self.average_job_seconds = ewma(self.average_job_seconds, seconds)
+            self.task_seconds[child.task] = ewma(self.task_seconds.get(child.task), seconds)
         if child.jobs and child.jobs[0][0] == job_id:
             child.jobs.popleft()
         else:  # cannot happen with an honest child; keep the books right anyway
@@ -973,10 +973,29 @@ class Supervisor:
             return
         share = min(self.batch_size(), -(-len(self.prefetched) // len(idle)))
         for child in idle:
-            batch = [self.prefetched.popleft() for _ in range(min(share, len(self.prefetched)))]
+            batch = self.take_batch(share)
             if not batch:
                 break
             self.assign(child, batch)
+
+    def take_batch(self, most: int) -> list[PrefetchedJob]:
+        """Up to ``most`` prefetched jobs for one child, about ``BATCH_TARGET_SECONDS`` of work.
+
+        Judged per task: a job whose task is slow, or not yet measured, ends the batch, so
+        nothing ever waits behind it while another child could have run it.
+        """
+        batch: list[PrefetchedJob] = []
+        budget = tunables.BATCH_TARGET_SECONDS
+        while self.prefetched and len(batch) < most:
+            job = self.prefetched.popleft()
+            batch.append(job)
+            seconds = self.task_seconds.get(job.task)
+            if seconds is None or seconds > tunables.BATCH_MAX_AVERAGE_JOB_SECONDS:
+                break
+            budget -= seconds
+            if budget <= 0:
+                break
+        return batch
 
     def settle(self) -> None:
         """One round trip: write every collected outcome and claim what the children need.
@@ -1285,6 +1304,11 @@ class Supervisor:
                 log.error("could not record failure of job %d: %s", job_id, text.splitlines()[0])
             for job_id in self.outcomes.released:
                 log.error("could not hand back unstarted job %d", job_id)
+
+
+def ewma(previous: float | None, value: float) -> float:
+    """Moving average of job durations: recent jobs count most, one outlier does not rule."""
+    return value if previous is None else 0.8 * previous + 0.2 * value
 
 
 def describe_status(status: int) -> str:

@@ -290,3 +290,38 @@ def test_a_named_queue_runs_back_to_back_without_waiting_for_a_poll(db: str, tmp
         wait_for(lambda: all(job_row(db, i) is None for i in ids), timeout=5, what="the queue")
         assert daemon.stop() == 0
     assert [r[0] for r in runs(db)] == ids
+
+
+def test_a_slow_job_never_holds_short_ones_back_in_a_batch(db: str, tmp_path: Path):
+    # Thousands of quick jobs are handed out in batches; slow jobs among them must end a
+    # batch (nothing queued behind them), so the quick ones keep flowing on the other child.
+    query(
+        db,
+        "select count(*) from graphile_worker.add_jobs(array(select ('noop', "
+        "json_build_object('n', n), null, null, null, null, null, null)"
+        "::graphile_worker.job_spec from generate_series(1, 2000) n))",
+    )
+    slow = [add_job(db, "remember", {"sleep": 3}) for _ in range(2)]
+    query(
+        db,
+        "select count(*) from graphile_worker.add_jobs(array(select ('noop', "
+        "json_build_object('n', n), null, null, null, null, null, null)"
+        "::graphile_worker.job_spec from generate_series(1, 2000) n))",
+    )
+    config = write_config(tmp_path, db, concurrency=3)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        # The 4,000 quick jobs finish while the two slow ones still run on two children.
+        wait_for(
+            lambda: (
+                query(
+                    db, "select count(*) from graphile_worker.jobs where task_identifier = 'noop'"
+                )
+                == [(0,)]
+            ),
+            timeout=2.5,
+            what="the quick jobs, with both slow jobs still running",
+        )
+        assert all(job_row(db, i)["locked_at"] for i in slow)
+        wait_for(lambda: jobs_left(db) == 0, timeout=15, what="the slow jobs")
+        assert daemon.stop() == 0
