@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,7 +49,7 @@ from psycopg2.extensions import cursor as Cursor
 from kongtaskd import __version__, tunables
 from kongtaskd.config import KEYS, Key, Section, env_variables
 from kongtaskd.errors import ConfigError, DatabaseError
-from kongtaskd.queries import bind_schema
+from kongtaskd.queries import statement
 
 __all__ = [
     "CONFIG_FILE",
@@ -93,14 +92,9 @@ ERROR_COLUMN_WIDTH = 60
 # --- plumbing -------------------------------------------------------------------------------
 
 
-@functools.cache
-def _source(name: str) -> str:
-    return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
-
-
 def _execute(cur: Cursor, name: str, schema: str, params: Mapping[str, Any]) -> None:
     """Run ``sql/<name>.sql`` with the schema bound as an identifier; values as parameters."""
-    cur.execute(bind_schema(_source(name), schema, cur.connection), params)
+    cur.execute(statement(name, schema, cur.connection), params)
 
 
 def _first_line(error: BaseException) -> str:

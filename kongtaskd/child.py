@@ -152,9 +152,7 @@ class Child:
             application_name=f"kongtaskd child {self.settings.index}",
             autocommit=True,
         )
-        self.queries = Queries(
-            self.conn, self.settings.schema, names=("load_jobs", "release", "claim")
-        )
+        self.queries = Queries(self.conn, self.settings.schema, names=("load_jobs", "claim"))
 
     def ensure_connection(self) -> None:
         """Reconnect after a lost connection, with back-off, for ``CHILD_DB_RETRY_SECONDS``."""
@@ -348,7 +346,8 @@ class Child:
             self.restore_autocommit()  # we are still inside the handler's transaction
             self.ensure_connection()
             assert self.queries is not None
-            self.queries.fetchall("release", [job_id, *self.waiting], self.settings.pool_id)
+            released = [job_id, *self.waiting]
+            self.queries.fetchall("claim", [], [], [], released, self.settings.pool_id, [], None, 0)
             log.warning("supervisor gone: returned job %d to the queue", job_id)
         except Exception as exc:
             log.error("supervisor gone and job %d could not be returned: %s", job_id, exc)

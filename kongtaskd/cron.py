@@ -73,7 +73,6 @@ import time
 import unicodedata
 import zoneinfo
 from collections.abc import Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -89,7 +88,7 @@ from kongtaskd.enqueue import (
     SMALLINT_MIN,
 )
 from kongtaskd.errors import ConfigError
-from kongtaskd.queries import bind_schema
+from kongtaskd.queries import statement
 
 __all__ = [
     "CronItem",
@@ -789,10 +788,6 @@ def next_fire_time(
 
 
 @functools.cache
-def _statement(name: str) -> str:
-    return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
-
-
 @dataclasses.dataclass(frozen=True)
 class _Backfill:
     item: CronItem
@@ -986,7 +981,7 @@ class CronScheduler:
         return len(rows)
 
     def _fetch(self, conn: Connection, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        text = bind_schema(_statement(name), self.schema, conn)
+        text = statement(name, self.schema, conn)
         with conn.cursor() as cur:
             cur.execute(text, params)
             rows = cur.fetchall() if cur.description else []

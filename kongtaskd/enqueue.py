@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any
 
-from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from kongtaskd.dsn import connect
 from kongtaskd.errors import DatabaseError
 from kongtaskd.job import Job
+from kongtaskd.queries import statement
 
 __all__ = [
     "JOB_KEY_MODES",
@@ -55,8 +53,6 @@ MAX_IDENTIFIER_LENGTH = 128
 MAX_QUEUE_NAME_LENGTH = 128
 MAX_JOB_KEY_LENGTH = 512
 SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
-
-_SCHEMA_PLACEHOLDER = ":SCHEMA"
 
 
 class InvalidJobArgument(ValueError):
@@ -230,16 +226,6 @@ def _check_spec(prefix: str, spec: JobSpec) -> _CheckedSpec:
 # --- database ---------------------------------------------------------------------------
 
 
-@functools.cache
-def _statement(name: str) -> str:
-    return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
-
-
-def _bound(name: str, schema: str, conn: Connection) -> str:
-    """The statement with the schema placeholder replaced by the quoted identifier."""
-    return _statement(name).replace(_SCHEMA_PLACEHOLDER, sql.Identifier(schema).as_string(conn))
-
-
 @contextmanager
 def _cursor(conn_or_dsn: Connection | str) -> Iterator[Cursor]:
     if isinstance(conn_or_dsn, Connection):
@@ -268,7 +254,7 @@ def _jobs(cur: Cursor, schema: str) -> list[Job]:
     queue_ids = {r["job_queue_id"] for r in rows if r["job_queue_id"] and r["queue_name"] is None}
     if task_ids or queue_ids:
         cur.execute(
-            _bound("job_names", schema, cur.connection),
+            statement("job_names", schema, cur.connection),
             {"task_ids": sorted(task_ids), "queue_ids": sorted(queue_ids)},
         )
         found = {(kind, id_): name for kind, id_, name in cur.fetchall()}
@@ -345,7 +331,7 @@ def add_job(
     )
     with _cursor(conn_or_dsn) as cur:
         cur.execute(
-            _bound("add_job", schema, cur.connection),
+            statement("add_job", schema, cur.connection),
             {**dataclasses.asdict(spec), "job_key_mode": mode},
         )
         jobs = _jobs(cur, schema)
@@ -407,7 +393,7 @@ def add_jobs(
     )
     with _cursor(conn_or_dsn) as cur:
         cur.execute(
-            _bound("add_jobs", schema, cur.connection),
+            statement("add_jobs", schema, cur.connection),
             {"specs": document, "job_key_preserve_run_at": job_key_preserve_run_at},
         )
         return _jobs(cur, schema)
@@ -426,6 +412,6 @@ def remove_job(
     key = _check_str("job_key", job_key, MAX_JOB_KEY_LENGTH, optional=False)
     schema = _check_schema(schema)
     with _cursor(conn_or_dsn) as cur:
-        cur.execute(_bound("remove_job", schema, cur.connection), {"job_key": key})
+        cur.execute(statement("remove_job", schema, cur.connection), {"job_key": key})
         jobs = _jobs(cur, schema)
     return jobs[0] if jobs else None

@@ -35,7 +35,6 @@ STATEMENTS: dict[str, Statement] = {
             "claim",
             ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
         ),
-        Statement("release", ("bigint[]", "text")),
         Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),
         Statement("heartbeat", ("text", "text", "integer", "text", "integer", "integer", "bigint")),
@@ -49,7 +48,8 @@ STATEMENTS: dict[str, Statement] = {
 
 
 @functools.cache
-def _source(name: str) -> str:
+def source(name: str) -> str:
+    """The text of ``sql/<name>.sql``, read once."""
     return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
 
 
@@ -57,6 +57,11 @@ def bind_schema(text: str, schema: str, conn: Connection) -> str:
     """Replace the schema placeholder with the properly quoted identifier."""
     quoted = sql.Identifier(schema).as_string(conn)
     return text.replace(SCHEMA_PLACEHOLDER, quoted)
+
+
+def statement(name: str, schema: str, conn: Connection) -> str:
+    """``sql/<name>.sql`` bound to ``schema``, ready to execute with parameters."""
+    return bind_schema(source(name), schema, conn)
 
 
 class Queries:
@@ -74,7 +79,7 @@ class Queries:
         with self.conn.cursor() as cur:
             for name in self._names:
                 statement = STATEMENTS[name]
-                body = bind_schema(_source(name), self.schema, self.conn)
+                body = bind_schema(source(name), self.schema, self.conn)
                 types = f"({', '.join(statement.param_types)})" if statement.param_types else ""
                 cur.execute(f"PREPARE {self._prefix}{name} {types} AS {body}")
 

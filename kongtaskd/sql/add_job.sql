@@ -8,7 +8,7 @@
 -- it up (job_names.sql), which happens only the first time a name is used.
 with job as materialized (
   select *
-  from :SCHEMA.add_job(
+  from {{schema}}.add_job(
     identifier => %(identifier)s::text,
     payload => %(payload)s::json,
     queue_name => %(queue_name)s::text,
@@ -26,6 +26,6 @@ select
   job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
   job.revision, job.flags, job.task_id, job.job_queue_id
 from job
-left join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
-left join :SCHEMA._private_job_queues as queues on queues.id = job.job_queue_id
+left join {{schema}}._private_tasks as tasks on tasks.id = job.task_id
+left join {{schema}}._private_job_queues as queues on queues.id = job.job_queue_id
 where job.id is not null

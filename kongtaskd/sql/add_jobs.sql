@@ -7,10 +7,10 @@
 -- come back null; see add_job.sql.
 with job as materialized (
   select *
-  from :SCHEMA.add_jobs(
+  from {{schema}}.add_jobs(
     array(
       select spec
-      from json_populate_recordset(cast(null as :SCHEMA.job_spec), %(specs)s::json) as spec
+      from json_populate_recordset(cast(null as {{schema}}.job_spec), %(specs)s::json) as spec
     ),
     job_key_preserve_run_at => %(job_key_preserve_run_at)s::boolean
   ) with ordinality as added
@@ -21,6 +21,6 @@ select
   job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
   job.revision, job.flags, job.task_id, job.job_queue_id
 from job
-left join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
-left join :SCHEMA._private_job_queues as queues on queues.id = job.job_queue_id
+left join {{schema}}._private_tasks as tasks on tasks.id = job.task_id
+left join {{schema}}._private_job_queues as queues on queues.id = job.job_queue_id
 order by job.ordinality

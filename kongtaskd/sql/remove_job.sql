@@ -4,7 +4,7 @@
 -- simply an empty result. The job existed before this statement, so its task and queue
 -- rows are visible and both names resolve here.
 with job as materialized (
-  select * from :SCHEMA.remove_job(%(job_key)s::text)
+  select * from {{schema}}.remove_job(%(job_key)s::text)
 )
 select
   job.id, tasks.identifier as task_identifier, queues.queue_name, job.payload,
@@ -12,6 +12,6 @@ select
   job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
   job.revision, job.flags, job.task_id, job.job_queue_id
 from job
-left join :SCHEMA._private_tasks as tasks on tasks.id = job.task_id
-left join :SCHEMA._private_job_queues as queues on queues.id = job.job_queue_id
+left join {{schema}}._private_tasks as tasks on tasks.id = job.task_id
+left join {{schema}}._private_job_queues as queues on queues.id = job.job_queue_id
 where job.id is not null
