@@ -354,3 +354,21 @@ def test_sigterm_mid_batch_hands_back_unstarted_short_jobs(db: str, tmp_path: Pa
     result = run_once(config)
     assert result.returncode == 0, result.stderr
     assert sorted(r[0] for r in runs(db)) == ids
+
+
+def test_systemd_watchdog_status_and_drain_extension(db: str, tmp_path: Path):
+    slow = add_job(db, "remember", {"sleep": 1.5})
+    config = write_config(tmp_path, db, concurrency=1, shutdown_timeout=20)
+    with Daemon(config, env={"WATCHDOG_USEC": "400000"}) as daemon:  # ping every 0.2 s
+        ready = daemon.wait_ready()
+        assert "STATUS=" in ready
+        daemon.wait_for_notification("WATCHDOG=1", timeout=5)
+        wait_for(lambda: job_row(db, slow)["locked_at"], what="the slow job to start")
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_for_notification("STOPPING=1", timeout=5)
+        message = daemon.wait_for_notification_prefix("EXTEND_TIMEOUT_USEC=")
+        extend = next(line for line in message.split("\n") if line.startswith("EXTEND_"))
+        # The rest of the 20 s drain plus the kill grace, give or take the time passed.
+        assert 20_000_000 <= int(extend.split("=")[1]) <= 31_000_000
+        assert daemon.wait(timeout=20) == 0
+    assert job_row(db, slow) is None, "the running job finished during the drain"

@@ -130,8 +130,18 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {field} within {timeout}s:\n{self.log()}")
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        self.wait_for_notification("READY=1", timeout)
+    def wait_for_notification_prefix(self, prefix: str, timeout: float = 30.0) -> str:
+        """The first datagram with a ``KEY=value`` line starting with ``prefix``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.notifications(timeout=0.05):
+                if any(line.startswith(prefix) for line in message.split("\n")):
+                    return message
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {prefix}... within {timeout}s:\n{self.log()}")
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        return self.wait_for_notification("READY=1", timeout)
 
     def signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)

@@ -1,0 +1,84 @@
+"""The benchmark suite's smoke run: every scenario, tiny counts, so the scripts cannot rot.
+
+The full suite (``python perf/run.py``) takes tens of minutes and is not part of CI; this
+runs the same command with ``--smoke`` (seconds per scenario) against the test server and
+checks that the report has a positive figure for every scenario and both systems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.graphile import package_dir, require_graphile
+
+pytestmark = pytest.mark.interop
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: scenario -> (what names a row, the figures in each row that must be positive)
+FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "throughput": ("system", ("jobs_per_s", "seconds", "daemon_cpu_ms_per_1000_jobs")),
+    "latency": ("system", ("p50", "p90", "p99", "max")),
+    "backlog": ("system", ("jobs_per_s", "ms_per_job")),
+    "cpu": ("children", ("jobs_per_s",)),
+    "memory": ("system", ("rss_idle", "pss_idle")),
+    "startstop": ("system", ("exec_to_ready_s", "sigterm_to_exit_s", "once_empty_queue_s")),
+}
+
+#: Generous: the smoke plan takes 2-5 s per scenario; this only catches a plan that grew.
+MAX_SECONDS_PER_SCENARIO = 30
+
+
+def test_smoke_run_reports_every_scenario(admin_dsn: str, tmp_path: Path) -> None:
+    with_graphile = True
+    if (
+        os.environ.get("KONGTASK_SKIP_INTEROP") == "1"
+        and not (package_dir() / "dist" / "cli.js").is_file()
+    ):
+        with_graphile = False  # still smoke-test kongtaskd's side of every scenario
+    else:
+        require_graphile()
+    argv = [
+        sys.executable,
+        str(REPO / "perf" / "run.py"),
+        "--smoke",
+        "--no-install",
+        "--output",
+        str(tmp_path),
+        "--dsn",
+        admin_dsn,
+        *([] if with_graphile else ["--no-graphile"]),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, f"perf/run.py --smoke exited {done.returncode}:\n{done.stderr}"
+
+    report: dict[str, Any] = json.loads((tmp_path / "report.json").read_text())
+    markdown = (tmp_path / "report.md").read_text()
+    assert report["mode"] == "smoke"
+    assert report["machine"]["cores"] > 0
+    assert report["postgresql"]["server_version"]
+    for scenario, (label, keys) in FIGURES.items():
+        result = report["scenarios"][scenario]
+        assert "error" not in result, f"{scenario}: {result['error']}"
+        assert result["duration_s"] < MAX_SECONDS_PER_SCENARIO, (scenario, result["duration_s"])
+        assert result["rows"], f"{scenario}: no rows"
+        for row in result["rows"]:
+            for key in keys:
+                value = row[key]["median"]
+                assert value > 0, f"{scenario} {row[label]}: {key} = {value}"
+        systems = {str(row.get("system", "kongtaskd")) for row in result["rows"]}
+        assert any(s.startswith("kongtaskd") for s in systems), (scenario, systems)
+        if with_graphile and scenario != "cpu":
+            assert any(s.startswith("graphile-worker") for s in systems), (scenario, systems)
+    for row in report["scenarios"]["backlog"]["rows"]:
+        assert row["latency_ms"]["p50"]["median"] > 0
+    assert report["targets"], "no target was judged"
+    for heading in ("## Targets", "## 1. Throughput", "## 6. Start and stop"):
+        assert heading in markdown
