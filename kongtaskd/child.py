@@ -216,9 +216,10 @@ class Child:
         try:
             rows = self.load(job_ids)
         except (KongtaskError, psycopg2.Error) as exc:
-            for job_id in job_ids:
-                self.waiting.remove(job_id)
-                self.report_failed(job_id, 0.0, f"could not load the job: {exc}")
+            # The database stayed out of reach: none of these ran, so none loses an attempt.
+            log.error("child %d could not load jobs %s: %s", self.settings.index, job_ids, exc)
+            self.report(protocol.encode_returned(self.waiting))
+            self.waiting = []
             return
         for job_id in job_ids:
             if job_id != job_ids[0] and self.stop_requested():

@@ -19,7 +19,7 @@ Child -> supervisor
     ``FAILED``   ``int64 job_id, float64 seconds`` + UTF-8  the handler raised; text = error
     ``SKIPPED``  ``int64 job_id`` + UTF-8 reason            the row was gone or not ours
     ``BYE``      UTF-8 reason                               exiting by itself (recycling)
-    ``RETURNED`` ``int64 job_id`` * n                        told to stop: these never started
+    ``RETURNED`` ``int64 job_id`` * n                        these never started (stop, no db)
 """
 
 from __future__ import annotations

@@ -721,14 +721,14 @@ class Supervisor:
             else:
                 self.last_fatal = child.fatal
         elif kind is protocol.Kind.RETURNED:
-            # Told to stop mid-batch: these never started; they go back to the queue.
+            # These never started (told to stop mid-batch, or no database to load them
+            # from): back to the queue, attempt refunded.
             returned = set(message.job_ids)
             log.info("child %d handed back %d jobs it had not started", child.index, len(returned))
             child.jobs = collections.deque(j for j in child.jobs if j[0] not in returned)
             self.outcomes.released.extend(message.job_ids)
             if not child.jobs:
-                child.deadline = None
-                child.state = RETIRING
+                self.child_free(child)
         elif kind is protocol.Kind.BYE:
             log.info("child %d is leaving: %s", child.index, message.text)
             child.state = RETIRING
@@ -748,7 +748,11 @@ class Supervisor:
         self.jobs_done += 1
         if child.jobs:
             self.start_clock(child)
-            return
+        else:
+            self.child_free(child)
+
+    def child_free(self, child: ChildProcess) -> None:
+        """The child has nothing left to run: idle, or told to leave if it should."""
         child.deadline = None
         if child.state == BUSY:
             child.state = IDLE
