@@ -152,7 +152,9 @@ class Child:
             application_name=f"kongtaskd child {self.settings.index}",
             autocommit=True,
         )
-        self.queries = Queries(self.conn, self.settings.schema, names=("load_jobs", "claim"))
+        self.queries = Queries(
+            self.conn, self.settings.schema, names=("load_job", "load_jobs", "claim")
+        )
 
     def ensure_connection(self) -> None:
         """Reconnect after a lost connection, with back-off, for ``CHILD_DB_RETRY_SECONDS``."""
@@ -277,7 +279,10 @@ class Child:
             try:
                 self.ensure_connection()
                 assert self.queries is not None
-                rows = self.queries.fetchall("load_jobs", list(job_ids), self.settings.pool_id)
+                if len(job_ids) == 1:  # the common case when idle: a cheaper plan
+                    rows = self.queries.fetchall("load_job", job_ids[0], self.settings.pool_id)
+                else:
+                    rows = self.queries.fetchall("load_jobs", list(job_ids), self.settings.pool_id)
                 return {row[0]: row for row in rows}
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 self.broken()

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import traceback
@@ -29,6 +30,8 @@ import psycopg2.errors
 from kongtaskd import __version__, admin
 from kongtaskd.config import Config, load_config
 from kongtaskd.dsn import connect, mask_secrets
+from kongtaskd.embedded import EmbeddedNotInstalled, EmbeddedServer, data_dir_of
+from kongtaskd.embedded import start as start_embedded
 from kongtaskd.enqueue import (
     SMALLINT_MAX,
     SMALLINT_MIN,
@@ -145,14 +148,51 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
+#: Embedded servers this command started or reused; main() closes them on its way out
+#: (stopping the ones it started), whatever happened.
+_embedded_servers: list[EmbeddedServer] = []
+
+
+def _with_database(config: Config) -> Config:
+    """``config`` with ``connection: embedded[:PATH]`` replaced by the URI of that server,
+    started (or reused) here and kept up until main() returns. Other configs unchanged.
+
+    Every verb that needs the database comes through here, so the daemon and the short
+    verbs alike work with the embedded default. A short verb that had to start the
+    server stops it again when it is done (a server nobody uses should not outlive the
+    command that needed it); one that found it running leaves it alone.
+    """
+    if not config.is_embedded:
+        return config
+    assert config.connection is not None
+    data_dir = data_dir_of(config.connection)
+    for server in _embedded_servers:
+        if server.data_dir == data_dir:
+            return dataclasses.replace(config, connection=server.uri)
+    try:
+        server = start_embedded(data_dir)
+    except EmbeddedNotInstalled as error:
+        # Named where the setting came from, which is where the user can change it.
+        where = config.connection_origin or "configuration"
+        raise EmbeddedNotInstalled(f"{where}: {error.message}") from None
+    _embedded_servers.append(server)
+    logging.getLogger("kongtaskd.embedded").info(
+        "embedded PostgreSQL %s %s in %s; applications connect with %s",
+        server.version,
+        server.how,
+        server.data_dir,
+        server.uri,
+    )
+    return dataclasses.replace(config, connection=server.uri)
+
+
+def _close_embedded() -> None:
+    while _embedded_servers:
+        _embedded_servers.pop().close()
+
+
 def _connect(config: Config, application_name: str) -> psycopg2.extensions.connection:
-    if config.is_embedded:
-        where = f"{config.source}: " if config.source else ""
-        raise ConfigError(
-            f"{where}connection: {config.dsn!r} asks for an embedded server, which needs "
-            "kongtaskd[embedded]; this installation cannot start one, so give a DSN instead"
-        )
-    return connect(config.dsn, application_name=application_name)
+    return connect(_with_database(config).dsn, application_name=application_name)
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -176,10 +216,16 @@ def _run(args: argparse.Namespace) -> int:
     # never need, and an import problem there must not break `migrate` or `add`.
     from kongtaskd.supervisor import run
 
+    asked_for = config.connection
+    config = _with_database(config)
+
     def reload() -> Config:
         """SIGHUP: the same file and flags, read again."""
         fresh = load_config(getattr(args, "config", None), overrides=_overrides(args))
         fresh.require_tasks()
+        if fresh.connection == asked_for:
+            # Still the same embedded server (if it is one): keep its URI.
+            fresh = dataclasses.replace(fresh, connection=config.connection)
         return fresh
 
     return run(config, once=bool(getattr(args, "once", False)), reload=reload)
@@ -893,3 +939,5 @@ def main(argv: list[str] | None = None) -> int:
             _print_traceback()
         _report(f"internal error: {type(error).__name__}: {_first_line(error)}")
         return ExitCode.FAILURE
+    finally:
+        _close_embedded()

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from kongtaskd.dsn import mask_dsn, resolve_dsn
+from kongtaskd.embedded import EMBEDDED, is_embedded
 from kongtaskd.errors import ConfigError
 
 ENV_PREFIX = "KONGTASK_"
@@ -493,8 +494,11 @@ KEYS: tuple[Key, ...] = (
         "PostgreSQL connection string (URI or key=value). Default null: DATABASE_URL, then "
         "libpq's PG* variables and defaults. --connection and DATABASE_URL override it. "
         "Keeping the password out of this file (PGPASSWORD, ~/.pgpass) keeps it out of "
-        "backups of the config. 'embedded' / 'embedded:PATH' is reserved for a local server "
-        "from kongtaskd[embedded]. Never logged with its password.",
+        "backups of the config. 'embedded' runs a private PostgreSQL server from "
+        "pip install 'kongtaskd[embedded]', data in ~/.local/state/kongtaskd/pgdata "
+        "($XDG_STATE_HOME), or 'embedded:PATH' (relative to this file): started if it is "
+        "not running, stopped on exit by whoever started it; good for trying kongtaskd and "
+        "for development, not for production. Never logged with its password.",
         env=False,  # DATABASE_URL is the environment's way, as for graphile-worker
     ),
     Key(
@@ -709,6 +713,9 @@ class Config:
     source: str | None = None
     #: Directory relative paths were resolved against (the file's, else the cwd).
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
+    #: Where ``connection`` came from, for messages: "--connection", "DATABASE_URL" or
+    #: the config file; None when libpq's defaults apply.
+    connection_origin: str | None = None
 
     def __repr__(self) -> str:
         # A Config may well be logged at debug level; its connection string must not
@@ -728,9 +735,9 @@ class Config:
 
     @property
     def is_embedded(self) -> bool:
-        """``connection: embedded[:PATH]``: a local server is to be started (later issue)."""
-        value = self.dsn
-        return value == "embedded" or value.startswith("embedded:")
+        """``connection: embedded[:PATH]``: the CLI starts (or reuses) a local server from
+        kongtaskd[embedded] and replaces this with its URI (see :mod:`kongtaskd.embedded`)."""
+        return is_embedded(self.connection)
 
     def timeout_for(self, identifier: str) -> float | None:
         """The job timeout of ``identifier``: its own ``tasks`` timeout, else ``job_timeout``."""
@@ -749,7 +756,7 @@ class Config:
             )
 
 
-_EXTRA_FIELDS = ("source", "base_dir")
+_EXTRA_FIELDS = ("source", "base_dir", "connection_origin")
 _field_names = [f.name for f in dataclasses.fields(Config) if f.name not in _EXTRA_FIELDS]
 if _field_names != [key.name for key in KEYS]:  # pragma: no cover - a developer's mistake
     raise AssertionError(f"Config fields {_field_names} do not match KEYS")
@@ -933,6 +940,7 @@ def load_config(
     def origin_of(path: str) -> Origin:
         return merged[path][1] if path in merged else default_origin
 
+    connection_origin = _connection_origin(overrides, environ, origin_of)
     values: dict[str, Any] = {}
     for key in KEYS:
         if isinstance(key.type, Section):
@@ -945,6 +953,8 @@ def load_config(
         elif key.name == "connection":
             file_value = value("connection")
             resolved = resolve_dsn(overrides.get("connection"), file_value, environ)
+            if is_embedded(resolved):
+                resolved = _embedded_connection(resolved, connection_origin)
             values[key.name] = resolved or None
         else:
             values[key.name] = value(key.name)
@@ -965,7 +975,38 @@ def load_config(
             "a live daemon look dead",
             problem_names_key=True,
         )
-    return Config(**values, source=source, base_dir=base_dir)
+    return Config(
+        **values,
+        source=source,
+        base_dir=base_dir,
+        connection_origin=connection_origin.label if values["connection"] else None,
+    )
+
+
+def _connection_origin(
+    overrides: Mapping[str, Any], environ: Mapping[str, str], origin_of: Callable[[str], Origin]
+) -> Origin:
+    """Where the winning connection string came from (the ladder of resolve_dsn)."""
+    if overrides.get("connection"):
+        return Origin("flag", "--connection", Path.cwd())
+    if environ.get("DATABASE_URL"):
+        return Origin("env", "DATABASE_URL", Path.cwd())
+    return origin_of("connection")
+
+
+def _embedded_connection(value: str, origin: Origin) -> str:
+    """``embedded:PATH`` with PATH absolute: relative to the config file when the file set
+    it (like every other path in it), else to the current directory."""
+    if value == EMBEDDED:
+        return value
+    path = value[len(EMBEDDED) + 1 :]
+    if not path.strip():
+        raise origin.error(
+            "connection",
+            "'embedded:' needs a data directory after the colon, or plain 'embedded' for "
+            "the default one",
+        )
+    return f"{EMBEDDED}:{origin.base / Path(path).expanduser()}"
 
 
 def _rank(origin: Origin) -> int:

@@ -35,6 +35,7 @@ STATEMENTS: dict[str, Statement] = {
             "claim",
             ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
         ),
+        Statement("load_job", ("bigint", "text")),
         Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),
         Statement("heartbeat", ("text", "text", "integer", "text", "integer", "integer", "bigint")),
