@@ -85,8 +85,9 @@ def _add_common(parser: argparse.ArgumentParser, *, in_verb: bool) -> None:
         "--connection",
         metavar="DSN",
         default=unset,
-        help="PostgreSQL URI or key=value string (default: DATABASE_URL, then the config "
-        "file's connection, then libpq's PG* variables)",
+        help="PostgreSQL URI or key=value string, or embedded[:PATH] for a private server "
+        "from kongtaskd[embedded] (default: DATABASE_URL, then the config file's "
+        "connection, then libpq's PG* variables)",
     )
     parser.add_argument(
         "--schema",
@@ -158,9 +159,10 @@ def _with_database(config: Config) -> Config:
     started (or reused) here and kept up until main() returns. Other configs unchanged.
 
     Every verb that needs the database comes through here, so the daemon and the short
-    verbs alike work with the embedded default. A short verb that had to start the
-    server stops it again when it is done (a server nobody uses should not outlive the
-    command that needed it); one that found it running leaves it alone.
+    verbs alike work with the embedded default. A server kongtaskd started is stopped
+    when its last kongtaskd user exits: a ``kongtaskd add`` with no daemon up starts it
+    and stops it again (a server nobody uses should not outlive the command that needed
+    it); one run beside the daemon leaves it to the daemon.
     """
     if not config.is_embedded:
         return config

@@ -21,8 +21,18 @@ from kongtaskd.config import ENV_PREFIX, GRAPHILE_SCHEMA_ENV, KEYS, Key, Section
 GENERATED_BY = "python -m kongtaskd.docgen > docs/configuration.md"
 
 
+def _default_of(key: Key) -> str:
+    """A key's default as the user would write it in YAML, inline; a section that is on by
+    default shows its sub-keys' defaults (``log: {}`` means those)."""
+    if isinstance(key.type, Section) and key.default is not None:
+        return (
+            "{" + ", ".join(f"{sub.name}: {_default(sub.default)}" for sub in key.type.keys) + "}"
+        )
+    return _default(key.default)
+
+
 def _default(value: Any) -> str:
-    """A default as the user would write it in YAML, inline."""
+    """A value as the user would write it in YAML, inline."""
     plain = list(value) if isinstance(value, tuple) else value
     text = yaml.safe_dump(plain, default_flow_style=True, allow_unicode=True).strip()
     return text.removesuffix("...").strip()
@@ -70,11 +80,11 @@ def render() -> str:
     for path, key in _walk():
         env = f"`{env_by_path[path]}`" if path in env_by_path else "-"
         kind = key.type.describe().replace("|", "\\|")
-        default = _default(key.default).replace("|", "\\|")
+        default = _default_of(key).replace("|", "\\|")
         out.append(f"| [`{path}`](#{_anchor(path)}) | {kind} | `{default}` | {env} |")
     for path, key in _walk():
         out += ["", f"### `{path}`", ""]
-        facts = [f"Type: {key.type.describe()}.", f"Default: `{_default(key.default)}`."]
+        facts = [f"Type: {key.type.describe()}.", f"Default: `{_default_of(key)}`."]
         if path in env_by_path:
             facts.append(f"Environment: `{env_by_path[path]}`.")
         out.append(" ".join(facts))

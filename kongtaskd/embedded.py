@@ -7,21 +7,20 @@ root). The server listens only on a Unix socket in its data directory; :func:`st
 returns the URI applications use to enqueue
 (``postgresql://postgres@%2Fpath%2Fto%2Fpgdata:5432/postgres``).
 
-Who stops the server: the process that started it, on its way out, once no other
-kongtaskd process still uses it. A server that was already running (another daemon's,
-or one started by hand) is used and left alone. Two file locks make this safe between
-processes that start, reuse and stop the same data directory at the same moment:
+Who stops the server: kongtaskd stops a server that kongtaskd started, when the last
+kongtaskd process using it exits. Usually that is the process that started it (the
+daemon, or a short verb such as ``kongtaskd add`` run while no daemon is up); if others
+still use it then, the last of them stops it. A server kongtaskd did not start (by hand,
+by another tool) is used and left running. Three files in the data directory make this
+safe between processes that start, use and stop one server at the same moment:
 
 * the *gate*, ``flock`` on the data directory itself, held only while deciding (start or
   reuse; stop or not), so those decisions never interleave;
-* the *users* lock, ``kongtaskd.users`` in the data directory, held shared by every
-  process using the server for as long as it does. The starter stops the server only
-  when it can take this lock exclusively, i.e. when nobody else is using it.
-
-``kongtaskd.owner`` records which postmaster a kongtaskd process started. A process that
-finds that very postmaster running with no users left (its starter was killed before
-it could stop it) adopts it and stops it on exit, so a crash does not leave a server
-running for ever.
+* the *users* lock, ``kongtaskd.users``, held shared by every kongtaskd process using the
+  server for as long as it does: whoever can take it exclusively is the last user;
+* ``kongtaskd.owner``, the pid of the postmaster a kongtaskd process started. A server
+  whose pid differs was not started by kongtaskd. It also lets the next kongtaskd
+  command stop a server whose starter was killed before it could.
 
 The data directory defaults to the user's state directory:
 ``$XDG_STATE_HOME/kongtaskd/pgdata``, else ``~/.local/state/kongtaskd/pgdata``.
@@ -77,11 +76,6 @@ OWNER_FILE = "kongtaskd.owner"
 #: Seconds to wait for another process's start or stop decision (the gate). Starting
 #: takes about a second, initdb a few more on a slow disk; a minute means a hang.
 GATE_TIMEOUT = 60.0
-
-#: Seconds the process that started the server waits, on exit, for other kongtaskd
-#: commands still using it (a ``kongtaskd add`` typically needs well under one) before
-#: leaving the server running for them.
-STOP_WAIT = 15.0
 
 #: Seconds ``pg_ctl start``/``stop`` may take (``-m fast`` disconnects clients at once).
 PG_CTL_TIMEOUT = 60.0
@@ -279,9 +273,7 @@ class EmbeddedServer:
     pid: int
     #: PostgreSQL major version (``PG_VERSION``).
     version: str
-    #: This process started it (or adopted it from a dead kongtaskd): close() stops it.
-    owner: bool
-    #: How we came by it: "started", "already running" or "adopted".
+    #: How we came by it: "started" (by this process) or "already running".
     how: str
     _users_fd: int | None = dataclasses.field(default=None, repr=False)
     _handle: Any = dataclasses.field(default=None, repr=False)
@@ -293,40 +285,30 @@ class EmbeddedServer:
         self.close()
 
     def close(self) -> None:
-        """Stop the server if this process owns it and nobody else uses it. Never raises:
-        it runs on the way out, after the command's own result is decided."""
+        """Let go of the server; stop it if kongtaskd started it and this process was its
+        last kongtaskd user. Never raises: it runs on the way out, after the command's
+        own result is decided."""
         if self._users_fd is None:
             return
         fd, self._users_fd = self._users_fd, None
         try:
-            if self.owner:
-                self._stop_when_unused(fd)
+            self._stop_if_last(fd)
         except (KongtaskError, OSError, subprocess.SubprocessError) as error:
             log.warning("embedded PostgreSQL in %s: could not stop it: %s", self.data_dir, error)
         finally:
             os.close(fd)
             self._forget_handle()
 
-    def _stop_when_unused(self, fd: int) -> None:
+    def _stop_if_last(self, fd: int) -> None:
         with _gate(self.data_dir):
-            deadline = time.monotonic() + STOP_WAIT
-            waited = False
-            # Under the gate nobody new can start using it; wait for the users there are.
-            while not _try_lock(fd, fcntl.LOCK_EX):
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "embedded PostgreSQL in %s left running: other kongtaskd commands "
-                        "still use it (stop it later with 'python -m kongtaskd.embedded stop %s')",
-                        self.data_dir,
-                        self.data_dir,
-                    )
-                    return
-                if not waited:
-                    log.info("waiting for other kongtaskd commands to finish with it")
-                    waited = True
-                time.sleep(0.05)
-            if _running(self.data_dir) is not None:
-                stop(self.data_dir)
+            running = _running(self.data_dir)
+            if running is None or _read_owner(self.data_dir) != running.pid:
+                return  # gone already, or not kongtaskd's to stop
+            # Under the gate nobody can start using it; is anyone else still using it?
+            if not _try_lock(fd, fcntl.LOCK_EX):
+                log.debug("embedded PostgreSQL left running for its other users")
+                return
+            stop(self.data_dir)
             with contextlib.suppress(OSError):
                 (self.data_dir / OWNER_FILE).unlink()
             log.info("stopped the embedded PostgreSQL server in %s", self.data_dir)
@@ -382,10 +364,6 @@ def start(data_dir: Path) -> EmbeddedServer:
             if before is None:
                 how = "started"
                 _write_owner(data_dir, running.pid)
-            elif _read_owner(data_dir) == running.pid and _try_lock(users_fd, fcntl.LOCK_EX):
-                # A kongtaskd process started it and is gone without stopping it.
-                how = "adopted"
-                _write_owner(data_dir, running.pid)
             else:
                 how = "already running"
             # Under the gate nobody holds it exclusively, so this does not wait.
@@ -399,7 +377,6 @@ def start(data_dir: Path) -> EmbeddedServer:
         uri=uri_for(running.socket_dir, running.port),
         pid=running.pid,
         version=version,
-        owner=how != "already running",
         how=how,
         _users_fd=users_fd,
         _handle=handle,

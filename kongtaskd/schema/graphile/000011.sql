@@ -12,10 +12,13 @@
 --     migration 1 exist, because the real 000015 and 000018 drop them without "if exists".
 -- The schema name is bound by kongtaskd.schema (never formatted from user data).
 
+-- NOT NULL constraints carry explicit names: PostgreSQL 18 records them by name, and in
+-- graphile-worker's own 000011 the legacy tables still hold the plain names, so the new
+-- tables get a "1" suffix (jobs_payload_not_null1, ...). Older PostgreSQL ignores names.
 create table {{schema}}.job_queues (
   id integer generated always as identity (sequence name {{schema}}.job_queues_id_seq)
     constraint job_queues_pkey1 primary key,
-  queue_name text not null
+  queue_name text constraint job_queues_queue_name_not_null1 not null
     constraint job_queues_queue_name_key unique
     constraint job_queues_queue_name_check check (length(queue_name) <= 128),
   locked_at timestamptz,
@@ -35,26 +38,27 @@ create table {{schema}}.tasks (
 alter table {{schema}}.tasks enable row level security;
 
 create table {{schema}}.jobs (
-  id bigint generated always as identity (sequence name {{schema}}.jobs_id_seq1)
+  id bigint constraint jobs_id_not_null1 not null
+    generated always as identity (sequence name {{schema}}.jobs_id_seq1)
     constraint jobs_pkey1 primary key,
   -- No foreign keys on the two ids below: graphile-worker leaves them out for speed.
   job_queue_id integer,
   task_id integer not null,
-  payload json not null default '{}'::json,
-  priority smallint not null default 0,
-  run_at timestamptz not null default now(),
-  attempts smallint not null default 0,
-  max_attempts smallint not null default 25
+  payload json constraint jobs_payload_not_null1 not null default '{}'::json,
+  priority smallint constraint jobs_priority_not_null1 not null default 0,
+  run_at timestamptz constraint jobs_run_at_not_null1 not null default now(),
+  attempts smallint constraint jobs_attempts_not_null1 not null default 0,
+  max_attempts smallint constraint jobs_max_attempts_not_null1 not null default 25
     constraint jobs_max_attempts_check check (max_attempts >= 1),
   last_error text,
-  created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now(),
+  created_at timestamptz constraint jobs_created_at_not_null1 not null default now(),
+  updated_at timestamptz constraint jobs_updated_at_not_null1 not null default now(),
   key text
     constraint jobs_key_key1 unique
     constraint jobs_key_check check (length(key) > 0 and length(key) <= 512),
   locked_at timestamptz,
   locked_by text,
-  revision integer not null default 0,
+  revision integer constraint jobs_revision_not_null1 not null default 0,
   flags jsonb,
   -- Claimable = not locked and retries left; both partial indexes below key on it.
   is_available boolean not null

@@ -1,0 +1,2 @@
+// The throughput job: does nothing.
+module.exports = async () => {};
