@@ -244,6 +244,13 @@ def markdown(report: dict[str, Any]) -> str:
         if name not in sc:
             continue
         out += [f"## {title}", ""]
+        if "load_1min" in sc[name]:
+            before, after = sc[name]["load_1min"]
+            out += [
+                f"_{sc[name]['duration_s']:g} s; 1-minute load average {before:g} before, "
+                f"{after:g} after ({report['machine']['cores']} cores)._",
+                "",
+            ]
         if "error" in sc[name]:
             out += [f"**Failed:** {sc[name]['error']}", ""]
             continue
