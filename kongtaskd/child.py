@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -471,6 +471,3 @@ def child_main(settings: ChildSettings, channel: protocol.Channel) -> NoReturn:
         traceback.print_exc()
     finally:
         os._exit(code)
-
-
-Runner = Callable[[ChildSettings, protocol.Channel], NoReturn]

@@ -685,8 +685,15 @@ class Supervisor:
 
     def read_children(self) -> None:
         for child in list(self.children.values()):
-            for message in child.channel.messages():
-                self.on_message(child, message)
+            try:
+                for message in child.channel.messages():
+                    self.on_message(child, message)
+            except protocol.ProtocolError as exc:
+                # Something else wrote on its pipe: it can no longer be trusted. The reaper
+                # fails its job like any other death.
+                log.error("child %d sent garbage (%s); killing it", child.index, exc)
+                child.kill_reason = child.kill_reason or f"child {child.index} broke protocol"
+                self.signal_child(child, signal.SIGKILL)
 
     def on_message(self, child: ChildProcess, message: protocol.Message) -> None:
         kind = message.kind
@@ -785,8 +792,11 @@ class Supervisor:
         # Whatever the child wrote before dying is still in the pipe: read it first, so a
         # job that finished right before the death is recorded as finished.
         child.channel.drain()
-        for message in child.channel.messages():
-            self.on_message(child, message)
+        try:
+            for message in child.channel.messages():
+                self.on_message(child, message)
+        except protocol.ProtocolError:
+            pass  # already reported; what follows garbage cannot be trusted
         try:
             self.selector.unregister(child.channel.fileno())
         except (KeyError, ValueError):

@@ -33,6 +33,13 @@ def _num(value: float) -> str:
     return f"{value:g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _stage(key: str) -> str:
+    """'after_10000' -> 'after 10,000'; 'idle' stays."""
+    if key.startswith("after_"):
+        return f"after {int(key[6:]):,}"
+    return key
+
+
 def _verdict(met: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "n/a"}[met]
 
@@ -104,9 +111,7 @@ def targets(scenarios: dict[str, Any], cores: int) -> list[dict[str, Any]]:
                 {
                     "target": "Supervisor RSS ≤ 40 MB (MiB here), idle and after every checkpoint",
                     "figure": f"{worst:g} MiB at most ("
-                    + ", ".join(
-                        f"{k[4:].replace('_', ' ')}: {sup[k]['median']:g}" for k in rss_keys
-                    )
+                    + ", ".join(f"{_stage(k[4:])}: {sup[k]['median']:g}" for k in rss_keys)
                     + ")",
                     "met": worst <= 40.0,
                 }
@@ -231,6 +236,9 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|",
         *[f"| {t['target']} | {t['figure']} | {t['verdict']} |" for t in report["targets"]],
         "",
+        "Where the time goes for a missed target (profiles, written by hand next to the "
+        "committed report): `perf/results/analysis.md`.",
+        "",
     ]
     sc = report["scenarios"]
     for name, title, render in (
@@ -336,7 +344,7 @@ def _cpu_md(s: dict[str, Any]) -> list[str]:
 
 def _memory_md(s: dict[str, Any]) -> list[str]:
     stages = ["idle"] + [f"after_{c}" for c in s["checkpoints"]]
-    names = ["idle"] + [f"after {c:,}" for c in s["checkpoints"]]
+    names = [_stage(st) for st in stages]
     head = " | ".join(f"RSS {name} | PSS {name}" for name in names)
     lines = [
         "MiB, from /proc/PID/status (VmRSS) and /proc/PID/smaps_rollup (Pss). Idle = 1 s "

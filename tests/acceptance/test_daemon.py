@@ -324,3 +324,18 @@ def test_a_slow_job_never_holds_short_ones_back_in_a_batch(db: str, tmp_path: Pa
         assert all(job_row(db, i)["locked_at"] for i in slow)
         wait_for(lambda: jobs_left(db) == 0, timeout=15, what="the slow jobs")
         assert daemon.stop() == 0
+
+
+def test_a_child_that_breaks_the_pipe_protocol_is_killed_not_the_daemon(db: str, tmp_path: Path):
+    victim = add_job(db, "garble_pipe", {}, max_attempts=2)
+    config = write_config(tmp_path, db, concurrency=1)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        row = wait_for(
+            lambda: (r := job_row(db, victim)) and r["last_error"] and r, what="the failure"
+        )
+        assert "broke protocol" in row["last_error"], row["last_error"]
+        assert "sent garbage" in daemon.log()
+        job_id = add_job(db, "remember", {})
+        wait_for(lambda: job_row(db, job_id) is None, what="a replacement child at work")
+        assert daemon.stop() == 0

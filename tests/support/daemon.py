@@ -40,6 +40,7 @@ TASKS = {
         "enqueue_follow_up",
         "stubborn",
         "hog",
+        "garble_pipe",
     )
 }
 
