@@ -38,8 +38,10 @@ class Notifier:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(self.address)
-                sock.sendall("\n".join(fields).encode())
-        except OSError:
+                # Never wait: a listener that stops reading must not freeze the supervisor's
+                # loop. A full queue drops this datagram (the next STATUS replaces it).
+                sock.send("\n".join(fields).encode(), socket.MSG_DONTWAIT)
+        except OSError:  # includes BlockingIOError: queue full
             return False  # systemd gone or socket unusable: never take the daemon down for it
         return True
 

@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import math
 import os
-import resource
 import select
 import signal
 import socket
@@ -264,8 +263,8 @@ def kongtaskd_env() -> dict[str, str]:
     # Cached bytecode, as every installed package has: with PYTHONDONTWRITEBYTECODE=1 (set
     # on some CI machines) each start would compile the whole package from source again
     # (~40 ms here). The cache lives in the run's temporary directory, not in the checkout.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if PYCACHE is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     return env
 
@@ -703,11 +702,6 @@ def summary(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
         "max": round(max(values), digits),
         "runs": [round(v, digits) for v in values],
     }
-
-
-def self_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def log(message: str) -> None:

@@ -181,6 +181,10 @@ METHOD = [
     "`perf/graphile/tasks/`; `default` = `concurrentJobs: 10`; `best` = that plus "
     "`localQueue: {size: 50}`, `completeJobBatchDelay: 0`, `failJobBatchDelay: 0`.",
     "Latency, backlog, memory and start/stop use kongtaskd's default of 4 children.",
+    "kongtaskd runs with its bytecode cached, as an installed package has it "
+    "(`PYTHONPYCACHEPREFIX` in the run's temporary directory, filled by one unmeasured "
+    "start): this machine sets `PYTHONDONTWRITEBYTECODE=1`, which would make every start "
+    "compile the package from source (~40 ms).",
     "The driver, PostgreSQL and the daemons share the machine; `--cores N` below the CPUs "
     "available pins the daemons (not PostgreSQL) to N CPUs.",
 ]

@@ -55,3 +55,11 @@ def test_watchdog_interval_is_half_the_timeout_and_only_for_our_pid():
     other = Notifier({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"})
     assert other.watchdog_interval is None
     assert Notifier({}).watchdog_interval is None
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_sender(tmp_path: Path):
+    path = str(tmp_path / "notify.sock")
+    with bound(path):  # bound, never read: its queue fills up
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        results = [notifier.status("x" * 1000) for _ in range(10_000)]
+        assert results[0] is True and results[-1] is False  # full: dropped, not waited for
