@@ -79,6 +79,8 @@ GATE_TIMEOUT = 60.0
 
 #: Seconds ``pg_ctl start``/``stop`` may take (``-m fast`` disconnects clients at once).
 PG_CTL_TIMEOUT = 60.0
+#: After pg_ctl returned, how long postmaster.pid may take to show the server ready.
+READY_GRACE = 10.0
 
 
 class EmbeddedNotInstalled(ConfigError):
@@ -357,6 +359,10 @@ def start(data_dir: Path) -> EmbeddedServer:
         except (OSError, subprocess.SubprocessError, AssertionError) as error:
             raise _start_failed(data_dir, error) from None
         running = _running(data_dir)
+        deadline = time.monotonic() + READY_GRACE
+        while running is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # on a loaded machine postmaster.pid may say "ready" a bit late
+            running = _running(data_dir)
         if running is None:
             raise _start_failed(data_dir, RuntimeError("no ready server after pg_ctl start"))
         users_fd = os.open(data_dir / USERS_FILE, os.O_RDWR | os.O_CREAT, 0o600)

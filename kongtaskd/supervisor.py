@@ -741,6 +741,13 @@ class Supervisor:
                 self.child_free(child)
         elif kind is protocol.Kind.BYE:
             log.info("child %d is leaving: %s", child.index, message.text)
+            # Ids sent after its last outcome crossed its BYE on the pipe: it will never
+            # read them, so they go back to the queue unharmed.
+            unread = [job_id for job_id, _ in child.jobs]
+            if unread:
+                self.outcomes.released.extend(unread)
+                child.jobs.clear()
+                child.deadline = None
             child.state = RETIRING
             child.recycled = True
 
