@@ -4,12 +4,10 @@ against real PostgreSQL, a real daemon and (marked interop) the real graphile-wo
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,31 +16,13 @@ import psycopg2
 import pytest
 
 from kongtaskd.errors import ExitCode
+from tests.acceptance.test_cli import kongtaskd
 from tests.support import wait_for
 from tests.support.daemon import Daemon, prepare_database, query, run_once, write_config
 from tests.support.graphile import run_graphile, start_graphile
 
 REPO = Path(__file__).resolve().parents[2]
 ACTIONS = ("list", "retry", "fail", "remove", "reschedule")
-
-
-def kongtaskd(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m kongtaskd ARGS`` with a clean environment (no KONGTASK_*, PG*, DATABASE_URL)."""
-    base = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("KONGTASK_", "PG", "GRAPHILE_")) and key != "DATABASE_URL"
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "kongtaskd", *args],
-        env={**base, **(env or {})},
-        cwd=cwd or REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
