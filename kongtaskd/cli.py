@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import psycopg2
 import psycopg2.errors
 
-from kongtaskd import __version__, admin
+from kongtaskd import __version__, starter
 from kongtaskd.config import Config, load_config
 from kongtaskd.dsn import connect, mask_secrets
 from kongtaskd.embedded import EmbeddedNotInstalled, EmbeddedServer, data_dir_of
@@ -603,6 +603,8 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+
     action: str = args.action
     # Flags are checked before connecting: a typo costs no connection attempt.
     run_at = None
@@ -671,6 +673,8 @@ def _status_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+
     config = _load(args)
     conn = _connect(config, "kongtaskd status")
     try:
@@ -717,6 +721,8 @@ def _cleanup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
+    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+
     config = _load(args)
     tasks, queues, permafailed = args.tasks, args.queues, args.permafailed
     if not (tasks or queues or permafailed):
@@ -747,8 +753,8 @@ def _cleanup(args: argparse.Namespace) -> int:
 
 def _init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        f"Write a starter {admin.CONFIG_FILE} (every configuration key with its default and\n"
-        f"what changing it trades) and {admin.HANDLERS_FILE}, a handler module with one\n"
+        f"Write a starter {starter.CONFIG_FILE} (every configuration key with its default and\n"
+        f"what changing it trades) and {starter.HANDLERS_FILE}, a handler module with one\n"
         f"example task the configuration names. Existing files are never overwritten.\n"
         "Needs no database."
     )
@@ -762,12 +768,12 @@ def _init_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    written = admin.init_project(args.path)
+    written = starter.init_project(args.path)
     config = written[0]
     print(f"wrote {', '.join(str(path) for path in written)}")
     print(f"next: set 'connection' in {config} (or DATABASE_URL), then")
     print(f"  kongtaskd migrate -c {config}")
-    print(f'  kongtaskd add {admin.EXAMPLE_TASK} --payload \'{{"name": "world"}}\' -c {config}')
+    print(f'  kongtaskd add {starter.EXAMPLE_TASK} --payload \'{{"name": "world"}}\' -c {config}')
     print(f"  kongtaskd -c {config}")
     return ExitCode.OK
 

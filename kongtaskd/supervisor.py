@@ -52,6 +52,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg2
 from psycopg2 import extensions
@@ -60,14 +61,16 @@ from setproctitle import setproctitle
 from kongtaskd import protocol, tunables
 from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
 from kongtaskd.config import Config
-from kongtaskd.cron import CronItem, CronScheduler, load_crontab
 from kongtaskd.errors import DatabaseError, ExitCode, KongtaskError, TaskImportError
 from kongtaskd.heartbeat import Heartbeat
 from kongtaskd.logs import setup_logging
-from kongtaskd.metrics import Metrics, MetricsServer, NullMetrics
+from kongtaskd.metrics import MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
 from kongtaskd.queries import Queries
 from kongtaskd.schema.check import require_current_schema
+
+if TYPE_CHECKING:
+    from kongtaskd.cron import CronItem, CronScheduler
 
 log = logging.getLogger("kongtaskd.supervisor")
 
@@ -149,6 +152,18 @@ class Outcomes:
         return bool(self.completed or self.failed or self.released)
 
 
+def crontab_of(config: Config, once: bool) -> list[CronItem]:
+    """The configured crontab, parsed; none for ``--once`` (as graphile-worker) or when unset.
+
+    ``kongtaskd.cron`` is imported only when there is a crontab: start-up pays for imports.
+    """
+    if once or (config.crontab is None and config.crontab_file is None):
+        return []
+    from kongtaskd.cron import load_crontab
+
+    return load_crontab(config)
+
+
 def new_pool_id(once: bool = False) -> str:
     """graphile-worker's pool id format: ``pool-`` (or ``otpool-`` for run-once) + 18 hex."""
     return ("otpool-" if once else "pool-") + secrets.token_hex(9)
@@ -167,12 +182,6 @@ class Supervisor:
         self.once = once
         self.pool_id = new_pool_id(once)
         self.heartbeat = Heartbeat(self.pool_id, config.heartbeat_interval, config.stale_after)
-        # Parsed before any fork, so a bad crontab stops the start (exit 2). Like
-        # graphile-worker, --once runs no cron.
-        items = [] if once else load_crontab(config)
-        self.cron: CronScheduler | None = (
-            CronScheduler(items, schema=self.schema, timezone=config.timezone) if items else None
-        )
         self.notifier = Notifier()
         self.generation = 0
         self.reloading = False
@@ -186,7 +195,14 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe()
         self.conn: extensions.connection | None = None
         self.conn_fd: int | None = None
-        self.metrics: NullMetrics = Metrics() if config.metrics else NullMetrics()
+        # Parsed before any fork, so a bad crontab stops the start (exit 2).
+        self.cron: CronScheduler | None = None
+        self.replace_cron(crontab_of(config, once), config.timezone)
+        self.metrics: NullMetrics = NullMetrics()
+        if config.metrics:
+            from kongtaskd.metrics import Metrics  # imports prometheus_client
+
+            self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
         self.queue_depth_at = 0.0
         #: Task of every job between its claim and the write of its outcome (for metrics).
@@ -419,7 +435,7 @@ class Supervisor:
                     pass
             elif key.data == "database":
                 self.read_notifications()
-            elif isinstance(key.data, MetricsServer):
+            elif key.data is self.metrics_server and self.metrics_server is not None:
                 key.data.on_readable(key.fileobj)  # type: ignore[arg-type]
             else:
                 child: ChildProcess = key.data
@@ -508,7 +524,7 @@ class Supervisor:
         self.notifier.reloading(time.monotonic_ns() // 1000)
         try:
             fresh = self.reload()
-            cron_items = [] if self.once else load_crontab(fresh)
+            cron_items = crontab_of(fresh, self.once)
         except KongtaskError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc.message)
             self.notifier.ready(self.status_line())
@@ -526,6 +542,8 @@ class Supervisor:
             self.cron = None
             return
         if self.cron is None:
+            from kongtaskd.cron import CronScheduler
+
             self.cron = CronScheduler(items, schema=self.schema, timezone=timezone)
         else:
             self.cron.reconfigure(items, timezone=timezone)
@@ -556,7 +574,7 @@ class Supervisor:
         previous, self.previous_config = self.previous_config, None
         self.apply_config(previous)
         try:
-            self.replace_cron([] if self.once else load_crontab(previous), previous.timezone)
+            self.replace_cron(crontab_of(previous, self.once), previous.timezone)
         except KongtaskError as exc:  # its crontab file changed since: keep the current one
             log.error("SIGHUP: keeping the current crontab: %s", exc.message)
 
@@ -1059,7 +1077,11 @@ class Supervisor:
         self.outcomes = Outcomes()
         claimed: list[PrefetchedJob] = []
         written: set[int] = set()
+        more = False
         for kind, job_id, task_id, priority, run_at, attempts, max_attempts in rows:
+            if kind == "more":
+                more = True
+                continue
             if kind == "claimed":
                 task = self.task_names.get(task_id, str(task_id))
                 claimed.append(PrefetchedJob(job_id, task, priority, run_at, now))
@@ -1081,8 +1103,9 @@ class Supervisor:
         settled = bool(outcomes.completed or outcomes.failed or outcomes.released)
         if want:
             self.metrics.claimed(len(claimed))
-            # A short claim means nothing more was ready for us, as this statement saw it.
-            self.want_claim = len(claimed) >= want
+            # A short claim means nothing more was ready for us, as this statement saw it,
+            # unless it says that it left ready jobs behind.
+            self.want_claim = len(claimed) >= want or more
             claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
             self.prefetched.extend(claimed)
             # --once ends on an empty claim, but only one that saw every unlock.

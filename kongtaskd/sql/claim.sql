@@ -24,10 +24,12 @@
 --     (the 0.18 fix for graphile-worker#621);
 --   * FOR UPDATE SKIP LOCKED on jobs and queue rows: concurrent claimers never wait for,
 --     nor take, each other's rows;
+--   * a claim's cost depends on how many (priority, task) pairs have available jobs, not
+--     on how many jobs wait (see `streams` below);
 --   * attempts is incremented at claim time; locked_by is the pool id (0.17+).
 -- All parts of one statement see the same snapshot: a queue unlocked by this turn's
 -- outcomes is still locked for this turn's claim, and its next job is claimed next turn.
-with
+with recursive
 completed as (
   delete from {{schema}}._private_jobs as jobs
   where jobs.id = any($1::bigint[]) and jobs.locked_by = $5
@@ -62,25 +64,94 @@ unlocked_queues as (
       union all select released.job_queue_id from released
     )
 ),
+-- Named queues a claim may take a job from: available, and not being taken by a concurrent
+-- claim right now (SKIP LOCKED). Their row locks last until this statement commits.
+open_queues as (
+  select queues.id
+  from {{schema}}._private_job_queues as queues
+  where queues.is_available = true
+  for update skip locked
+),
+-- How the claim finds its jobs without reading the backlog. graphile-worker's jobs_main_index
+-- is ordered by (priority, run_at) with task_id only INCLUDEd: walking it, a claim steps over
+-- every available job of tasks this daemon does not run, and, when idle, every job
+-- scheduled for later, one heap row each (58-108 ms per claim with 1M waiting). kongtaskd's
+-- partial index _kongtaskd_jobs_ready (priority, task_id, run_at), see
+-- schema/kongtaskd/000002.sql, lets it read only what it can take, in three steps:
+--
+-- `streams`: a loose index scan over the distinct (priority, task_id) pairs that have
+--   available jobs, best priority first, one index probe per pair. For each pair of a task
+--   we run, one range scan collects the run_at of up to $8 ready jobs. The walk stops when
+--   it holds $8 and the next pair has a worse priority: the best $8 jobs by (priority,
+--   run_at) are then among the collected ones, whatever lies beyond.
+streams(priority, task_id, first_run_at, run_ats, collected) as (
+  select -32769, 0, null::timestamptz, null::timestamptz[], 0
+  union all
+  select next.priority::integer, next.task_id, next.run_at, ready.run_ats,
+    streams.collected + cardinality(ready.run_ats)
+  from streams
+  cross join lateral (
+    select jobs.priority, jobs.task_id, jobs.run_at
+    from {{schema}}._private_jobs as jobs
+    where jobs.is_available = true
+      and (jobs.priority, jobs.task_id) > (streams.priority, streams.task_id)
+    order by jobs.priority, jobs.task_id, jobs.run_at
+    limit 1
+  ) as next
+  cross join lateral (
+    select array(
+      select jobs.run_at
+      from {{schema}}._private_jobs as jobs
+      where jobs.is_available = true
+        and jobs.priority = next.priority
+        and jobs.task_id = next.task_id
+        and next.task_id = any($6::integer[])
+        and jobs.run_at >= next.run_at
+        and jobs.run_at <= now()
+        and (jobs.job_queue_id is null or jobs.job_queue_id in (select id from open_queues))
+        and ($7::text[] is null or (jobs.flags ?| $7::text[]) is not true)
+      order by jobs.run_at
+      limit $8
+    ) as run_ats
+  ) as ready
+  where streams.collected < $8 or next.priority = streams.priority
+),
+-- `shares`: how many of the best $8 each pair holds (the merge across tasks of one
+--   priority is by run_at, as graphile-worker orders).
+shares as (
+  select best.priority, best.task_id, best.first_run_at, count(*) as share
+  from (
+    select streams.priority, streams.task_id, streams.first_run_at
+    from streams
+    cross join lateral unnest(streams.run_ats) as due(run_at)
+    order by streams.priority, due.run_at
+    limit $8
+  ) as best
+  group by best.priority, best.task_id, best.first_run_at
+),
+-- `candidates`: per pair, lock that many jobs in run_at order, FOR UPDATE SKIP LOCKED. A
+--   row a concurrent claimer holds is skipped and the scan goes on to the next one of the
+--   same pair, so exactly $8 rows are locked when $8 are free. Under READ COMMITTED a row
+--   changed since this statement's snapshot is re-checked against its newest version, so
+--   a job another claimer has just taken is not taken again. The first run_at found by the
+--   probe bounds the scan from below: index entries before it are dead to this snapshot.
 candidates as (
-  select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at
-  from {{schema}}._private_jobs as jobs
-  where jobs.is_available = true
-    and jobs.run_at <= now()
-    and jobs.task_id = any($6::integer[])
-    and (
-      jobs.job_queue_id is null
-      or jobs.job_queue_id in (
-        select queues.id
-        from {{schema}}._private_job_queues as queues
-        where queues.is_available = true
-        for update skip locked
-      )
-    )
-    and ($7::text[] is null or (jobs.flags ?| $7::text[]) is not true)
-  order by jobs.priority asc, jobs.run_at asc
-  limit $8
-  for update of jobs skip locked
+  select locked.id, locked.job_queue_id, locked.priority, locked.run_at
+  from shares
+  cross join lateral (
+    select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at
+    from {{schema}}._private_jobs as jobs
+    where jobs.is_available = true
+      and jobs.priority = shares.priority
+      and jobs.task_id = shares.task_id
+      and jobs.run_at >= shares.first_run_at
+      and jobs.run_at <= now()
+      and (jobs.job_queue_id is null or jobs.job_queue_id in (select id from open_queues))
+      and ($7::text[] is null or (jobs.flags ?| $7::text[]) is not true)
+    order by jobs.run_at
+    limit shares.share
+    for update of jobs skip locked
+  ) as locked
 ),
 picked as (
   select ranked.id, ranked.job_queue_id
@@ -107,7 +178,7 @@ claimed as (
   where jobs.id = picked.id
   returning jobs.id, jobs.task_id, jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts
 )
--- One row per outcome written and per job claimed; `kind` says which.
+-- One row per outcome written and per job claimed, `kind` says which; plus 'more' (below).
 select 'completed' as kind, completed.id, null::integer as task_id, null::smallint as priority,
   null::timestamptz as run_at, null::smallint as attempts, null::smallint as max_attempts
 from completed
@@ -120,3 +191,10 @@ union all
 select 'claimed', claimed.id, claimed.task_id, claimed.priority, claimed.run_at,
   claimed.attempts, claimed.max_attempts
 from claimed
+union all
+-- 'more': this claim took some jobs but left ready ones behind because they share a named
+-- queue with a job it took; once that job's outcome is written, the next is claimable.
+-- Only when it took some, so that rows someone holds for long cannot make claims spin.
+select 'more', null, null, null, null, null, null
+where exists (select from claimed)
+  and (select count(*) from candidates) > (select count(*) from claimed)

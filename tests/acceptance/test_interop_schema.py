@@ -27,7 +27,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 import kongtaskd
 from kongtaskd.schema import BREAKING_GRAPHILE_MIGRATIONS, LATEST_GRAPHILE_MIGRATION, migrate
 from tests.support import wait_for
-from tests.support.catalog import Snapshot, assert_same_catalog, snapshot
+from tests.support.catalog import KONGTASKD_MIGRATIONS, Snapshot, assert_same_catalog, snapshot
 from tests.support.graphile import (
     apply_real_migrations,
     require_graphile,
@@ -115,7 +115,9 @@ def test_graphile_worker_finds_nothing_to_do_on_a_kongtaskd_database(database_fa
     assert "Schema updated" in done.stdout
     assert "rror" not in done.stdout + done.stderr.replace("EBADENGINE", "")
     assert ledger_with_ts(dsn) == before
-    assert rows(dsn, "select id from graphile_worker._kongtaskd_migrations") == [(1,)]
+    assert rows(dsn, "select id from graphile_worker._kongtaskd_migrations") == [
+        (n,) for n in KONGTASKD_MIGRATIONS
+    ]
     assert_same_catalog(before_catalog, snapshot(dsn), labels=("before", "after"))
 
 
@@ -128,15 +130,21 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
 
     report = kongtaskd_migrate(dsn)
 
-    assert report.applied == [] and report.applied_kongtaskd == [1]
+    assert report.applied == [] and report.applied_kongtaskd == KONGTASKD_MIGRATIONS
     assert ledger_with_ts(dsn) == before
     assert_same_catalog(reference, snapshot(dsn), labels=LABELS)
     own = rows(
         dsn,
         "select relname from pg_class where relnamespace = 'graphile_worker'::regnamespace"
-        " and relkind = 'r' and relname like '\\_kongtaskd\\_%' order by 1",
+        " and relkind in ('r', 'i') and relname like '\\_kongtaskd\\_%' order by 1",
     )
-    assert own == [("_kongtaskd_heartbeats",), ("_kongtaskd_migrations",)]
+    assert own == [
+        ("_kongtaskd_heartbeats",),
+        ("_kongtaskd_heartbeats_pkey",),
+        ("_kongtaskd_jobs_ready",),
+        ("_kongtaskd_migrations",),
+        ("_kongtaskd_migrations_pkey",),
+    ]
 
 
 # -- the same calls, the same rows ------------------------------------------------------------
@@ -490,7 +498,9 @@ def finish(dsn: str, reference: Snapshot, kt: KongtaskdThread, gw: Any) -> None:
     assert kt.error is None, repr(kt.error)
     assert gw.returncode == 0, f"graphile-worker failed:\n{out}\n{err}"
     assert ledger(dsn) == EXPECTED_LEDGER
-    assert rows(dsn, "select id from graphile_worker._kongtaskd_migrations") == [(1,)]
+    assert rows(dsn, "select id from graphile_worker._kongtaskd_migrations") == [
+        (n,) for n in KONGTASKD_MIGRATIONS
+    ]
     assert_same_catalog(reference, snapshot(dsn), labels=LABELS)
 
 

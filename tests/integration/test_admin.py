@@ -19,7 +19,7 @@ import psycopg2.extensions
 import pytest
 import yaml
 
-from kongtaskd import add_job, admin
+from kongtaskd import add_job, admin, starter
 from kongtaskd.config import KEYS, Section, load_config
 from kongtaskd.errors import ConfigError, DatabaseError
 from kongtaskd.schema import migrate
@@ -497,7 +497,7 @@ def test_cleanup_in_one_run_collects_what_failed_jobs_used(
 
 
 def test_starter_config_lists_every_key_with_its_default(tmp_path: Path) -> None:
-    text = admin.render_config()
+    text = starter.render_config()
     top = {line.split(":", 1)[0] for line in text.splitlines() if re.match(r"^\w+:", line)}
     assert top == {key.name for key in KEYS}
     for key in KEYS:
@@ -507,7 +507,7 @@ def test_starter_config_lists_every_key_with_its_default(tmp_path: Path) -> None
         for word in key.doc.split()[:3]:
             assert word in text
     # Every value is the default, except the two that wire up the example handler.
-    path = tmp_path / admin.CONFIG_FILE
+    path = tmp_path / starter.CONFIG_FILE
     path.write_text(text)
     loaded = load_config(path, environ={})
     defaults = load_config(None, environ={})
@@ -518,31 +518,31 @@ def test_starter_config_lists_every_key_with_its_default(tmp_path: Path) -> None
     }
     assert different == {"tasks", "python_path", "source", "base_dir"}
     data = yaml.safe_load(text)
-    assert data["tasks"] == {admin.EXAMPLE_TASK: f"tasks:{admin.EXAMPLE_TASK}"}
+    assert data["tasks"] == {starter.EXAMPLE_TASK: f"tasks:{starter.EXAMPLE_TASK}"}
 
 
 def test_init_writes_a_config_that_loads_and_names_the_handler(tmp_path: Path) -> None:
     target = tmp_path / "new" / "project"
-    written = admin.init_project(target)
-    assert written == [target / admin.CONFIG_FILE, target / admin.HANDLERS_FILE]
-    config = load_config(target / admin.CONFIG_FILE, environ={})
+    written = starter.init_project(target)
+    assert written == [target / starter.CONFIG_FILE, target / starter.HANDLERS_FILE]
+    config = load_config(target / starter.CONFIG_FILE, environ={})
     config.require_tasks()
     assert config.python_path == (str(target),)
-    handler = config.tasks[admin.EXAMPLE_TASK].handler
+    handler = config.tasks[starter.EXAMPLE_TASK].handler
     module, function = handler.split(":")
     assert (target / f"{module}.py").is_file()
-    source = (target / admin.HANDLERS_FILE).read_text()
+    source = (target / starter.HANDLERS_FILE).read_text()
     assert f"def {function}(payload: Any, ctx: Any) -> None:" in source
-    compile(source, str(target / admin.HANDLERS_FILE), "exec")
+    compile(source, str(target / starter.HANDLERS_FILE), "exec")
 
 
 def test_init_never_overwrites(tmp_path: Path) -> None:
-    (tmp_path / admin.HANDLERS_FILE).write_text("# mine\n")
+    (tmp_path / starter.HANDLERS_FILE).write_text("# mine\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'tasks.py'))}: already"):
-        admin.init_project(tmp_path)
-    assert not (tmp_path / admin.CONFIG_FILE).exists()  # nothing written at all
-    assert (tmp_path / admin.HANDLERS_FILE).read_text() == "# mine\n"
+        starter.init_project(tmp_path)
+    assert not (tmp_path / starter.CONFIG_FILE).exists()  # nothing written at all
+    assert (tmp_path / starter.HANDLERS_FILE).read_text() == "# mine\n"
     a_file = tmp_path / "file"
     a_file.write_text("")
     with pytest.raises(ConfigError, match="not a directory"):
-        admin.init_project(a_file)
+        starter.init_project(a_file)

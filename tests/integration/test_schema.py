@@ -23,7 +23,7 @@ from kongtaskd.schema import (
     migrate,
 )
 from tests.support import wait_for
-from tests.support.catalog import assert_same_catalog, snapshot
+from tests.support.catalog import KONGTASKD_MIGRATIONS, assert_same_catalog, snapshot
 
 SCHEMA = "graphile_worker"
 ALL = list(range(1, LATEST_GRAPHILE_MIGRATION + 1))
@@ -103,9 +103,11 @@ def objects(dsn: str, schema: str = SCHEMA) -> dict[str, set[str]]:
 def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
     report = migrate(conn)
 
-    assert report == MigrationReport(applied=ALL, applied_kongtaskd=[1], newer_non_breaking=[])
+    assert report == MigrationReport(
+        applied=ALL, applied_kongtaskd=KONGTASKD_MIGRATIONS, newer_non_breaking=[]
+    )
     assert ledger(fresh_dsn) == EXPECTED_LEDGER
-    assert kongtaskd_ledger(fresh_dsn) == [1]
+    assert kongtaskd_ledger(fresh_dsn) == KONGTASKD_MIGRATIONS
     found = objects(fresh_dsn)
     assert found["tables"] == {
         "_private_jobs",
@@ -119,6 +121,17 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
     assert found["views"] == {"jobs"}
     assert found["types"] == {"job_spec"}
     assert found["functions"] == GRAPHILE_FUNCTIONS | KONGTASKD_FUNCTIONS
+    # kongtaskd's claim index (migration 2): the loose scan needs exactly this key order.
+    assert query(
+        fresh_dsn,
+        "select indexdef from pg_indexes where schemaname = 'graphile_worker'"
+        " and indexname like '%%kongtaskd%%jobs%%'",
+    ) == [
+        (
+            "CREATE INDEX _kongtaskd_jobs_ready ON graphile_worker._private_jobs"
+            " USING btree (priority, task_id, run_at) WHERE (is_available = true)",
+        )
+    ]
     rls = query(
         fresh_dsn,
         "select relname, relrowsecurity from pg_class"
@@ -168,7 +181,7 @@ def test_second_run_applies_nothing_and_logs_nothing(
 
     assert report == MigrationReport(applied=[], applied_kongtaskd=[], newer_non_breaking=[])
     assert query(fresh_dsn, "select id, ts from graphile_worker.migrations order by id") == before
-    assert kongtaskd_ledger(fresh_dsn) == [1]
+    assert kongtaskd_ledger(fresh_dsn) == KONGTASKD_MIGRATIONS
     assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
@@ -177,7 +190,7 @@ def test_logs_one_line_per_applied_migration(conn, caplog: pytest.LogCaptureFixt
         migrate(conn)
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert lines == [f"applied graphile-worker migration {n:06d}" for n in ALL] + [
-        "applied kongtaskd migration 000001"
+        f"applied kongtaskd migration {n:06d}" for n in KONGTASKD_MIGRATIONS
     ]
 
 
@@ -192,7 +205,7 @@ def test_uses_the_given_logger(conn) -> None:
     logger.setLevel(logging.INFO)
     logger.addHandler(Collect())
     migrate(conn, logger=logger)
-    assert len(seen) == LATEST_GRAPHILE_MIGRATION + 1
+    assert len(seen) == LATEST_GRAPHILE_MIGRATION + len(KONGTASKD_MIGRATIONS)
 
 
 def test_notifies_worker_migrate_once_per_migration(conn, fresh_dsn: str) -> None:
@@ -395,9 +408,9 @@ def test_concurrent_migrators_all_succeed_and_apply_each_migration_once(fresh_ds
     assert len(reports) == count
     applied = sorted(n for report in reports for n in report.applied)
     assert applied == ALL
-    assert sorted(n for report in reports for n in report.applied_kongtaskd) == [1]
+    assert sorted(n for report in reports for n in report.applied_kongtaskd) == KONGTASKD_MIGRATIONS
     assert ledger(fresh_dsn) == EXPECTED_LEDGER
-    assert kongtaskd_ledger(fresh_dsn) == [1]
+    assert kongtaskd_ledger(fresh_dsn) == KONGTASKD_MIGRATIONS
 
 
 def test_concurrent_result_equals_single_migrator_catalog(database_factory) -> None:
@@ -439,7 +452,7 @@ def test_staged_upgrade_equals_fresh_install(database_factory) -> None:
         assert migrate(c, target=15).applied == []
         report = migrate(c)
         assert report.applied == [16, 17, 18, 19, 20]
-        assert report.applied_kongtaskd == [1]
+        assert report.applied_kongtaskd == KONGTASKD_MIGRATIONS
     finally:
         c.close()
     assert ledger(staged) == EXPECTED_LEDGER

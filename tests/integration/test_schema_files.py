@@ -39,13 +39,18 @@ def test_files_only_name_the_schema_through_the_placeholder() -> None:
 
 
 def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
-    (first,) = load_migrations("kongtaskd")
-    created = re.findall(r"create (?:table|function) \{\{schema\}\}\.(\w+)", first.text)
+    created = [
+        re.findall(r"create (?:table|function|index) (?:\{\{schema\}\}\.)?(\w+)", m.text)
+        for m in load_migrations("kongtaskd")
+    ]
     assert created == [
-        "_kongtaskd_heartbeats",
-        "kongtaskd_get_job",
-        "kongtaskd_complete_job",
-        "kongtaskd_fail_job",
+        [
+            "_kongtaskd_heartbeats",
+            "kongtaskd_get_job",
+            "kongtaskd_complete_job",
+            "kongtaskd_fail_job",
+        ],
+        ["_kongtaskd_jobs_ready"],
     ]
 
 

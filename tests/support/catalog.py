@@ -20,6 +20,8 @@ import psycopg2.extras
 Snapshot = dict[str, dict[str, Any]]
 
 KONGTASKD_PREFIXES = ("_kongtaskd_", "kongtaskd_", "__kongtaskd_")
+#: kongtaskd's own migrations a fresh install applies (schema/kongtaskd/).
+KONGTASKD_MIGRATIONS = [1, 2]
 
 _RELATIONS = """
 select c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relpersistence,
