@@ -82,3 +82,22 @@ def test_smoke_run_reports_every_scenario(admin_dsn: str, tmp_path: Path) -> Non
     assert report["targets"], "no target was judged"
     for heading in ("## Targets", "## 1. Throughput", "## 6. Start and stop"):
         assert heading in markdown
+
+
+@pytest.mark.parametrize("workload", ["drain", "idle"])
+def test_claim_bench_runs(admin_dsn: str, workload: str) -> None:
+    """perf/claim_bench.py (the claim statement alone, analysis.md section 1) still runs."""
+    argv = [
+        sys.executable,
+        str(REPO / "perf" / "claim_bench.py"),
+        f"--workload={workload}",
+        "--jobs=200",
+        "--size=8",
+        "--tasks=2",
+        "--rounds=1",
+        f"--dsn={admin_dsn}",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if "claim.sql" in line]
+    assert float(line.split("median ")[1].split(" ms")[0]) > 0, done.stdout

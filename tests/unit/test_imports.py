@@ -1,0 +1,35 @@
+"""Start-up pays for every import: the daemon's path must not load what only other verbs use.
+
+Measured (perf/results/analysis.md): the admin verbs, prometheus_client and the cron module
+cost ~40-50 ms of a ~145 ms start. They are imported where they are needed; this test keeps
+a top-level import from creeping back.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+ONLY_WHEN_NEEDED = ("kongtaskd.admin", "kongtaskd.cron", "prometheus_client", "http.server")
+
+
+def modules_after(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_the_run_path_imports_no_admin_cron_or_metrics_code() -> None:
+    loaded = modules_after("import kongtaskd.cli, kongtaskd.supervisor, kongtaskd.child")
+    assert "kongtaskd.supervisor" in loaded  # the probe did import what it should
+    assert sorted(loaded & set(ONLY_WHEN_NEEDED)) == []
+
+
+def test_the_admin_verbs_still_find_their_modules() -> None:
+    loaded = modules_after(
+        "import kongtaskd.admin, kongtaskd.cron, kongtaskd.metrics as m\nm.Metrics()"
+    )
+    assert set(ONLY_WHEN_NEEDED) <= loaded
