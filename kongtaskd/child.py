@@ -76,6 +76,12 @@ class JobInterrupted(BaseException):
     """
 
 
+class SupervisorGone(BaseException):
+    """Raised by SIGTERM outside a handler when the supervisor has died (PDEATHSIG) while this
+    child holds jobs it has not started: they unwind to ``run_batch``, which hands them back.
+    """
+
+
 _IDLE, _RUNNING, _REPORTING = 0, 1, 2
 
 
@@ -93,6 +99,8 @@ class Child:
         self.jobs_done = 0
         #: Jobs of the current batch not started yet (handed back if we must leave).
         self.waiting: list[int] = []
+        #: The job between leaving ``waiting`` and its handler's first line (row load, ...).
+        self.starting: int | None = None
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,7 +150,14 @@ class Child:
         if self.state == _REPORTING:
             self.stop_after_report = True
             return
+        if self.unstarted() and os.getppid() != self.supervisor_pid:
+            # Jobs received but not started, and nobody left to return them: a live
+            # supervisor knows what it sent us, a dead one does not.
+            raise SupervisorGone()
         os._exit(EXIT_INTERRUPTED)
+
+    def unstarted(self) -> list[int]:
+        return ([self.starting] if self.starting is not None else []) + self.waiting
 
     def connect(self) -> None:
         from kongtaskd.dsn import connect
@@ -216,23 +231,28 @@ class Child:
         """
         self.waiting = list(job_ids)
         try:
-            rows = self.load(job_ids)
-        except (KongtaskError, psycopg2.Error) as exc:
-            # The database stayed out of reach: none of these ran, so none loses an attempt.
-            log.error("child %d could not load jobs %s: %s", self.settings.index, job_ids, exc)
-            self.report(protocol.encode_returned(self.waiting))
-            self.waiting = []
-            return
-        for job_id in job_ids:
-            if job_id != job_ids[0] and self.stop_requested():
+            try:
+                rows = self.load(job_ids)
+            except (KongtaskError, psycopg2.Error) as exc:
+                # The database stayed out of reach: none of these ran, none loses an attempt.
+                log.error("child %d could not load jobs %s: %s", self.settings.index, job_ids, exc)
                 self.report(protocol.encode_returned(self.waiting))
-                self.exit(EXIT_OK)
-            self.waiting.remove(job_id)
-            self.run_job(job_id, rows.get(job_id))
-            if self.stop_after_report:  # interrupted (SIGTERM): the rest never starts
-                if self.waiting:
-                    self.report(protocol.encode_returned(self.waiting))
+                self.waiting = []
                 return
+            for job_id in job_ids:
+                if job_id != job_ids[0] and self.stop_requested():
+                    self.report(protocol.encode_returned(self.waiting))
+                    self.exit(EXIT_OK)
+                self.waiting.remove(job_id)
+                self.starting = job_id
+                self.run_job(job_id, rows.get(job_id))
+                self.starting = None
+                if self.stop_after_report:  # interrupted (SIGTERM): the rest never starts
+                    if self.waiting:
+                        self.report(protocol.encode_returned(self.waiting))
+                    return
+        except SupervisorGone:
+            self.hand_back(self.unstarted())
 
     def stop_requested(self) -> bool:
         message = self.channel.peek()
@@ -297,6 +317,7 @@ class Child:
         ctx = JobContext(job=job, logger=job_log, connection=conn, schema=self.settings.schema)
         conn.autocommit = False
         try:
+            self.starting = None  # from here on a SIGTERM interrupts the handler instead
             self.state = _RUNNING
             try:
                 result = handler(job.payload, ctx)
@@ -311,7 +332,7 @@ class Child:
             self.stop_after_report = True
             self.end_transaction()
             if os.getppid() != self.supervisor_pid:
-                self.hand_back(job.id)
+                self.hand_back([job.id, *self.waiting])
             return format_error(exc, f"job interrupted by {exc}")
         except BaseException as exc:
             self.end_transaction()
@@ -346,17 +367,16 @@ class Child:
         except psycopg2.Error:
             self.broken()
 
-    def hand_back(self, job_id: int) -> NoReturn:
-        """The supervisor is gone: put the job back in the queue ourselves, attempt refunded."""
+    def hand_back(self, job_ids: list[int]) -> NoReturn:
+        """The supervisor is gone: put the jobs back in the queue ourselves, attempts refunded."""
         try:
-            self.restore_autocommit()  # we are still inside the handler's transaction
+            self.restore_autocommit()  # we may still be inside the handler's transaction
             self.ensure_connection()
             assert self.queries is not None
-            released = [job_id, *self.waiting]
-            self.queries.fetchall("claim", [], [], [], released, self.settings.pool_id, [], None, 0)
-            log.warning("supervisor gone: returned job %d to the queue", job_id)
+            self.queries.fetchall("claim", [], [], [], job_ids, self.settings.pool_id, [], None, 0)
+            log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
-            log.error("supervisor gone and job %d could not be returned: %s", job_id, exc)
+            log.error("supervisor gone and jobs %s could not be returned: %s", job_ids, exc)
         os._exit(EXIT_ORPHANED)
 
     def report_done(self, job_id: int, seconds: float) -> None:

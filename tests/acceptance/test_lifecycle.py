@@ -195,13 +195,26 @@ def test_a_breaking_migration_elsewhere_drains_and_exits_57(db: str, tmp_path: P
         assert "breaking migration 21" in daemon.log()
 
 
+def title(pid: int) -> str:
+    """A process's title (setproctitle writes it over argv)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def test_killed_supervisor_children_exit_and_hand_back_their_jobs(db: str, tmp_path: Path):
     jobs = [add_job(db, "remember", {"sleep": 30}) for _ in range(2)]
     config = write_config(tmp_path, db, concurrency=2)
     with Daemon(config) as daemon:
         daemon.wait_ready()
-        wait_for(lambda: all(job_row(db, i)["locked_at"] for i in jobs), what="jobs running")
         children = daemon.children()
+        # Running, not only claimed: a claim the supervisor died before sending is the
+        # sweep's to recover (test_a_dead_daemon_is_recovered_...), not the children's.
+        wait_for(
+            lambda: all("running remember#" in title(pid) for pid in children),
+            what="both handlers running",
+        )
         daemon.signal(signal.SIGKILL)
         daemon.wait(timeout=10)
         wait_for(lambda: not any(alive(pid) for pid in children), timeout=10, what="orphans gone")
@@ -209,6 +222,52 @@ def test_killed_supervisor_children_exit_and_hand_back_their_jobs(db: str, tmp_p
         row = job_row(db, job_id)
         assert row is not None and row["locked_at"] is None
         assert row["attempts"] == 0, "an orphan's interrupted job must get its attempt back"
+
+
+def test_a_job_received_but_not_started_goes_back_when_the_supervisor_dies(db: str, tmp_path: Path):
+    """The window between a child receiving an id and its handler's first line (the row
+    load): the supervisor dies there, the child's PDEATHSIG arrives, the job must go back.
+
+    The child's row load joins _private_tasks; a lock on that table holds the child inside
+    the load (the claim does not read it) for as long as the test needs.
+    """
+    # No heartbeat during the test: it re-registers task ids, which the lock would block.
+    quiet = {"heartbeat_interval": 60, "stale_after": 300, "poll_interval": 0.2}
+    config = write_config(tmp_path, db, concurrency=1, **quiet)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        (child,) = daemon.children()
+        job = query(
+            db,
+            "select id from graphile_worker.add_job('remember', '{}',"
+            " run_at => now() + interval '1 second')",
+        )[0][0]
+        locker = psycopg2.connect(db)
+        try:
+            with locker.cursor() as cur:
+                cur.execute("lock table graphile_worker._private_tasks in access exclusive mode")
+            wait_for(
+                lambda: (
+                    query(
+                        db,
+                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                        " and query like 'EXECUTE kongtaskd_load_job%%'",
+                    )[0][0]
+                    == 1
+                ),
+                what="the child waiting in its row load",
+            )
+            assert job_row(db, job)["attempts"] == 1
+            daemon.signal(signal.SIGKILL)
+            daemon.wait(timeout=10)
+        finally:
+            locker.rollback()  # the load returns; the child finds its supervisor gone
+            locker.close()
+        wait_for(lambda: not alive(child), timeout=10, what="the orphan gone")
+    row = job_row(db, job)
+    assert row is not None and row["locked_at"] is None and row["locked_by"] is None
+    assert row["attempts"] == 0, "a job that never started must get its attempt back"
+    assert runs(db) == []
 
 
 def test_a_dead_daemon_is_recovered_by_another_within_stale_after(db: str, tmp_path: Path):
