@@ -165,17 +165,19 @@ picked as (
   ) as ranked
   where ranked.job_queue_id is null or ranked.place_in_queue = 1
 ),
+-- The two updates find their rows by primary key from an array, not by joining `picked`:
+-- the planner cannot know how few rows `picked` has (the per-pair LIMITs depend on the
+-- walk), and PostgreSQL 18 then chose a hash join over a sequential scan of the whole
+-- jobs table for every claim.
 locked_queues as (
   update {{schema}}._private_job_queues as queues
   set locked_by = $5, locked_at = now()
-  from picked
-  where queues.id = picked.job_queue_id
+  where queues.id = any(array(select picked.job_queue_id from picked))
 ),
 claimed as (
   update {{schema}}._private_jobs as jobs
   set attempts = jobs.attempts + 1, locked_by = $5, locked_at = now()
-  from picked
-  where jobs.id = picked.id
+  where jobs.id = any(array(select picked.id from picked))
   returning jobs.id, jobs.task_id, jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts
 )
 -- One row per outcome written and per job claimed, `kind` says which; plus 'more' (below).
