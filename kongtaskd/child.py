@@ -317,8 +317,8 @@ class Child:
         ctx = JobContext(job=job, logger=job_log, connection=conn, schema=self.settings.schema)
         conn.autocommit = False
         try:
-            self.starting = None  # from here on a SIGTERM interrupts the handler instead
-            self.state = _RUNNING
+            self.state = _RUNNING  # from here on a SIGTERM interrupts the handler ...
+            self.starting = None  # ... whose except clause hands the job back
             try:
                 result = handler(job.payload, ctx)
                 if inspect.isawaitable(result):

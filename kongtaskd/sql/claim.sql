@@ -194,8 +194,9 @@ select 'claimed', claimed.id, claimed.task_id, claimed.priority, claimed.run_at,
   claimed.attempts, claimed.max_attempts
 from claimed
 union all
--- 'more': this claim took some jobs but left ready ones behind because they share a named
--- queue with a job it took; once that job's outcome is written, the next is claimable.
+-- 'more': this claim took fewer jobs than it locked, because several were in one named
+-- queue; other ready jobs may wait behind them, so the supervisor claims again next turn
+-- (the queue itself stays held until the outcome of the job taken from it is written).
 -- Only when it took some, so that rows someone holds for long cannot make claims spin.
 select 'more', null, null, null, null, null, null
 where exists (select from claimed)
