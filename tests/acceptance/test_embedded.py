@@ -11,13 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from kongtaskd import embedded
 from kongtaskd.config import load_config
 from kongtaskd.errors import ConfigError
 from tests.support import wait_for
+from tests.support.daemon import query
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -25,16 +25,6 @@ FIXTURES = REPO / "tests" / "fixtures"
 
 def running(data_dir: Path) -> bool:
     return (data_dir / "postmaster.pid").exists()
-
-
-def query(uri: str, statement: str) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(uri)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def environment(home: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.support.daemon import prepare_database
+from tests.support.daemon import prepare_database, query
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -24,18 +24,8 @@ import signup  # noqa: E402 - the example module itself, from examples/
 sys.path.remove(str(EXAMPLES))
 
 
-def rows(dsn: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def jobs(dsn: str) -> list[tuple[object, ...]]:
-    return rows(
+    return query(
         dsn,
         "select t.identifier, j.key, j.payload::text from graphile_worker._private_jobs j "
         "join graphile_worker._private_tasks t on t.id = j.task_id order by j.id",
@@ -46,7 +36,7 @@ def jobs(dsn: str) -> list[tuple[object, ...]]:
 def shop(fresh_dsn: str) -> str:
     """A fresh database with the queue schema and examples/schema.sql applied."""
     prepare_database(fresh_dsn)
-    rows(fresh_dsn, (EXAMPLES / "schema.sql").read_text())
+    query(fresh_dsn, (EXAMPLES / "schema.sql").read_text())
     return fresh_dsn
 
 
@@ -87,11 +77,11 @@ def test_the_trigger_enqueues_in_the_inserting_transaction(shop: str) -> None:
     assert jobs(shop) == [
         ("order_placed", f"order-placed-{order_id}", f'{{"order_id" : {order_id}}}')
     ]
-    assert rows(shop, "select max_attempts from graphile_worker.jobs") == [(10,)]
+    assert query(shop, "select max_attempts from graphile_worker.jobs") == [(10,)]
 
 
 def test_an_order_fans_out_into_an_email_and_thumbnails(shop: str, tmp_path: Path) -> None:
-    rows(
+    query(
         shop,
         "insert into shop_orders (customer_email, items) values ('ada@example.com', %s)",
         (["mug", "teapot"],),
@@ -100,7 +90,7 @@ def test_an_order_fans_out_into_an_email_and_thumbnails(shop: str, tmp_path: Pat
     assert "order 1 confirmed: 1 email and 2 thumbnails queued" in log
     assert "sent 'Order 1 confirmed' to ada@example.com" in log
     assert jobs(shop) == []  # every job, follow-ups included, ran and succeeded
-    assert rows(shop, "select confirmed_at is not null from shop_orders") == [(True,)]
+    assert query(shop, "select confirmed_at is not null from shop_orders") == [(True,)]
     email = (tmp_path / "order-1.eml").read_text()
     assert email.startswith("To: ada@example.com\nSubject: Order 1 confirmed\n")
     assert "You ordered: mug, teapot" in email
@@ -114,8 +104,8 @@ def test_an_order_fans_out_into_an_email_and_thumbnails(shop: str, tmp_path: Pat
 
 def test_a_repeated_order_job_replaces_its_follow_ups(shop: str, tmp_path: Path) -> None:
     """order_placed is safe to repeat: its job keys replace, they do not duplicate."""
-    rows(shop, "insert into shop_orders (customer_email, items) values ('b@x', '{cup}')")
-    rows(shop, "select graphile_worker.add_job('order_placed', '{\"order_id\": 1}')")
+    query(shop, "insert into shop_orders (customer_email, items) values ('b@x', '{cup}')")
+    query(shop, "select graphile_worker.add_job('order_placed', '{\"order_id\": 1}')")
     env = environment(shop, tmp_path)
     env["KONGTASK_CONCURRENCY"] = "1"
     log = run_daemon_once(env)

@@ -28,6 +28,7 @@ import kongtaskd
 from kongtaskd.schema import BREAKING_GRAPHILE_MIGRATIONS, LATEST_GRAPHILE_MIGRATION, migrate
 from tests.support import wait_for
 from tests.support.catalog import KONGTASKD_MIGRATIONS, Snapshot, assert_same_catalog, snapshot
+from tests.support.daemon import query
 from tests.support.graphile import (
     apply_real_migrations,
     require_graphile,
@@ -53,23 +54,13 @@ def kongtaskd_migrate(dsn: str, schema: str = "graphile_worker", **kwargs: Any) 
         conn.close()
 
 
-def rows(dsn: str, statement: Any, params: Any = None) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def ledger(dsn: str, schema: str = "graphile_worker") -> list[tuple]:
     statement = sql.SQL("select id, breaking from {}.migrations order by id")
-    return rows(dsn, statement.format(sql.Identifier(schema)))
+    return query(dsn, statement.format(sql.Identifier(schema)))
 
 
 def ledger_with_ts(dsn: str) -> list[tuple]:
-    return rows(dsn, "select id, breaking, ts from graphile_worker.migrations order by id")
+    return query(dsn, "select id, breaking, ts from graphile_worker.migrations order by id")
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +87,13 @@ def test_fresh_catalog_equals_graphile_workers(reference: Snapshot, database_fac
 def test_catalog_equals_graphile_workers_under_a_hostile_schema_name(database_factory) -> None:
     # (graphile-worker itself cannot handle "$$" in a name; kongtaskd's own test covers that.)
     theirs, ours = database_factory(), database_factory()
-    rows(theirs, "create table public.x (id int)")
-    rows(ours, "create table public.x (id int)")
+    query(theirs, "create table public.x (id int)")
+    query(ours, "create table public.x (id int)")
     schema_only(theirs, schema=HOSTILE)
     kongtaskd_migrate(ours, HOSTILE)
     assert ledger(ours, HOSTILE) == ledger(theirs, HOSTILE) == EXPECTED_LEDGER
     assert_same_catalog(snapshot(theirs, HOSTILE), snapshot(ours, HOSTILE), labels=LABELS)
-    assert rows(ours, "select count(*) from public.x") == [(0,)]
+    assert query(ours, "select count(*) from public.x") == [(0,)]
 
 
 def test_graphile_worker_finds_nothing_to_do_on_a_kongtaskd_database(database_factory) -> None:
@@ -115,7 +106,7 @@ def test_graphile_worker_finds_nothing_to_do_on_a_kongtaskd_database(database_fa
     assert "Schema updated" in done.stdout
     assert "rror" not in done.stdout + done.stderr.replace("EBADENGINE", "")
     assert ledger_with_ts(dsn) == before
-    assert rows(dsn, "select id from graphile_worker._kongtaskd_migrations") == [
+    assert query(dsn, "select id from graphile_worker._kongtaskd_migrations") == [
         (n,) for n in KONGTASKD_MIGRATIONS
     ]
     assert_same_catalog(before_catalog, snapshot(dsn), labels=("before", "after"))
@@ -133,7 +124,7 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
     assert report.applied == [] and report.applied_kongtaskd == KONGTASKD_MIGRATIONS
     assert ledger_with_ts(dsn) == before
     assert_same_catalog(reference, snapshot(dsn), labels=LABELS)
-    own = rows(
+    own = query(
         dsn,
         "select relname from pg_class where relnamespace = 'graphile_worker'::regnamespace"
         " and relkind in ('r', 'i') and relname like '\\_kongtaskd\\_%' order by 1",
@@ -448,7 +439,7 @@ def test_graphile_worker_runs_jobs_added_by_kongtaskd(tmp_path: Path, database_f
     assert {json.dumps(d["payload"]) for d in done} == {
         json.dumps(p) for p in ({"n": 1}, {"n": 2}, [{"n": 3}], {"n": 4})
     }
-    left = rows(
+    left = query(
         dsn,
         "select id, attempts, last_error, locked_by from graphile_worker._private_jobs order by id",
     )
@@ -456,7 +447,7 @@ def test_graphile_worker_runs_jobs_added_by_kongtaskd(tmp_path: Path, database_f
     assert [r[0] for r in left] == [failed, future.id]
     assert left[0][1] == 1 and "asked to fail" in left[0][2] and left[0][3] is None
     assert left[1][1:] == (0, None, None)
-    assert rows(dsn, "select locked_by from graphile_worker._private_job_queues") == [(None,)]
+    assert query(dsn, "select locked_by from graphile_worker._private_job_queues") == [(None,)]
 
 
 # -- racing migrators -------------------------------------------------------------------------
@@ -483,7 +474,7 @@ class KongtaskdThread(threading.Thread):
 
 
 def blocked_on_lock(dsn: str, application_name: str) -> bool:
-    found = rows(
+    found = query(
         dsn,
         "select count(*) from pg_stat_activity where datname = current_database()"
         " and application_name = %s and wait_event_type = 'Lock'",
@@ -498,7 +489,7 @@ def finish(dsn: str, reference: Snapshot, kt: KongtaskdThread, gw: Any) -> None:
     assert kt.error is None, repr(kt.error)
     assert gw.returncode == 0, f"graphile-worker failed:\n{out}\n{err}"
     assert ledger(dsn) == EXPECTED_LEDGER
-    assert rows(dsn, "select id from graphile_worker._kongtaskd_migrations") == [
+    assert query(dsn, "select id from graphile_worker._kongtaskd_migrations") == [
         (n,) for n in KONGTASKD_MIGRATIONS
     ]
     assert_same_catalog(reference, snapshot(dsn), labels=LABELS)
@@ -518,7 +509,7 @@ def test_kongtaskd_joining_a_graphile_worker_install_midway(reference, database_
 
     def started() -> bool:
         try:
-            return rows(dsn, "select count(*) from graphile_worker.migrations")[0][0] > 0
+            return query(dsn, "select count(*) from graphile_worker.migrations")[0][0] > 0
         except psycopg2.Error:
             return False
 
@@ -537,8 +528,8 @@ def test_race_for_one_ledger_row(reference, database_factory, held: int, first: 
     dsn = database_factory()
     if held == 1:
         # An empty ledger, as graphile-worker's bootstrap leaves it.
-        rows(dsn, "create schema graphile_worker")
-        rows(
+        query(dsn, "create schema graphile_worker")
+        query(
             dsn,
             "create table graphile_worker.migrations (id int primary key,"
             " ts timestamptz default now() not null, breaking boolean not null default false)",

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from kongtaskd.embedded import bin_dir
-from tests.support import wait_for
+from tests.support import kill_process_group, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -207,12 +207,7 @@ class Terminal:
         return Path(cwd), env
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        kill_process_group(self.proc)
 
 
 class Background:
@@ -248,12 +243,7 @@ class Background:
             ) from None
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        kill_process_group(self.proc)
         self.log_file.close()
 
 

@@ -24,6 +24,7 @@ from kongtaskd.schema import (
 )
 from tests.support import wait_for
 from tests.support.catalog import KONGTASKD_MIGRATIONS, assert_same_catalog, snapshot
+from tests.support.daemon import query
 
 SCHEMA = "graphile_worker"
 ALL = list(range(1, LATEST_GRAPHILE_MIGRATION + 1))
@@ -45,17 +46,6 @@ def conn(fresh_dsn: str) -> Iterator[psycopg2.extensions.connection]:
     connection = psycopg2.connect(fresh_dsn)
     yield connection
     connection.close()
-
-
-def query(dsn: str, statement: sql.Composable | str, params: object = None) -> list[tuple]:
-    """Run one statement in its own committed transaction and return its rows."""
-    connection = psycopg2.connect(dsn)
-    try:
-        with connection, connection.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        connection.close()
 
 
 def ledger(dsn: str, schema: str = SCHEMA) -> list[tuple[int, bool]]:

@@ -1,7 +1,10 @@
-"""Helpers shared by the test suites: waiting on conditions, never on bare sleeps."""
+"""Helpers shared by the test suites: waiting on conditions, never on bare sleeps; cleanup."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,3 +24,14 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition!r}")
         time.sleep(interval)
+
+
+def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """Cleanup of a process started with ``start_new_session=True``: SIGKILL its whole group
+    (a daemon's children too) if it is still running, and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)

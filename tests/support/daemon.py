@@ -20,6 +20,8 @@ from typing import Any
 import psycopg2
 import yaml
 
+from tests.support import kill_process_group
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -178,12 +180,7 @@ class Daemon:
         return kids
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        kill_process_group(self.proc)
         self.log_file.close()
         self.sock.close()
 
@@ -208,7 +205,8 @@ def run_once(config: Path, *args: str, timeout: float = 120.0) -> subprocess.Com
     )
 
 
-def query(dsn: str, text: str, params: Any = None) -> list[tuple[Any, ...]]:
+def query(dsn: str, text: Any, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement (text or ``psycopg2.sql``) in its own connection; its rows, if any."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
