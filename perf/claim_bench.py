@@ -21,36 +21,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import uuid
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from benchlib import Server
 
 from kongtaskd import queries
-from kongtaskd.schema import migrate
 
 CLAIM_TYPES = "(bigint[], bigint[], text[], bigint[], text, integer[], text[], int)"
 POOL = "pool-claim-bench"
 DEFAULT_SQL = Path(__file__).resolve().parent.parent / "kongtaskd" / "sql" / "claim.sql"
 
 
-def fresh_database(admin_dsn: str, name: str) -> str:
-    admin = psycopg2.connect(admin_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    params = parse_dsn(admin_dsn)
-    params["dbname"] = name
-    return make_dsn(**params)
-
-
 def run_round(dsn: str, files: list[Path], args: argparse.Namespace) -> dict[str, float]:
     conn = psycopg2.connect(dsn)
-    migrate(conn)
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor does
@@ -130,17 +114,11 @@ def main() -> None:
     args = parser.parse_args()
     files = args.sql or [DEFAULT_SQL]
     per_file: dict[str, list[float]] = {}
-    database = f"kongtaskd_claim_bench_{uuid.uuid4().hex[:8]}"
+    server = Server(args.dsn)
     for _ in range(args.rounds):
-        dsn = fresh_database(args.dsn, database)
-        for label, ms in run_round(dsn, files, args).items():
-            per_file.setdefault(label, []).append(ms)
-    admin = psycopg2.connect(args.dsn)
-    admin.autocommit = True
-    admin.cursor().execute(
-        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-    )
-    admin.close()
+        with server.database("kongtaskd") as dsn:  # fresh, migrated, dropped afterwards
+            for label, ms in run_round(dsn, files, args).items():
+                per_file.setdefault(label, []).append(ms)
     print(f"{args.workload}: jobs={args.jobs} size={args.size} tasks={args.tasks}")
     for label, values in per_file.items():
         runs = " ".join(f"{v:.3f}" for v in values)

@@ -308,9 +308,9 @@ def _backlog_md(s: dict[str, Any]) -> list[str]:
         "scheduled a day ahead, half ready jobs of a task no daemon here handles), "
         "VACUUM ANALYZE, `--once`; then latency (as in 2) on the same table. Layout "
         "`ahead`: the unhandled jobs come first in claim order (same priority, earlier "
-        "run_at), so every claim steps over them; `behind`: they have priority 1 and come "
-        "after the measured jobs (what remains is the table's size, and the scheduled half "
-        "that an idle daemon's claims still step over).",
+        "run_at), so a claim walking graphile-worker's index steps over them; `behind`: "
+        "they have priority 1 and come after the measured jobs (what remains is the "
+        "table's size).",
         "",
         "| system | layout | backlog | jobs/s | ms per job | latency p50 | p99 | max |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

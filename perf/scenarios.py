@@ -200,9 +200,9 @@ def backlog(plan: Plan) -> dict[str, Any]:
 
     Layouts: ``ahead`` (the issue's case): the unhandled jobs have the same priority and
     an earlier run_at, so in claim order (priority, run_at) they come before the measured
-    jobs and every claim must step over them. ``behind``: the unhandled jobs have
-    priority 1, so they come after; what is left is the cost of the table's size (and of
-    the scheduled half, which an idle daemon's claims still step over).
+    jobs and a claim that walks graphile-worker's jobs_main_index steps over them (since
+    kongtaskd migration 2, kongtaskd's claim does not). ``behind``: the unhandled jobs
+    have priority 1, so they come after; what is left is the cost of the table's size.
     """
     systems: list[System] = [plan.kongtaskd(), *plan.graphiles(["best"])]
     rows = []
