@@ -168,7 +168,7 @@ class Child:
             autocommit=True,
         )
         self.queries = Queries(
-            self.conn, self.settings.schema, names=("load_job", "load_jobs", "claim")
+            self.conn, self.settings.schema, names=("load_job", "load_jobs", "settle")
         )
 
     def ensure_connection(self) -> None:
@@ -373,7 +373,7 @@ class Child:
             self.restore_autocommit()  # we may still be inside the handler's transaction
             self.ensure_connection()
             assert self.queries is not None
-            self.queries.fetchall("claim", [], [], [], job_ids, self.settings.pool_id, [], None, 0)
+            self.queries.fetchall("settle", [], [], [], job_ids, self.settings.pool_id, [], None, 0)
             log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
             log.error("supervisor gone and jobs %s could not be returned: %s", job_ids, exc)
@@ -407,7 +407,7 @@ class Child:
             assert self.queries is not None
             failed_ids, errors = ([failed[0]], [failed[1]]) if failed else ([], [])
             self.queries.fetchall(
-                "claim",
+                "settle",
                 completed,
                 failed_ids,
                 errors,

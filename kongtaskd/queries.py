@@ -32,7 +32,7 @@ STATEMENTS: dict[str, Statement] = {
     s.name: s
     for s in (
         Statement(
-            "claim",
+            "settle",
             ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
         ),
         Statement("load_job", ("bigint", "text")),

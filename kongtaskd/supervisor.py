@@ -19,7 +19,7 @@ The loop, top to bottom (``Supervisor.run``)::
 Where outcomes are written: here, in batches, not in the children. A child reports an
 outcome over its pipe (no database round trip in the child after the job), and the
 supervisor writes everything it collected during one loop turn together with its next
-claim, in one statement (``sql/claim.sql``): one round trip and one commit per turn,
+claim, in one statement (``sql/settle.sql``): one round trip and one commit per turn,
 however many jobs finished. Under load a turn carries many outcomes; when idle it carries
 one and nothing waits (the write happens in the turn the outcome arrives). The cost is a
 window in which a completion exists only in the supervisor's memory: if the supervisor is
@@ -359,7 +359,7 @@ class Supervisor:
                 # (custom plans); the generic plan is as good and halves the round trip.
                 cur.execute("SET plan_cache_mode = force_generic_plan")
             names = (
-                "claim",
+                "settle",
                 "register_tasks",
                 "heartbeat",
                 "sweep",
@@ -1042,7 +1042,7 @@ class Supervisor:
     def settle(self) -> None:
         """One round trip: write every collected outcome and claim what the children need.
 
-        See ``sql/claim.sql``. Claims are sized to the idle children plus a small prefetch
+        See ``sql/settle.sql``. Claims are sized to the idle children plus a small prefetch
         (``prefetch_target``) so a child that finishes gets its next id without waiting for
         the database. Failed writes stay in ``self.outcomes`` and are retried next turn.
         """
@@ -1061,7 +1061,7 @@ class Supervisor:
         failed_ids = list(outcomes.failed)
         try:
             rows = self.queries.fetchall(
-                "claim",
+                "settle",
                 outcomes.completed,
                 failed_ids,
                 [outcomes.failed[i] for i in failed_ids],

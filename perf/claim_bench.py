@@ -1,7 +1,7 @@
 """The claim statement alone: milliseconds per statement, as the supervisor runs it.
 
-    python perf/claim_bench.py                        # kongtaskd/sql/claim.sql
-    python perf/claim_bench.py --sql old.sql --sql kongtaskd/sql/claim.sql --rounds 7
+    python perf/claim_bench.py                        # kongtaskd/sql/settle.sql
+    python perf/claim_bench.py --sql old.sql --sql kongtaskd/sql/settle.sql --rounds 7
 
 Two workloads (``--workload``):
 
@@ -30,7 +30,7 @@ from kongtaskd import queries
 
 CLAIM_TYPES = "(bigint[], bigint[], text[], bigint[], text, integer[], text[], int)"
 POOL = "pool-claim-bench"
-DEFAULT_SQL = Path(__file__).resolve().parent.parent / "kongtaskd" / "sql" / "claim.sql"
+DEFAULT_SQL = Path(__file__).resolve().parent.parent / "kongtaskd" / "sql" / "settle.sql"
 
 
 def run_round(dsn: str, files: list[Path], args: argparse.Namespace) -> dict[str, float]:

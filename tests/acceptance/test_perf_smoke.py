@@ -99,5 +99,5 @@ def test_claim_bench_runs(admin_dsn: str, workload: str) -> None:
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    (line,) = [line for line in done.stdout.splitlines() if "claim.sql" in line]
+    (line,) = [line for line in done.stdout.splitlines() if "settle.sql" in line]
     assert float(line.split("median ")[1].split(" ms")[0]) > 0, done.stdout

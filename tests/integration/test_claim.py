@@ -1,4 +1,4 @@
-"""The supervisor's claim statement (``kongtaskd/sql/claim.sql``), run as the supervisor runs it.
+"""The supervisor's claim statement (``kongtaskd/sql/settle.sql``), run as the supervisor runs it.
 
 Each test prepares the real statement on a real connection with a generic plan and checks
 what it takes against graphile-worker 0.18's rules, computed independently in Python from
@@ -102,7 +102,7 @@ class Claimer:
     def __init__(self, conn: psycopg2.extensions.connection, tasks: list[int]) -> None:
         self.conn = conn
         self.tasks = tasks
-        self.queries = Queries(conn, "graphile_worker", names=("claim",))
+        self.queries = Queries(conn, "graphile_worker", names=("settle",))
 
     def claim(
         self,
@@ -114,7 +114,7 @@ class Claimer:
     ) -> tuple[list[int], bool]:
         """Claimed ids in the order the statement returns them, and its 'more' signal."""
         rows = self.queries.fetchall(
-            "claim", completed or [], [], [], [], pool, self.tasks, forbidden, size
+            "settle", completed or [], [], [], [], pool, self.tasks, forbidden, size
         )
         claimed = [row[1] for row in rows if row[0] == "claimed"]
         more = any(row[0] == "more" for row in rows)
@@ -298,7 +298,7 @@ def test_claimed_rows_carry_what_the_supervisor_needs(conn) -> None:
     (noop,) = task_ids(conn, "noop")
     job = add(conn, "noop", priority=3, max_attempts=4)
     claimer = Claimer(conn, [noop])
-    rows = claimer.queries.fetchall("claim", [], [], [], [], POOL, [noop], None, 5)
+    rows = claimer.queries.fetchall("settle", [], [], [], [], POOL, [noop], None, 5)
     (row,) = [row for row in rows if row[0] == "claimed"]
     _kind, job_id, task_id, priority, run_at, attempts, max_attempts = row
     assert (job_id, task_id, priority, attempts, max_attempts) == (job, noop, 3, 1, 4)
