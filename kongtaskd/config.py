@@ -453,9 +453,11 @@ LOG_KEYS: tuple[Key, ...] = (
         "level",
         Str(choices=("debug", "info", "warning", "error")),
         "info",
-        "Lowest level written. Default info: start-up, shutdown, failures and one line per "
-        "failed job. debug adds a line per job and per claim, which at thousands of jobs a "
-        "second is a lot of journal; debug also makes CLI errors print their traceback.",
+        "Lowest level written. Default info: start-up, shutdown, children, failures, and two "
+        "lines per job (started; succeeded or failed, with its duration), which at thousands "
+        "of jobs a second is a lot of journal: warning keeps failures and problems only. "
+        "debug adds kongtaskd's and libraries' debug lines, and makes CLI errors print their "
+        "traceback.",
     ),
     Key(
         "format",
@@ -560,7 +562,7 @@ KEYS: tuple[Key, ...] = (
         [],
         "Jobs carrying any of these flags are not claimed by this daemon (graphile-worker's "
         "forbiddenFlags). Default empty. Useful to pause a class of jobs or to rate-limit "
-        "by flag; every listed flag adds a condition to the claim query.",
+        "by flag; the list is one array test in the claim, however many flags it holds.",
         env=False,
     ),
     Key(
