@@ -361,7 +361,10 @@ def test_the_codes_systemd_does_not_restart_on_are_the_documented_ones() -> None
     unit = (REPO / "systemd" / "kongtaskd.service").read_text()
     prevented = re.search(r"^RestartPreventExitStatus=(.*)$", unit, re.MULTILINE)
     assert prevented is not None
-    assert {int(code) for code in prevented.group(1).split()} == not_restarted
+    assert {int(code) for code in prevented.group(1).split()} == not_restarted, (
+        f"systemd/kongtaskd.service RestartPreventExitStatus={prevented.group(1)}, but "
+        f"docs/operations.md says {sorted(not_restarted)} are not restarted"
+    )
     assert f"RestartPreventExitStatus={prevented.group(1)}" in page
 
 
@@ -500,7 +503,7 @@ def test_documented_defaults_in_parentheses_are_the_real_ones() -> None:
     found = 0
     for page in PAGES:
         text = page.read_text()
-        for name, value in re.findall(r"`([a-z_]+)` \((\d+(?:\.\d+)?) ?s\)", text):
+        for name, value in re.findall(r"`([a-z_]+)`\s+\((\d+(?:\.\d+)?) ?s\)", text):
             if name in defaults:
                 found += 1
                 assert float(value) == float(defaults[name]), (
