@@ -634,3 +634,50 @@ def test_the_module_map_says_who_uses_what() -> None:
         named = {part.split("(")[0].strip() for part in cell.split(",")} & modules
         wrong = named - imported_by(module)
         assert not wrong, f"docs/architecture.md: {sorted(wrong)} do not import {module}.py"
+
+
+# -- internal timings the docs quote ----------------------------------------------------------
+
+#: Phrases that quote a tunable, and the tunable (kongtaskd/tunables.py) they quote.
+_QUOTED_TUNABLES: tuple[tuple[str, str], ...] = (
+    (r"(\d+(?:\.\d+)?) s kill grace", "CHILD_KILL_GRACE"),
+    (r"SIGKILL after (\d+(?:\.\d+)?) s", "CHILD_KILL_GRACE"),
+    (r"SIGKILL (\d+(?:\.\d+)?) s later", "CHILD_KILL_GRACE"),
+    (r"(\d+) children in a row die", "CHILD_RAPID_DEATH_LIMIT"),
+    (r"die within (\d+(?:\.\d+)?) s of their start", "CHILD_RAPID_DEATH_WINDOW"),
+    (r"died within (\d+(?:\.\d+)?) s of its start", "CHILD_RAPID_DEATH_WINDOW"),
+    (r"counted at most every (\d+(?:\.\d+)?) s", "METRICS_QUEUE_DEPTH_EVERY"),
+    (r"write them for (\d+(?:\.\d+)?) s, then logs", "FINAL_FLUSH_DEADLINE"),
+)
+
+
+def test_timings_the_docs_quote_are_the_tunables() -> None:
+    from kongtaskd import tunables
+
+    pages = [*PAGES, *(REPO / "systemd").iterdir(), REPO / "conf" / "kongtask.yaml"]
+    quoted: set[str] = set()
+    for page in pages:
+        text = " ".join(page.read_text().split())  # phrases may wrap
+        for pattern, name in _QUOTED_TUNABLES:
+            for value in re.findall(pattern, text):
+                quoted.add(name)
+                real = getattr(tunables, name)
+                assert float(value) == float(real), (
+                    f"{page.relative_to(REPO)}: /{pattern}/ quotes {value}, "
+                    f"tunables.{name} is {real}"
+                )
+    assert len(quoted) >= 5  # the phrases are still there to check
+
+
+def test_the_stop_timeout_the_docs_quote_is_the_units_and_outlasts_a_drain() -> None:
+    from kongtaskd import tunables
+
+    unit = (REPO / "systemd" / "kongtaskd.service").read_text()
+    match = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)
+    assert match is not None
+    stop = int(match.group(1))
+    shutdown = next(key.default for key in KEYS if key.name == "shutdown_timeout")
+    assert stop > shutdown + tunables.CHILD_KILL_GRACE
+    for page in PAGES:
+        for value in re.findall(r"TimeoutStopSec=(\d+)", page.read_text()):
+            assert int(value) == stop, f"{page.relative_to(REPO)}: TimeoutStopSec={value}"
