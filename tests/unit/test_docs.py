@@ -681,3 +681,32 @@ def test_the_stop_timeout_the_docs_quote_is_the_units_and_outlasts_a_drain() -> 
     for page in PAGES:
         for value in re.findall(r"TimeoutStopSec=(\d+)", page.read_text()):
             assert int(value) == stop, f"{page.relative_to(REPO)}: TimeoutStopSec={value}"
+
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+def test_the_signal_tables_cover_every_signal_the_supervisor_handles() -> None:
+    from kongtaskd.supervisor import HANDLED_SIGNALS
+
+    handled = {s.name for s in HANDLED_SIGNALS} - {"SIGCHLD"}  # SIGCHLD only wakes the loop
+    for page, heading in (
+        (REPO / "README.md", "## Signals"),
+        (DOCS / "operations.md", "## Signals"),
+    ):
+        table = page.read_text().split(heading, 1)[1].split("\n\n", 2)[1]
+        documented = set(re.findall(r"`(SIG[A-Z]+)`", table))
+        assert documented == handled, (
+            f"{page.relative_to(REPO)} signal table names {sorted(documented)}, the supervisor "
+            f"handles {sorted(handled)}"
+        )
+
+
+def test_the_signals_children_ignore_are_the_documented_ones() -> None:
+    source = (REPO / "kongtaskd" / "child.py").read_text()
+    ignored = set(re.findall(r"signal\.signal\(signal\.(SIG[A-Z]+), signal\.SIG_IGN\)", source))
+    page = (DOCS / "operations.md").read_text()
+    sentence = " ".join(page.split("Children ignore ", 1)[1].split("(", 1)[0].split())
+    assert set(re.findall(r"`(SIG[A-Z]+)`", sentence)) == ignored, (
+        f"docs/operations.md: 'Children ignore {sentence}', child.py ignores {sorted(ignored)}"
+    )
