@@ -28,6 +28,7 @@ import psycopg2
 import psycopg2.errors
 
 from kongtaskd import __version__, starter
+from kongtaskd.binds import check_binds
 from kongtaskd.config import Config, load_config
 from kongtaskd.dsn import connect, mask_secrets
 from kongtaskd.embedded import EmbeddedNotInstalled, EmbeddedServer, data_dir_of
@@ -214,6 +215,9 @@ def _ranges(numbers: list[int]) -> str:
 def _run(args: argparse.Namespace) -> int:
     config = _load(args)
     config.require_tasks()
+    # Before anything starts (an embedded server, the migration, the children): a port that
+    # cannot be bound is the user's to fix, exit 2, not a restart loop.
+    check_binds(config)
     # Imported here: the supervisor pulls in the child machinery, which the other verbs
     # never need, and an import problem there must not break `migrate` or `add`.
     from kongtaskd.supervisor import run
