@@ -22,6 +22,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg2
@@ -276,7 +277,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", metavar="TASK", help="task identifier, e.g. send_email")
-    parser.add_argument("--payload", metavar="JSON", help="the job's payload as JSON (default: {})")
+    parser.add_argument(
+        "--payload",
+        metavar="JSON",
+        help="the job's payload as JSON, @FILE to read it from FILE, or - to read it from "
+        "standard input, for payloads too large for a command line (default: {})",
+    )
     parser.add_argument(
         "--queue",
         metavar="Q",
@@ -329,15 +335,61 @@ _ADD_FLAGS = {
 }
 
 
+#: ``--payload -``: the payload is read from standard input.
+PAYLOAD_STDIN = "-"
+#: ``--payload @FILE``: the payload is read from FILE.
+PAYLOAD_FILE_PREFIX = "@"
+
+
 def _parse_payload(text: str | None) -> Any:
+    """The job's payload from ``--payload``: JSON itself, ``@FILE`` or ``-`` (stdin).
+
+    JSON cannot start with ``@`` or be a lone ``-``, so the two forms mean nothing else.
+    Files and stdin may carry a UTF-8 byte-order mark (some editors write one).
+    """
     if text is None:
         return None
+    if text == PAYLOAD_STDIN:
+        where = f"--payload {PAYLOAD_STDIN} (standard input)"
+        data = sys.stdin.buffer.read()
+        empty = "standard input is empty; expected JSON"
+    elif text.startswith(PAYLOAD_FILE_PREFIX):
+        where = f"--payload {text}"
+        data = _read_payload_file(text[len(PAYLOAD_FILE_PREFIX) :], where)
+        empty = "the file is empty; expected JSON"
+    else:
+        return _decode_json(text, "--payload")
+    if not data.strip():
+        raise ConfigError(f"{where}: {empty}")
+    try:
+        decoded = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {error.start})") from None
+    return _decode_json(decoded, where)
+
+
+def _read_payload_file(name: str, where: str) -> bytes:
+    if not name:
+        raise ConfigError(f"{where}: give a file name after @ (or - for standard input)")
+    try:
+        return Path(name).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not a file") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read it: {error.strerror}") from None
+
+
+def _decode_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(
-            f"--payload: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            f"{where}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid JSON: nested too deeply") from None
 
 
 def _parse_run_at(text: str | None) -> dt.datetime | None:
@@ -822,6 +874,8 @@ VERBS: tuple[Verb, ...] = (
         "add one job (prints its id)",
         'kongtaskd add send_email --payload \'{"to": "a@b.example"}\' '
         "--run-at 2026-11-23T09:00:00Z\n"
+        "  kongtaskd add import --payload @rows.json\n"
+        "  produce_json | kongtaskd add import --payload -\n"
         "  kongtaskd add report --queue reports --job-key daily-report --json",
         _add_arguments,
         _add,
