@@ -35,7 +35,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg2
 import psycopg2.errors
@@ -55,6 +55,7 @@ __all__ = [
     "ListedJob",
     "QueueCounts",
     "Status",
+    "Written",
     "cleanup",
     "fail_jobs",
     "format_cleanup",
@@ -66,6 +67,7 @@ __all__ = [
     "retry_jobs",
     "status",
     "to_json",
+    "write_jobs_json",
 ]
 
 #: ``jobs list`` filters: --failed, --locked, --scheduled.
@@ -240,6 +242,59 @@ class JobListing:
     filtered: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What :func:`write_jobs_json` wrote: ``shown`` jobs of ``total`` matching."""
+
+    shown: int
+    total: int
+
+    @property
+    def capped(self) -> bool:
+        return self.total > self.shown
+
+
+def _list_params(
+    task: str | None, queue: str | None, only: str | None, limit: int | None, with_payload: bool
+) -> dict[str, Any]:
+    if only is not None and only not in LIST_FILTERS:
+        raise ValueError(f"only must be one of {', '.join(LIST_FILTERS)} or None, got {only!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 or None, got {limit}")
+    return {
+        "task": task,
+        "queue": queue,
+        "only": only,
+        # One more than asked for: whether it arrives tells whether the limit cut the list.
+        "limit": None if limit is None else limit + 1,
+        "with_payload": with_payload,
+    }
+
+
+def _matching(
+    cur: Cursor, schema: str, params: Mapping[str, Any], batch: int
+) -> Iterator[ListedJob]:
+    """The jobs of ``admin_list_jobs.sql``, fetched ``batch`` rows at a time from a
+    server-side cursor in ``cur``'s transaction: memory holds one batch, not the list."""
+    with cur.connection.cursor(name="kongtaskd_jobs_list") as rows:
+        rows.itersize = batch
+        _execute(rows, "admin_list_jobs", schema, params)
+        names: list[str] | None = None
+        for row in rows:
+            if names is None:
+                names = [column.name for column in rows.description or ()]
+            job = dict(zip(names, row, strict=True))
+            flags = job["flags"]
+            job["flags"] = sorted(flags) if isinstance(flags, dict) else flags
+            yield ListedJob(**job)
+
+
+def _total(cur: Cursor, schema: str, params: Mapping[str, Any]) -> int:
+    _execute(cur, "admin_count_jobs", schema, params)
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def list_jobs(
     conn: Connection,
     schema: str,
@@ -250,31 +305,55 @@ def list_jobs(
     limit: int | None = 100,
     with_payload: bool = False,
 ) -> JobListing:
-    """Jobs oldest first (by id); ``only`` is one of :data:`LIST_FILTERS`; ``limit`` None: all."""
-    if only is not None and only not in LIST_FILTERS:
-        raise ValueError(f"only must be one of {', '.join(LIST_FILTERS)} or None, got {only!r}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1 or None, got {limit}")
-    params = {
-        "task": task,
-        "queue": queue,
-        "only": only,
-        "limit": limit,
-        "with_payload": with_payload,
-    }
+    """Jobs oldest first (by id); ``only`` is one of :data:`LIST_FILTERS`; ``limit`` None: all.
+
+    The list is built in memory (for the table); :func:`write_jobs_json` streams instead.
+    """
+    params = _list_params(task, queue, only, limit, with_payload)
     with _transaction(conn, schema, read_only=True) as cur:
-        _execute(cur, "admin_list_jobs", schema, params)
-        names = [column.name for column in cur.description or ()]
-        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    # The window count is on every row; with no row, nothing matched.
-    total = int(rows[0]["total"]) if rows else 0
-    jobs = []
-    for row in rows:
-        del row["total"]
-        flags = row["flags"]
-        row["flags"] = sorted(flags) if isinstance(flags, dict) else flags
-        jobs.append(ListedJob(**row))
+        jobs = list(_matching(cur, schema, params, tunables.JOBS_LIST_BATCH))
+        total = len(jobs)
+        if limit is not None and total > limit:
+            del jobs[limit:]
+            total = _total(cur, schema, params)
     return JobListing(jobs, total, filtered=any(v is not None for v in (task, queue, only)))
+
+
+def write_jobs_json(
+    conn: Connection,
+    schema: str,
+    out: TextIO,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    only: str | None = None,
+    limit: int | None = None,
+    batch: int = tunables.JOBS_LIST_BATCH,
+) -> Written:
+    """Write the matching jobs (payload included) to ``out`` as one JSON array, job by job
+    as they arrive: the same text as ``to_json(list_jobs(...).jobs)``, in constant memory.
+
+    ``limit`` None: every match. The result says how many were written of how many match,
+    so the caller can say when the limit cut the list.
+    """
+    params = _list_params(task, queue, only, limit, with_payload=True)
+    shown = 0
+    capped = False
+    with _transaction(conn, schema, read_only=True) as cur:
+        for job in _matching(cur, schema, params, batch):
+            if limit is not None and shown == limit:
+                capped = True
+                break
+            text = json.dumps(_jsonable(job), indent=2, ensure_ascii=False)
+            out.write(("[\n" if shown == 0 else ",\n") + _indent(text))
+            shown += 1
+        out.write("\n]\n" if shown else "[]\n")
+        total = _total(cur, schema, params) if capped else shown
+    return Written(shown, total)
+
+
+def _indent(text: str, by: str = "  ") -> str:
+    return "\n".join(by + line for line in text.split("\n"))
 
 
 def format_jobs(listing: JobListing) -> str:

@@ -467,6 +467,8 @@ def _flag_error(error: InvalidJobArgument | InvalidJobArgumentType) -> ConfigErr
 
 #: Job ids are bigint identities.
 _MAX_JOB_ID = 2**63 - 1
+#: Rows of the `jobs list` table without --limit (a screenful or a few; --json has no cap).
+TABLE_LIMIT = 100
 
 
 def _job_id(text: str) -> int:
@@ -545,15 +547,16 @@ def _jobs_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
         type=_limit,
-        default=100,
+        default=None,
         metavar="N",
-        help="show at most N jobs; 0 shows all (default: 100)",
+        help="show at most N jobs, the oldest; 0 shows all; a cut list says so (the table "
+        "in a last line, --json on stderr) (default: 100 for the table, all for --json)",
     )
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON array of jobs, payload included, timestamps ISO 8601 UTC "
-        "(default: a table)",
+        help="print a JSON array of jobs, payload included, timestamps ISO 8601 UTC, "
+        "written as the rows arrive, so any number of jobs fits (default: a table)",
     )
 
 
@@ -673,17 +676,7 @@ def _jobs(args: argparse.Namespace) -> int:
     conn = _connect(config, f"kongtaskd jobs {action}")
     try:
         if action == "list":
-            listing = admin.list_jobs(
-                conn,
-                config.schema,
-                task=args.task,
-                queue=args.queue,
-                only=args.only,
-                limit=args.limit or None,
-                with_payload=args.json,
-            )
-            print(admin.to_json(listing.jobs) if args.json else admin.format_jobs(listing))
-            return ExitCode.OK
+            return _jobs_list(conn, config, args)
         stale_after = config.stale_after
         if action == "retry":
             result = admin.retry_jobs(conn, config.schema, args.ids, stale_after=stale_after)
@@ -710,6 +703,40 @@ def _jobs(args: argparse.Namespace) -> int:
     problems = result.problems()
     if problems:
         raise KongtaskError(problems, exit_code=ExitCode.FAILURE)
+    return ExitCode.OK
+
+
+def _jobs_list(
+    conn: psycopg2.extensions.connection, config: Config, args: argparse.Namespace
+) -> int:
+    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+
+    if not args.json:
+        limit = TABLE_LIMIT if args.limit is None else args.limit or None
+        listing = admin.list_jobs(
+            conn, config.schema, task=args.task, queue=args.queue, only=args.only, limit=limit
+        )
+        print(admin.format_jobs(listing))
+        return ExitCode.OK
+    # --json is for scripts: no default cap (a silent one made scripts act on part of the
+    # queue), rows streamed so memory does not grow with the list.
+    written = admin.write_jobs_json(
+        conn,
+        config.schema,
+        sys.stdout,
+        task=args.task,
+        queue=args.queue,
+        only=args.only,
+        limit=args.limit or None,
+    )
+    sys.stdout.flush()
+    if written.capped:
+        print(
+            f"{PROG}: jobs list --limit {args.limit}: listed {written.shown} of "
+            f"{written.total} matching jobs (without --limit, --json lists all)",
+            file=sys.stderr,
+            flush=True,
+        )
     return ExitCode.OK
 
 

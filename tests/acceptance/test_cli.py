@@ -333,7 +333,11 @@ def test_add_payload_from_a_file_accepts_what_the_flag_accepts(
     [
         (None, None, "--payload @{file}: no such file"),
         ("dir", None, "--payload @{file}: is a directory, not a file"),
-        (b'{\n  "a": 1,\n  "b": \n}', None, "--payload @{file}: invalid JSON at line 4 column 1: Expecting value"),
+        (
+            b'{\n  "a": 1,\n  "b": \n}',
+            None,
+            "--payload @{file}: invalid JSON at line 4 column 1: Expecting value",
+        ),
         (b"\xff\xfe{}", None, "--payload @{file}: not UTF-8 text (byte 0"),
         (b"", None, "--payload @{file}: the file is empty; expected JSON"),
         (None, '{"a":\n [1,}', "--payload - (standard input): invalid JSON at line 2 column 5: "),
