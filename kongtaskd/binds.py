@@ -11,7 +11,8 @@ The check binds exactly as the server will (``socket.create_server((host, port))
 closes the socket: a listening socket with no connection leaves no TIME_WAIT behind, so the
 server can bind it again at once. What remains is the window until the server binds (the
 migration runs in between), in which another process could take the port; the server's own
-bind then still fails, as before.
+bind then still fails, as before. :func:`listen` closes that window once the server binds
+through it before migrating (then its error is this module's one line too).
 """
 
 from __future__ import annotations
@@ -46,8 +47,16 @@ def check_bind(host: str, port: int, key: str, where: Callable[[str], str]) -> N
     ``key`` is the configuration section (``metrics``, later ``web``) whose ``host`` and
     ``port`` these are; ``where(path)`` says where a key path was set (``Config.where``).
     """
+    listen(host, port, key, where).close()
+
+
+def listen(host: str, port: int, key: str, where: Callable[[str], str]) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or ConfigError naming ``key`` and its line.
+
+    What a server should bind with, so its errors read like :func:`check_bind`'s.
+    """
     try:
-        _listen(host, port).close()
+        return _listen(host, port)
     except socket.gaierror as error:
         path = f"{key}.host"
         if error.errno in _WRONG_FAMILY:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kongtaskd.binds import check_bind
+from kongtaskd.binds import check_bind, listen
 from kongtaskd.errors import ConfigError, ExitCode
 from tests.acceptance.test_cli import assert_one_line_error, kongtaskd
 from tests.support.daemon import query, write_config
@@ -89,3 +89,12 @@ def test_check_names_the_section_it_is_given(held_port: int) -> None:
     with pytest.raises(ConfigError) as raised:
         check_bind("127.0.0.1", held_port, "web", {"web.port": "kt.yaml:3"}.__getitem__)
     assert raised.value.message == f"kt.yaml:3: web.port {held_port}: address already in use"
+
+
+def test_listen_hands_back_a_listening_socket() -> None:
+    with listen("127.0.0.1", 0, "metrics", lambda path: "here") as sock:
+        port = int(sock.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        with pytest.raises(ConfigError, match=rf"^here: metrics.port {port}: address already"):
+            listen("127.0.0.1", port, "metrics", lambda path: "here")
