@@ -6,7 +6,8 @@ arguments, a function running it). A new verb (``jobs``, ``status``, ``cleanup``
 
 Errors reach the user as one line on stderr, ``kongtaskd: <what and where>``, with the
 exit code of :class:`~kongtaskd.errors.ExitCode` (0 ok, 1 runtime failure, 2 usage or
-configuration, 57 schema newer than this kongtaskd; 130 after Ctrl-C). Tracebacks are
+configuration, 57 schema newer than this kongtaskd; 130 after Ctrl-C; 141 when the reader of
+stdout went away). Tracebacks are
 printed only with ``--debug`` or log level debug, and every message goes through
 :func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
 """
@@ -49,10 +50,19 @@ from kongtaskd.logs import LEVELS, setup_logging
 PROG = "kongtaskd"
 #: Exit code after Ctrl-C, as shells report a process killed by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
+#: Exit code when the reader of stdout went away (``jobs list --json | head``), as shells
+#: report a process killed by SIGPIPE (128 + 13); nothing is printed about it.
+EXIT_BROKEN_PIPE = 141
 
 
 class UsageError(Exception):
     """A command-line mistake found by argparse; exit code 2."""
+
+
+class StdoutClosed(Exception):
+    """The reader of a listing's stdout went away (``| head``): stop quietly, exit 141.
+
+    Only raised where stdout is written, so a broken pipe elsewhere stays an error."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -709,6 +719,15 @@ def _jobs(args: argparse.Namespace) -> int:
 def _jobs_list(
     conn: psycopg2.extensions.connection, config: Config, args: argparse.Namespace
 ) -> int:
+    try:
+        return _write_jobs_list(conn, config, args)
+    except BrokenPipeError:
+        raise StdoutClosed() from None
+
+
+def _write_jobs_list(
+    conn: psycopg2.extensions.connection, config: Config, args: argparse.Namespace
+) -> int:
     from kongtaskd import admin  # imported here, not at the top: `run` starts faster
 
     if not args.json:
@@ -948,7 +967,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  kongtaskd -c kongtask.yaml\n  kongtaskd migrate -c kongtask.yaml\n"
         '  kongtaskd add send_email --payload \'{"to": "a@b.example"}\'\n\n'
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, "
-        "57 database schema newer than this kongtaskd, 130 interrupted\n"
+        "57 database schema newer than this kongtaskd, 130 interrupted, "
+        "141 stdout closed by its reader\n"
         "run 'kongtaskd VERB --help' for a verb's options",
         formatter_class=_FORMATTER,
     )
@@ -1027,6 +1047,10 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except StdoutClosed:
+        # Python would complain again when it flushes stdout at exit: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:
         if _wants_tracebacks(args):
             _print_traceback()

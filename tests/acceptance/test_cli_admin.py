@@ -218,6 +218,23 @@ def test_jobs_list_json_streams_while_it_fetches(clean: str) -> None:
         kill_process_group_if_running(proc)
     assert len(json.loads(b"[\n" + rest)) == count
 
+    # A reader that stops early (`| head`) ends it quietly with the SIGPIPE code.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kongtaskd", "jobs", "list", "--connection", clean, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"[\n"
+        proc.stdout.close()
+        assert proc.wait(60) == 141
+        assert proc.stderr.read() == b""
+    finally:
+        kill_process_group_if_running(proc)
+
 
 def kill_process_group_if_running(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
