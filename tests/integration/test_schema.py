@@ -4,6 +4,7 @@ too-old/too-new rules, hostile schema names, concurrency and permissions."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ from kongtaskd.schema import (
     MigrationReport,
     migrate,
 )
+from tests.acceptance.test_cli import kongtaskd as kongtaskd_cli
 from tests.fixtures.handlers import RUNS_TABLE
 from tests.support import wait_for
 from tests.support.catalog import KONGTASKD_MIGRATIONS, assert_same_catalog, snapshot
@@ -406,6 +408,9 @@ def test_enqueue_api_and_every_admin_verb_work_under_any_schema_name(
     listing = admin.list_jobs(conn, schema, with_payload=True)
     assert [job.id for job in listing.jobs] == [first.id, batch[0].id, by_dsn.id]
     assert listing.jobs[0].payload == {"to": "x"}
+    streamed = io.StringIO()
+    assert admin.write_jobs_json(conn, schema, streamed, limit=2) == admin.Written(2, 3)
+    assert [job["id"] for job in json.loads(streamed.getvalue())] == [first.id, batch[0].id]
     assert [j.id for j in admin.list_jobs(conn, schema, queue="q", only="scheduled").jobs] == []
     when = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
     assert admin.reschedule_jobs(conn, schema, [first.id], run_at=when).changed == [first.id]
@@ -419,6 +424,30 @@ def test_enqueue_api_and_every_admin_verb_work_under_any_schema_name(
     assert cleaned.permafailed_jobs == 1
     assert cleaned.task_identifiers == ["report"] and cleaned.queues == ["q2"]
     assert [job.id for job in admin.list_jobs(conn, schema).jobs] == [first.id]
+
+
+@pytest.mark.parametrize("schema", ["it's $1, 100% ünïcødé", "percent %s %(id)s %%"])
+def test_command_line_verbs_under_a_hostile_schema_name(fresh_dsn: str, schema: str) -> None:
+    """The verbs as users run them, --schema NAME: migrate, add, jobs ..., status, cleanup."""
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        result = kongtaskd_cli(*args, "--connection", fresh_dsn, "--schema", schema, stdin=stdin)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    run("migrate", "--silent")
+    first = int(run("add", "mail", "--payload", "-", "--queue", "q", stdin='{"a": 1}'))
+    second = int(run("add", "report"))
+    assert [job["id"] for job in json.loads(run("jobs", "list", "--json"))] == [first, second]
+    assert str(first) in run("jobs", "list", "--queue", "q")
+    assert run("jobs", "reschedule", str(first), "--priority", "-1").startswith("rescheduled")
+    assert run("jobs", "retry", str(first)).startswith("retried")
+    assert run("jobs", "fail", str(second)).startswith("failed")
+    assert json.loads(run("status", "--json"))["totals"]["failed"] == 1
+    assert run("status").startswith(f"schema {schema} at ")
+    assert "1 permanently failed job" in run("cleanup", "--permafailed")
+    assert run("jobs", "remove", str(first)).startswith("removed")
+    assert json.loads(run("jobs", "list", "--json")) == []
 
 
 @pytest.mark.parametrize("schema", HOSTILE_NAMES)
