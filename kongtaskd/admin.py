@@ -20,6 +20,9 @@ Decisions worth knowing (the ``--help`` texts say the same):
 * ``jobs list --failed`` lists every job whose last attempt failed (``last_error`` set):
   retrying ones and permanently failed ones alike. ``--json`` includes the payload, which
   graphile-worker's public ``jobs`` view leaves out.
+* ``jobs list --json`` has no default cap (scripts act on what they get, so a silent cap
+  made them act on part of the queue) and streams: rows come from a server-side cursor a
+  batch at a time and are written as they arrive. The table keeps a default of 100 rows.
 * ``cleanup`` without flags runs graphile-worker's library default, GC_TASK_IDENTIFIERS and
   GC_JOB_QUEUES; deleting permanently failed jobs destroys their record and must be asked
   for (``--permafailed``). Task identifiers of the configuration are always kept.
@@ -34,7 +37,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any, TextIO
 
 import psycopg2
@@ -340,13 +343,15 @@ def write_jobs_json(
     shown = 0
     capped = False
     with _transaction(conn, schema, read_only=True) as cur:
-        for job in _matching(cur, schema, params, batch):
-            if limit is not None and shown == limit:
-                capped = True
-                break
-            text = json.dumps(_jsonable(job), indent=2, ensure_ascii=False)
-            out.write(("[\n" if shown == 0 else ",\n") + _indent(text))
-            shown += 1
+        # closing(): a cut list closes its server-side cursor now, inside the transaction.
+        with closing(_matching(cur, schema, params, batch)) as jobs:
+            for job in jobs:
+                if limit is not None and shown == limit:
+                    capped = True
+                    break
+                text = json.dumps(_jsonable(job), indent=2, ensure_ascii=False)
+                out.write(("[\n" if shown == 0 else ",\n") + _indent(text))
+                shown += 1
         out.write("\n]\n" if shown else "[]\n")
         total = _total(cur, schema, params) if capped else shown
     return Written(shown, total)

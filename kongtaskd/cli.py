@@ -7,9 +7,8 @@ arguments, a function running it). A new verb (``jobs``, ``status``, ``cleanup``
 Errors reach the user as one line on stderr, ``kongtaskd: <what and where>``, with the
 exit code of :class:`~kongtaskd.errors.ExitCode` (0 ok, 1 runtime failure, 2 usage or
 configuration, 57 schema newer than this kongtaskd; 130 after Ctrl-C; 141 when the reader of
-stdout went away). Tracebacks are
-printed only with ``--debug`` or log level debug, and every message goes through
-:func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
+stdout went away). Tracebacks are printed only with ``--debug`` or log level debug, and
+every message goes through :func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
 """
 
 from __future__ import annotations
