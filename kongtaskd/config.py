@@ -101,6 +101,18 @@ class Origin:
             path = path[:cut] if cut > 0 else ""
         return None
 
+    def where(self, path: str) -> str:
+        """Where ``path`` was set, as messages start: ``kongtask.yaml:12``, the variable or
+        the flag."""
+        if self.kind == "file":
+            line = self.line_of(path)
+            return f"{self.label}:{line}" if line else self.label
+        if self.kind == "env":
+            return f"environment variable {self.label}"
+        if self.kind == "flag":
+            return self.label
+        return "configuration"
+
     def error(self, path: str, problem: str, *, problem_names_key: bool = False) -> ConfigError:
         """A one-line ConfigError naming this origin, the line and the key path."""
         what = problem if problem_names_key or not path else f"{path}: {problem}"
@@ -718,6 +730,9 @@ class Config:
     #: Where ``connection`` came from, for messages: "--connection", "DATABASE_URL" or
     #: the config file; None when libpq's defaults apply.
     connection_origin: str | None = None
+    #: Key path -> where it was set (``kongtask.yaml:12``, ``environment variable X``,
+    #: ``--flag``), for keys not left at their default; read it with :meth:`where`.
+    locations: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
         # A Config may well be logged at debug level; its connection string must not
@@ -748,6 +763,16 @@ class Config:
             return spec.timeout
         return self.job_timeout
 
+    def where(self, path: str) -> str:
+        """Where key ``path`` (``metrics.port``) was set, for an error found after loading:
+        its own line, else its section's (``metrics: {}`` sets the default port), else the
+        file (or "configuration" without one)."""
+        while path:
+            if path in self.locations:
+                return self.locations[path]
+            path = path.rpartition(".")[0]
+        return self.source or "configuration"
+
     def require_tasks(self) -> None:
         """Raise ConfigError unless there is something to run (the daemon calls this)."""
         if not self.tasks and not self.task_modules:
@@ -758,7 +783,7 @@ class Config:
             )
 
 
-_EXTRA_FIELDS = ("source", "base_dir", "connection_origin")
+_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "locations")
 _field_names = [f.name for f in dataclasses.fields(Config) if f.name not in _EXTRA_FIELDS]
 if _field_names != [key.name for key in KEYS]:  # pragma: no cover - a developer's mistake
     raise AssertionError(f"Config fields {_field_names} do not match KEYS")
@@ -982,6 +1007,7 @@ def load_config(
         source=source,
         base_dir=base_dir,
         connection_origin=connection_origin.label if values["connection"] else None,
+        locations={path: origin.where(path) for path, (_, origin) in merged.items()},
     )
 
 
