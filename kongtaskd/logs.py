@@ -1,5 +1,9 @@
 """Logging: text or JSON lines on stderr, job context on every record, no passwords ever.
 
+Every record is scrubbed of every secret :mod:`kongtaskd.redact` holds (the connection's
+passwords, registered by config loading and by each connect), in message, traceback and
+``extra=`` fields alike, in both formats.
+
 The daemon runs under systemd, so logs go to stderr and journald stores them; the text
 format still starts with an ISO-8601 UTC timestamp because people also run kongtaskd in a
 terminal, and journald's own timestamp is the time of receipt, not of the event.
@@ -67,7 +71,7 @@ class JobContextFilter(logging.Filter):
 
 
 class SecretMaskingFilter(logging.Filter):
-    """Masks DSN passwords in the rendered message of every record.
+    """Masks secrets (registered ones, DSN passwords) in the rendered message of every record.
 
     The message is rendered once here and the arguments dropped, so later handlers and
     formatters see only the masked text.
@@ -131,10 +135,26 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and key not in entry:
                 entry[key] = value
-        # default=str: an extra value that JSON cannot hold is still logged, as text.
-        return mask_secrets(
-            json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
+        # quote of the JSON syntax next to a secret. default: an extra value that JSON
+        # cannot hold is still logged, as (scrubbed) text.
+        return json.dumps(
+            _scrubbed(entry),
+            default=lambda value: mask_secrets(str(value)),
+            ensure_ascii=False,
+            separators=(",", ":"),
         )
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with every string in it (keys too) passed through :func:`mask_secrets`."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {_scrubbed(k) if isinstance(k, str) else k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(item) for item in value]
+    return value
 
 
 class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -83,3 +83,9 @@ BATCH_MAX_AVERAGE_JOB_SECONDS = 0.002
 BATCH_TARGET_SECONDS = 0.02
 #: ...and never more than this many.
 BATCH_MAX_JOBS = 32
+
+#: Secrets (passwords, tokens) are scrubbed from every message, log line and process title
+#: as runs of this many characters or more: libpq quotes arbitrary fragments of a mangled
+#: connection string, so any such fragment of a password must go. Shorter runs stay (a
+#: password's "ab" also occurs in half the words of a log); four is issue #12's bar.
+SECRET_WINDOW = 4
