@@ -40,7 +40,7 @@ _job: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
-) | {"message", "asctime", "job_id", "task", "taskName"}
+) | {"message", "asctime", "job_id", "task", "taskName", "_masked"}
 
 
 @contextlib.contextmanager
@@ -84,7 +84,14 @@ class SecretMaskingFilter(logging.Filter):
             return True
         record.msg = mask_secrets(message)
         record.args = None
+        record._masked = True  # the formatters need not scrub the message a second time
         return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, scrubbed (once: the filter may have done it already)."""
+    message = record.getMessage()
+    return message if getattr(record, "_masked", False) else mask_secrets(message)
 
 
 def _timestamp(created: float) -> str:
@@ -103,12 +110,13 @@ class TextFormatter(logging.Formatter):
         where = record.name
         if job_id is not None:
             where += f" [job {job_id} {getattr(record, 'task', None) or '?'}]"
-        line = f"{_timestamp(record.created)} {record.levelname} {where}: {record.getMessage()}"
+        head = mask_secrets(f"{_timestamp(record.created)} {record.levelname} {where}")
+        line = f"{head}: {_message(record)}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
-        return mask_secrets(line)
+            line += "\n" + mask_secrets(self.formatStack(record.stack_info))
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -123,7 +131,7 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": None,  # filled in below, scrubbed once
             "job_id": getattr(record, "job_id", None),
             "task": getattr(record, "task", None),
             "pid": record.process,
@@ -138,8 +146,10 @@ class JsonFormatter(logging.Formatter):
         # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
         # quote of the JSON syntax next to a secret. default: an extra value that JSON
         # cannot hold is still logged, as (scrubbed) text.
+        scrubbed = _scrubbed(entry)
+        scrubbed["msg"] = _message(record)
         return json.dumps(
-            _scrubbed(entry),
+            scrubbed,
             default=lambda value: mask_secrets(str(value)),
             ensure_ascii=False,
             separators=(",", ":"),

@@ -94,12 +94,16 @@ def scrub(text: str, extra: Iterable[str] = ()) -> str:
         return text
     windows = _windows | _windows_of(extras) if extras else _windows
     size = tunables.SECRET_WINDOW
-    hidden = bytearray(len(text))
-    if windows:
-        for start in range(len(text) - size + 1):
-            if text[start : start + size] in windows:
+    # One C-level substring test per window, not a Python step per character: a log line
+    # is scrubbed in about a microsecond per window of a typical password.
+    hits = [window for window in windows if window in text]
+    if hits:
+        hidden = bytearray(len(text))
+        for window in hits:
+            start = text.find(window)
+            while start >= 0:
                 hidden[start : start + size] = b"\1" * size
-    if any(hidden):
+                start = text.find(window, start + 1)
         parts: list[str] = []
         at = 0
         for match in re.finditer(b"\1+", bytes(hidden)):
