@@ -470,7 +470,7 @@ def format_error(exc: BaseException, headline: str | None = None) -> str:
     """The ``last_error`` text: ``Type: message`` then the traceback, bounded in size."""
     # Scrubbed: last_error is shown by `kongtaskd jobs` and graphile-worker's tools alike.
     head = redact.scrub(headline or f"{type(exc).__name__}: {exc}")
-    text = redact.scrub(head + "\n\n" + "".join(traceback.format_exception(exc)).rstrip())
+    text = head + "\n\n" + redact.scrub("".join(traceback.format_exception(exc)).rstrip())
     limit = tunables.ERROR_TEXT_MAX_CHARS
     if len(text) <= limit:
         return text

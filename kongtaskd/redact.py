@@ -71,11 +71,6 @@ def register_secret(*values: str | None) -> None:
     scrub_process_title()
 
 
-def registered() -> frozenset[str]:
-    """Every registered spelling of every secret (for tests and diagnostics)."""
-    return _secrets
-
-
 def forget_secrets() -> None:
     """Empty the registry (tests that check what registering does)."""
     global _secrets, _windows
