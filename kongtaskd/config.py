@@ -27,13 +27,14 @@ import difflib
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kongtaskd.dsn import mask_dsn, resolve_dsn
+from kongtaskd import redact
+from kongtaskd.dsn import mask_dsn, resolve_dsn, secrets_in
 from kongtaskd.embedded import EMBEDDED, is_embedded
 from kongtaskd.errors import ConfigError
 
@@ -458,6 +459,9 @@ class Key:
     doc: str
     #: Settable as ``KONGTASK_<NAME>`` (sections: ``KONGTASK_<SECTION>_<NAME>``).
     env: bool = True
+    #: The secrets a value holds (value, environment) -> passwords/tokens; load_config
+    #: registers them with :mod:`kongtaskd.redact`, so no message or log line shows them.
+    secret: Callable[[Any, Mapping[str, str]], Iterable[str]] | None = None
 
 
 LOG_KEYS: tuple[Key, ...] = (
@@ -514,6 +518,7 @@ KEYS: tuple[Key, ...] = (
         "not running, stopped on exit by whoever started it; good for trying kongtaskd and "
         "for development, not for production. Never logged with its password.",
         env=False,  # DATABASE_URL is the environment's way, as for graphile-worker
+        secret=secrets_in,
     ),
     Key(
         "schema",
@@ -985,6 +990,10 @@ def load_config(
             values[key.name] = resolved or None
         else:
             values[key.name] = value(key.name)
+
+    for key in KEYS:
+        if key.secret is not None:
+            redact.register_secret(*key.secret(values[key.name], environ))
 
     if values["crontab"] is not None and values["crontab_file"] is not None:
         later = max(("crontab", "crontab_file"), key=lambda k: _rank(origin_of(k)))

@@ -88,3 +88,9 @@ BATCH_MAX_JOBS = 32
 #: memory stays at one batch however long the list, and at a few hundred bytes a row one
 #: round trip per ~200 KB of output costs next to nothing.
 JOBS_LIST_BATCH = 500
+
+#: Secrets (passwords, tokens) are scrubbed from every message, log line and process title
+#: as runs of this many characters or more: libpq quotes arbitrary fragments of a mangled
+#: connection string, so any such fragment of a password must go. Shorter runs stay (a
+#: password's "ab" also occurs in half the words of a log); four is issue #12's bar.
+SECRET_WINDOW = 4
