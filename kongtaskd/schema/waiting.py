@@ -28,7 +28,7 @@ import random
 import select
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import psycopg2
@@ -236,7 +236,7 @@ class Waiter:
     def interrupted(self, doing: str) -> MigrationInterrupted:
         return MigrationInterrupted(
             f"stopped by {self.stop_reason} while {doing} in {self.where}; the step in"
-            " progress was rolled back (run `kongtaskd migrate` again to finish)"
+            " progress was cancelled and rolled back, nothing is half-applied"
         )
 
     # -- psycopg2's wait callback --------------------------------------------------------------
@@ -366,7 +366,7 @@ def stop_on_signals() -> Iterator[StopCheck]:
             signal.signal(signum, handler)
 
 
-def stop_check(pending: Callable[[], Iterator[int]]) -> StopCheck:
+def stop_check(pending: Callable[[], Iterable[int]]) -> StopCheck:
     """A check for the daemon: the first stop signal among those its handlers recorded."""
 
     def check() -> str | None:
