@@ -27,6 +27,7 @@ import logging
 import random
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -135,6 +136,9 @@ class Waiter:
         self.last_wait: LockWait | None = None
         self.retry_delay = tunables.MIGRATION_LOCK_RETRY_FIRST
         self.saved_callback: Any = None
+        #: The callback is process-wide: other threads' connections wait through it too,
+        #: and only this thread's (the migration's and its observer's) look at the stop flag.
+        self.thread = threading.get_ident()
 
     def __enter__(self) -> Waiter:
         self.saved_callback = psycopg2.extensions.get_wait_callback()
@@ -277,8 +281,12 @@ class Waiter:
                 self._look_at_lock(started, now)
 
     def _wait_plainly(self, conn: Connection) -> None:
-        """The observer's (or any other connection's) wait: gives up on a stop."""
+        """The observer's (or another thread's connection's) wait; the observer gives up on
+        a stop."""
+        mine = threading.get_ident() == self.thread
         while not _poll_once(conn):
+            if not mine:
+                continue
             if self.stop_reason is None and self.should_stop is not None:
                 self.stop_reason = self.should_stop()
             if self.stop_reason is not None:
@@ -325,12 +333,14 @@ class Waiter:
             else f"for up to migration_lock_timeout {self.lock_timeout:g}s"
         )
         self.log.warning(
-            "%s in %s has waited %.0fs for %s; retrying %s (the application is not held up)",
+            "%s in %s has waited %.0fs for %s; retrying %s (each try queues for at most %gs,"
+            " so the application's statements are not held up behind it for long)",
             self.doing,
             self.where,
             waited,
             self.last_wait.describe(),
             limit,
+            tunables.MIGRATION_LOCK_TRY,
         )
 
 
