@@ -94,8 +94,11 @@ MIGRATION_LOCK_TRY = 1.0
 MIGRATION_LOCK_RETRY_FIRST = 0.25
 MIGRATION_LOCK_RETRY_MAX = 2.0
 #: A migration statement running this long is checked for a lock wait (pg_blocking_pids on
-#: a second connection, opened only then): cheap, and early enough for short timeouts.
+#: a second connection, opened only then): cheap, and early enough for short timeouts...
 MIGRATION_LOCK_PROBE_AFTER = 0.2
+#: ...and again this often while it still runs, so the holder is logged soon after
+#: MIGRATION_LOCK_REPORT_AFTER, not only at the next try.
+MIGRATION_LOCK_PROBE_EVERY = 0.5
 #: Once a migration has waited this long for a lock, the holder (pid, application_name,
 #: state, query start) is logged, and again every MIGRATION_LOCK_REPORT_EVERY seconds.
 MIGRATION_LOCK_REPORT_AFTER = 3.0

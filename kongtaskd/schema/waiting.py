@@ -88,14 +88,14 @@ def _when(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _lock_name(locktype: str, mode: str, relation: str | None) -> str:
+def describe_lock(locktype: str, mode: str, relation: str | None) -> str:
     if locktype == "relation" and relation:
         return f"{mode} on {relation}"
     if locktype == "tuple" and relation:
         return f"a row lock ({mode}) on {relation}"
     if locktype == "transactionid":
         return "another transaction's end (a row it wrote)"
-    return f"{mode} on a {locktype} lock"
+    return f"{mode} ({locktype} lock)"
 
 
 class _Abandoned(Exception):
@@ -251,7 +251,7 @@ class Waiter:
             self._wait_plainly(conn)
             return
         started = time.monotonic()
-        probed = False
+        next_probe = started + tunables.MIGRATION_LOCK_PROBE_AFTER
         cancelled_at: float | None = None
         while True:
             try:
@@ -271,14 +271,9 @@ class Waiter:
             if self.stop_reason is not None:
                 conn.cancel()
                 cancelled_at = now
-            elif (
-                self.doing
-                and not probed
-                and now - started >= tunables.MIGRATION_LOCK_PROBE_AFTER
-                and self.observer_factory is not None
-            ):
-                probed = True
+            elif self.doing and now >= next_probe and self.observer_factory is not None:
                 self._look_at_lock(started, now)
+                next_probe = time.monotonic() + tunables.MIGRATION_LOCK_PROBE_EVERY
 
     def _wait_plainly(self, conn: Connection) -> None:
         """The observer's (or another thread's connection's) wait; the observer gives up on
@@ -315,7 +310,7 @@ class Waiter:
             return  # running, not waiting (a long CREATE INDEX, say)
         locktype, mode, relation = rows[0][:3]
         self.last_wait = LockWait(
-            _lock_name(locktype, mode, relation),
+            describe_lock(locktype, mode, relation),
             tuple(Blocker(*row[3:]) for row in rows),
         )
         if self.waiting_since is None:
