@@ -45,14 +45,18 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -
         time.sleep(0.05)
 
 
-def without_kongtaskd_migration_2(dsn: str) -> None:
-    """A schema as kongtaskd with only its migration 1 left it: migration 2 builds an index
-    on _private_jobs (a SHARE lock, which an application's open write transaction blocks)."""
+def migrate_in_process(dsn: str) -> None:
     conn = psycopg2.connect(dsn)
     try:
         migrate(conn)
     finally:
         conn.close()
+
+
+def without_kongtaskd_migration_2(dsn: str) -> None:
+    """A schema as kongtaskd with only its migration 1 left it: migration 2 builds an index
+    on _private_jobs (a SHARE lock, which an application's open write transaction blocks)."""
+    migrate_in_process(dsn)
     query(
         dsn,
         "drop index graphile_worker._kongtaskd_jobs_ready;"
@@ -217,6 +221,9 @@ def test_migrate_verb_stops_on_a_signal_while_it_waits_for_a_lock(
     assert kongtaskd_ledger(fresh_dsn) == [1]
     blocker.release()
     assert not ready_index_exists(fresh_dsn)
+    # The ledger is consistent: the next migration picks up where this one stopped.
+    migrate_in_process(fresh_dsn)
+    assert kongtaskd_ledger(fresh_dsn) == [1, 2] and ready_index_exists(fresh_dsn)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +259,7 @@ def test_a_signal_ends_the_wait_before_any_report(
 def test_migrate_verb_stops_while_a_fresh_install_waits_for_a_create_schema(
     fresh_dsn: str, blockers: Callable[[str, str], Blocker]
 ) -> None:
-    blockers(fresh_dsn, "create schema graphile_worker")  # uncommitted
+    blocker = blockers(fresh_dsn, "create schema graphile_worker")  # uncommitted
     verb = MigrateVerb(fresh_dsn)
     try:
         line = wait_for_line(verb.log, "has waited", REPORT_BOUND)
@@ -264,16 +271,16 @@ def test_migrate_verb_stops_while_a_fresh_install_waits_for_a_create_schema(
         verb.close()
     assert code == ExitCode.INTERRUPTED, log
     assert "stopped by SIGINT while creating the migration ledger" in log
+    blocker.release()
+    assert query(fresh_dsn, "select to_regnamespace('graphile_worker')") == [(None,)]
+    migrate_in_process(fresh_dsn)
+    assert kongtaskd_ledger(fresh_dsn) == [1, 2]
 
 
 def test_daemon_with_migrate_false_stops_while_the_schema_check_waits(
     fresh_dsn: str, tmp_path: Path, blockers: Callable[[str, str], Blocker]
 ) -> None:
-    conn = psycopg2.connect(fresh_dsn)
-    try:
-        migrate(conn)
-    finally:
-        conn.close()
+    migrate_in_process(fresh_dsn)
     blockers(fresh_dsn, "lock table graphile_worker.migrations in access exclusive mode")
     with Daemon(write_config(tmp_path, fresh_dsn, migrate=False)) as daemon:
         assert_holder_named(wait_for_line(daemon.log, "has waited", REPORT_BOUND))
