@@ -269,12 +269,13 @@ def _migrate(args: argparse.Namespace) -> int:
     if args.lock_timeout is not None:
         config = dataclasses.replace(config, migration_lock_timeout=args.lock_timeout)
     from kongtaskd.schema import migrate
-    from kongtaskd.schema.waiting import stop_on_signals
+    from kongtaskd.schema.waiting import connect_interruptibly, stop_on_signals
 
-    # Signals are recorded from before the connection exists: a SIGTERM or Ctrl-C while it
-    # waits for a lock cancels the statement (rolled back) and exits 130.
+    # SIGTERM, SIGINT and SIGQUIT are recorded from before the connection exists: one that
+    # comes while connecting, or while a statement waits for a lock (cancelled, rolled
+    # back), ends the verb with exit 130.
     with stop_on_signals() as should_stop:
-        conn = _connect(config, "kongtaskd migrate")
+        conn = connect_interruptibly(lambda: _connect(config, "kongtaskd migrate"), should_stop)
         try:
             report = migrate(
                 conn,

@@ -312,7 +312,7 @@ class Supervisor:
         """
         from kongtaskd.dsn import connect
         from kongtaskd.schema import migrate
-        from kongtaskd.schema.waiting import stop_check
+        from kongtaskd.schema.waiting import connect_interruptibly, stop_check
 
         # The signal handlers only record; the migration's waits look at what they recorded,
         # so SIGTERM/SIGINT/SIGQUIT cancel a migration stuck behind a lock (exit 130).
@@ -322,7 +322,9 @@ class Supervisor:
         def observer() -> extensions.connection:
             return connect(self.dsn, application_name="kongtaskd migrate (lock watch)")
 
-        conn = connect(self.dsn, application_name="kongtaskd migrate")
+        conn = connect_interruptibly(
+            lambda: connect(self.dsn, application_name="kongtaskd migrate"), should_stop
+        )
         try:
             if self.config.migrate:
                 migrate(

@@ -354,6 +354,36 @@ def _poll_once(conn: Connection) -> bool:
     return False
 
 
+def connect_interruptibly(
+    open_connection: Callable[[], Connection], should_stop: StopCheck | None
+) -> Connection:
+    """``open_connection()``, with libpq's connect waiting through a loop that gives up on a
+    stop (MigrationInterrupted): a server that accepts but never answers would otherwise
+    hold the start-up for connect_timeout, deaf to signals."""
+    reasons: list[str] = []
+    mine = threading.get_ident()
+
+    def wait(conn: Connection) -> None:
+        while not _poll_once(conn):
+            if threading.get_ident() != mine or should_stop is None:
+                continue
+            reason = should_stop()
+            if reason is not None:
+                reasons.append(reason)
+                raise _Abandoned
+
+    saved = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(wait)
+    try:
+        return open_connection()
+    except _Abandoned:
+        raise MigrationInterrupted(
+            f"stopped by {reasons[0]} while connecting to the database; nothing was migrated"
+        ) from None
+    finally:
+        psycopg2.extensions.set_wait_callback(saved)
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopCheck]:
     """For a command-line migration: SIGTERM, SIGINT and SIGQUIT are recorded (not acted

@@ -1,5 +1,6 @@
 """Migrations that wait on another session's lock: signals end them, the holder is named,
-migration_lock_timeout ends the wait, and the application is not queued behind them.
+migration_lock_timeout ends the wait, and the application is not queued behind them. Also
+a signal while the migration's connection waits for a server that never answers.
 
 Real PostgreSQL, real ``kongtaskd`` processes (the daemon and ``kongtaskd migrate``), real
 signals. The blocker is an open transaction holding a lock a migration needs, with its own
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -365,3 +367,47 @@ def test_add_job_is_not_queued_behind_a_waiting_migration(
     assert kongtaskd_ledger(fresh_dsn) == [1, 2]
     assert ready_index_exists(fresh_dsn)
     assert query(fresh_dsn, "select count(*) from graphile_worker.jobs")[0][0] == 1
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: libpq's connect waits."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+
+    def wait_for_client(self, timeout: float = 30.0) -> None:
+        """Until a client connected and sent its first bytes (libpq's SSL or startup packet)."""
+        self.listener.settimeout(timeout)
+        client, _ = self.listener.accept()
+        self.accepted.append(client)
+        client.settimeout(timeout)
+        assert client.recv(8), "the client closed without sending anything"
+
+    def close(self) -> None:
+        for client in self.accepted:
+            client.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("runner", ["daemon", "migrate"])
+def test_a_signal_ends_a_connect_that_gets_no_answer(tmp_path: Path, runner: str) -> None:
+    server = SilentServer()
+    dsn = f"host=127.0.0.1 port={server.port} dbname=x user=x connect_timeout=120 sslmode=disable"
+    try:
+        process: Daemon | MigrateVerb = (
+            Daemon(write_config(tmp_path, dsn)) if runner == "daemon" else MigrateVerb(dsn)
+        )
+        try:
+            server.wait_for_client()
+            code = stop_and_time(process.proc, signal.SIGTERM, process.wait)
+            log = process.log()
+        finally:
+            process.close()
+    finally:
+        server.close()
+    assert code == ExitCode.INTERRUPTED, log
+    assert "kongtaskd: stopped by SIGTERM while connecting to the database" in log, log
