@@ -121,12 +121,16 @@ def waiting_for_lock(dsn: str) -> bool:
 class MigrateVerb:
     """``kongtaskd migrate`` in a subprocess, its output in a file the test can read."""
 
-    def __init__(self, dsn: str, *args: str) -> None:
+    def __init__(self, dsn: str, *args: str, lock_timeout: float | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="kt-migrate-"))
         self.out_path = self.dir / "out.log"
         environ = dict(os.environ)
         environ.pop("DATABASE_URL", None)
         environ["PYTHONUNBUFFERED"] = "1"
+        if lock_timeout is not None:
+            # The environment, not --lock-timeout: a kongtaskd without the setting ignores
+            # it, so these tests fail on the behaviour they test, not on an unknown flag.
+            environ["KONGTASK_MIGRATION_LOCK_TIMEOUT"] = str(lock_timeout)
         self.out = open(self.out_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kongtaskd", "migrate", "--connection", dsn, *args],
@@ -210,7 +214,7 @@ def test_migrate_verb_stops_on_a_signal_while_it_waits_for_a_lock(
 ) -> None:
     without_kongtaskd_migration_2(fresh_dsn)
     blocker = blockers(fresh_dsn, "lock table graphile_worker._private_jobs in row exclusive mode")
-    verb = MigrateVerb(fresh_dsn)
+    verb = MigrateVerb(fresh_dsn, lock_timeout=600)
     try:
         assert_holder_named(wait_for_line(verb.log, "has waited", REPORT_BOUND))
         code = stop_and_time(verb.proc, signum, verb.wait)
@@ -332,7 +336,7 @@ def test_add_job_is_not_queued_behind_a_waiting_migration(
     # build (SHARE) waits for it; new add_job calls (ROW EXCLUSIVE) do not conflict with
     # it, only with a SHARE request queued ahead of them.
     blocker = blockers(fresh_dsn, "lock table graphile_worker._private_jobs in row exclusive mode")
-    verb = MigrateVerb(fresh_dsn)
+    verb = MigrateVerb(fresh_dsn, lock_timeout=600)
     try:
         wait_until(lambda: waiting_for_lock(fresh_dsn), "the migration to wait for its lock")
         added = threading.Event()
