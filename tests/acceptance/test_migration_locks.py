@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 
-from kongtaskd.errors import ExitCode
+from kongtaskd.errors import ExitCode, MigrationInterrupted
 from kongtaskd.schema import migrate
 from tests.support.daemon import Daemon, query, write_config
 
@@ -415,3 +416,34 @@ def test_a_signal_ends_a_connect_that_gets_no_answer(tmp_path: Path, runner: str
         server.close()
     assert code == ExitCode.INTERRUPTED, log
     assert "kongtaskd: stopped by SIGTERM while connecting to the database" in log, log
+
+
+def test_library_migrate_stops_on_request_and_leaves_no_wait_callback(
+    fresh_dsn: str, blockers: Callable[[str, str], Blocker]
+) -> None:
+    """migrate(should_stop=...) in-process: the statement is cancelled (the connection stays
+    usable, outside any transaction), and psycopg2's process-wide wait callback is the
+    caller's again. The watching thread's own queries run while the callback is installed."""
+    without_kongtaskd_migration_2(fresh_dsn)
+    blockers(fresh_dsn, "lock table graphile_worker._private_jobs in row exclusive mode")
+    stop = threading.Event()
+
+    def watch() -> None:
+        wait_until(lambda: waiting_for_lock(fresh_dsn), "the migration to wait for its lock")
+        stop.set()
+
+    watcher = threading.Thread(target=watch)
+    conn = psycopg2.connect(fresh_dsn, application_name="kongtaskd migrate")
+    try:
+        watcher.start()
+        with pytest.raises(MigrationInterrupted, match="stopped by request while applying"):
+            migrate(conn, should_stop=lambda: "request" if stop.is_set() else None)
+        watcher.join()
+        assert psycopg2.extensions.get_wait_callback() is None
+        assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        with conn.cursor() as cur:
+            cur.execute("select 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+    assert kongtaskd_ledger(fresh_dsn) == [1]
