@@ -405,7 +405,9 @@ def stop_check(pending: Callable[[], Iterable[int]]) -> StopCheck:
     """A check for the daemon: the first stop signal among those its handlers recorded."""
 
     def check() -> str | None:
-        for signum in pending():
+        # A snapshot: a signal handler may append while we look (tuple() copies in C,
+        # where no Python handler runs).
+        for signum in tuple(pending()):
             if signum in STOP_SIGNALS:
                 return signal.Signals(signum).name
         return None
