@@ -357,31 +357,40 @@ def _poll_once(conn: Connection) -> bool:
 def connect_interruptibly(
     open_connection: Callable[[], Connection], should_stop: StopCheck | None
 ) -> Connection:
-    """``open_connection()``, with libpq's connect waiting through a loop that gives up on a
-    stop (MigrationInterrupted): a server that accepts but never answers would otherwise
-    hold the start-up for connect_timeout, deaf to signals."""
-    reasons: list[str] = []
-    mine = threading.get_ident()
+    """``open_connection()``, given up on a stop (MigrationInterrupted): a server that
+    accepts but never answers would otherwise hold the start-up for connect_timeout, deaf
+    to signals.
 
-    def wait(conn: Connection) -> None:
-        while not _poll_once(conn):
-            if threading.get_ident() != mine or should_stop is None:
-                continue
-            reason = should_stop()
-            if reason is not None:
-                reasons.append(reason)
-                raise _Abandoned
+    The connect runs in a short-lived thread (psycopg2 releases the GIL while libpq
+    connects) while this thread looks at the stop flag; a blocking connect, not
+    psycopg2's asynchronous one, because only the blocking one's errors name the server
+    (``connection to server at "host", port N failed: ...``). A thread given up on is
+    left to its connect_timeout; the process is on its way out.
+    """
+    outcome: list[tuple[Connection | None, BaseException | None]] = []
 
-    saved = psycopg2.extensions.get_wait_callback()
-    psycopg2.extensions.set_wait_callback(wait)
-    try:
-        return open_connection()
-    except _Abandoned:
-        raise MigrationInterrupted(
-            f"stopped by {reasons[0]} while connecting to the database; nothing was migrated"
-        ) from None
-    finally:
-        psycopg2.extensions.set_wait_callback(saved)
+    def attempt() -> None:
+        try:
+            outcome.append((open_connection(), None))
+        except BaseException as error:  # handed to the waiting thread
+            outcome.append((None, error))
+
+    thread = threading.Thread(target=attempt, name="kongtaskd-connect", daemon=True)
+    thread.start()
+    while True:
+        thread.join(tunables.MIGRATION_POLL_TICK)
+        if not thread.is_alive():
+            break
+        reason = should_stop() if should_stop is not None else None
+        if reason is not None:
+            raise MigrationInterrupted(
+                f"stopped by {reason} while connecting to the database; nothing was migrated"
+            )
+    conn, error = outcome[0]
+    if error is not None:
+        raise error
+    assert conn is not None
+    return conn
 
 
 @contextlib.contextmanager
