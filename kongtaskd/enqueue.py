@@ -48,7 +48,7 @@ from kongtaskd.drivers import (
 )
 from kongtaskd.errors import DatabaseError
 from kongtaskd.job import Job
-from kongtaskd.queries import SCHEMA_PLACEHOLDER, source
+from kongtaskd.queries import bind, source
 
 __all__ = [
     "JOB_KEY_MODES",
@@ -300,14 +300,14 @@ def _check_spec(prefix: str, spec: JobSpec) -> _CheckedSpec:
 
 
 def _statement(name: str, schema: str) -> str:
-    """``sql/<name>.sql`` with the schema bound, in ``%(name)s`` style for every driver.
+    """``sql/<name>.sql`` bound to ``schema`` by the one binder, in ``%(name)s`` style.
 
-    The name is quoted without a connection (:func:`kongtaskd.drivers.quote_identifier`),
-    since asyncpg and psycopg 3 callers hold no psycopg2 connection; ``%`` is doubled as
-    psycopg's parameter syntax requires (and :func:`kongtaskd.drivers.to_numeric` undoes).
+    The name is quoted without a connection (:func:`kongtaskd.drivers.quote_identifier`,
+    the same text ``sql.Identifier`` makes), since asyncpg and psycopg 3 callers hold no
+    psycopg2 connection. ``with_parameters``: every driver runs it with parameters (for
+    asyncpg, :func:`kongtaskd.drivers.to_numeric` turns the doubled ``%%`` back into ``%``).
     """
-    quoted = quote_identifier(schema).replace("%", "%%")
-    return source(name).replace(SCHEMA_PLACEHOLDER, quoted)
+    return bind(source(name), quote_identifier(schema), with_parameters=True)
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import asyncpg
 import psycopg
 import psycopg2
 import psycopg2.extensions
+import psycopg2.sql
 import pytest
 import sqlalchemy
 from psycopg2.extensions import parse_dsn
@@ -802,3 +803,67 @@ def asyncpg_options(dsn: str) -> dict[str, Any]:
         "user": params.get("user"),
         "database": params["dbname"],
     }
+
+
+# --- the one schema binder, whatever the paramstyle ---------------------------------------
+
+WORST_NAMES = [
+    "percent %s %(id)s %%",
+    "it's $1, 100% ünïcødé",
+    'Wëird "schema"; drop table x; --',
+]
+
+
+def test_hostile_schema_names_bind_the_same_for_every_paramstyle(fresh_dsn: str) -> None:
+    """``%`` doubled for psycopg, undone for asyncpg's ``$n``; ``$1`` inside the quoted
+    name is no parameter. A wrong binding would hit another schema or fail to parse."""
+    from kongtaskd.schema import migrate
+
+    conn = psycopg2.connect(fresh_dsn)
+    try:
+        for schema in WORST_NAMES:
+            migrate(conn, schema)
+    finally:
+        conn.close()
+    drivers = ["psycopg", "sqlalchemy-psycopg2", "django"]
+    async_drivers = ["asyncpg", "psycopg-async", "sqlalchemy-async-asyncpg"]
+    for schema in WORST_NAMES:
+        for driver in drivers:
+            with sync_handle(driver, fresh_dsn) as handle:
+                job = kongtaskd.add_job(
+                    handle.target,
+                    driver,
+                    queue_name="q",
+                    job_key="k",
+                    schema=schema,
+                    **handle.extra,
+                )
+                batch = kongtaskd.add_jobs(
+                    handle.target, [JobSpec(driver)], schema=schema, **handle.extra
+                )
+                removed = kongtaskd.remove_job(handle.target, "k", schema=schema, **handle.extra)
+                assert (job.queue_name, batch[0].task_identifier) == ("q", driver)
+                assert removed is not None and removed.id == job.id
+                handle.commit()
+        for driver in async_drivers:
+
+            async def body(handle: AsyncHandle, driver: str = driver, schema: str = schema) -> None:
+                job = await kongtaskd.add_job_async(
+                    handle.target, driver, queue_name="q", job_key="k", schema=schema
+                )
+                batch = await kongtaskd.add_jobs_async(
+                    handle.target, [JobSpec(driver)], schema=schema
+                )
+                removed = await kongtaskd.remove_job_async(handle.target, "k", schema=schema)
+                assert (job.queue_name, batch[0].task_identifier) == ("q", driver)
+                assert removed is not None and removed.id == job.id
+                await handle.commit()
+
+            run_async(driver, fresh_dsn, body)
+        rows = query(
+            fresh_dsn,
+            psycopg2.sql.SQL("select task_identifier from {}.jobs order by id").format(
+                psycopg2.sql.Identifier(schema)
+            ),
+        )
+        assert [task for (task,) in rows] == [*drivers, *async_drivers]
