@@ -867,3 +867,54 @@ def test_hostile_schema_names_bind_the_same_for_every_paramstyle(fresh_dsn: str)
             ),
         )
         assert [task for (task,) in rows] == [*drivers, *async_drivers]
+
+
+# --- Django's other driver ----------------------------------------------------------------
+
+DJANGO_OVER_PSYCOPG2 = """
+import sys
+sys.modules["psycopg"] = None  # Django's backend prefers psycopg 3: make it fall back
+import django
+from django.conf import settings
+settings.configure(DATABASES={"default": {
+    "ENGINE": "django.db.backends.postgresql", "NAME": sys.argv[1], "USER": sys.argv[2],
+    "HOST": sys.argv[3], "PORT": sys.argv[4]}}, USE_TZ=True)
+django.setup()
+from django.db import connection, transaction
+import kongtaskd
+with transaction.atomic():
+    kept = kongtaskd.add_job(connection, "django_psycopg2_kept", {"n": 1})
+    with transaction.atomic():
+        kongtaskd.add_job(None, "django_psycopg2_dropped", using="default")
+        transaction.set_rollback(True)
+with transaction.atomic():
+    kongtaskd.add_job(connection, "django_psycopg2_dropped")
+    transaction.set_rollback(True)
+print(type(connection.connection).__module__, kept.task_identifier, kept.payload)
+"""
+
+
+def test_django_over_psycopg2(queue_dsn: str) -> None:
+    """The in-process Django tests get psycopg 3 (Django prefers it); psycopg2 here."""
+    import subprocess
+    import sys
+
+    params = parse_dsn(queue_dsn)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DJANGO_OVER_PSYCOPG2,
+            params["dbname"],
+            params.get("user", ""),
+            params.get("host", ""),
+            params.get("port", ""),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["psycopg2.extensions", "django_psycopg2_kept", "{'n':", "1}"]
+    assert count_jobs(queue_dsn, "django_psycopg2_kept") == 1
+    assert count_jobs(queue_dsn, "django_psycopg2_dropped") == 0
