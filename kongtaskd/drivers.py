@@ -40,6 +40,7 @@ __all__ = [
     "ACCEPTED_SYNC",
     "AsyncFetch",
     "Fetch",
+    "async_kind",
     "async_target",
     "quote_identifier",
     "sync_kind",
@@ -342,25 +343,42 @@ def _sqlalchemy_async_fetch(conn: Any) -> AsyncFetch:
     return fetch
 
 
-@asynccontextmanager
-async def async_target(conn: object) -> AsyncIterator[AsyncFetch]:
-    """An :data:`AsyncFetch` on the caller's transaction; ``TypeError`` for anything else."""
-    kinds = _kinds(conn)
+def async_kind(obj: object) -> str:
+    """Which async driver ``obj`` belongs to, without touching it; ``TypeError`` if none."""
+    kinds = _kinds(obj)
     if ("psycopg", "AsyncConnection") in kinds:
+        return "psycopg"
+    if ("psycopg", "AsyncCursor") in kinds:
+        return "psycopg-cursor"
+    if kinds & _ASYNCPG:
+        return "asyncpg"
+    if _SA_ASYNC_CONNECTION in kinds:
+        return "sqlalchemy"
+    if _SA_ASYNC_SESSION in kinds:
+        return "sqlalchemy-session"
+    if _SA_ASYNC_SCOPED in kinds:
+        return "sqlalchemy-scoped"
+    sync = isinstance(obj, (str, Psycopg2Connection, Psycopg2Cursor)) or bool(
+        kinds & (_PSYCOPG_SYNC | _DJANGO | {_SA_CONNECTION, _SA_SESSION, _SA_SCOPED})
+    )
+    other = "it is synchronous: use kongtaskd.add_job(...)" if sync else None
+    raise _unsupported(obj, ACCEPTED_ASYNC, other)
+
+
+@asynccontextmanager
+async def async_target(conn: Any) -> AsyncIterator[AsyncFetch]:
+    """An :data:`AsyncFetch` on the caller's transaction; ``TypeError`` for anything else."""
+    kind = async_kind(conn)
+    if kind == "psycopg":
         yield _psycopg_async_fetch(conn)
-    elif ("psycopg", "AsyncCursor") in kinds:
-        yield _psycopg_async_fetch(conn.connection)  # type: ignore[attr-defined]
-    elif kinds & _ASYNCPG:
+    elif kind == "psycopg-cursor":
+        yield _psycopg_async_fetch(conn.connection)
+    elif kind == "asyncpg":
         yield _asyncpg_fetch(conn)
-    elif _SA_ASYNC_CONNECTION in kinds:
+    elif kind == "sqlalchemy":
         yield _sqlalchemy_async_fetch(conn)
-    elif _SA_ASYNC_SESSION in kinds:
-        yield _sqlalchemy_async_fetch(await conn.connection())  # type: ignore[attr-defined]
-    elif _SA_ASYNC_SCOPED in kinds:
-        yield _sqlalchemy_async_fetch(await conn().connection())  # type: ignore[operator]
+    elif kind == "sqlalchemy-session":
+        # The session's connection in its current transaction (autobegun if none is).
+        yield _sqlalchemy_async_fetch(await conn.connection())
     else:
-        sync = isinstance(conn, (str, Psycopg2Connection, Psycopg2Cursor)) or bool(
-            _kinds(conn) & (_PSYCOPG_SYNC | _DJANGO | {_SA_CONNECTION, _SA_SESSION, _SA_SCOPED})
-        )
-        other = "it is synchronous: use kongtaskd.add_job(...)" if sync else None
-        raise _unsupported(conn, ACCEPTED_ASYNC, other)
+        yield _sqlalchemy_async_fetch(await conn().connection())

@@ -41,6 +41,7 @@ from typing import Any
 from kongtaskd.drivers import (
     AsyncFetch,
     Fetch,
+    async_kind,
     async_target,
     quote_identifier,
     sync_kind,
@@ -591,9 +592,10 @@ async def add_jobs_async(
 ) -> list[Job]:
     """:func:`add_jobs` for async code; ``conn`` as for :func:`add_job_async`."""
     params, schema = _add_jobs_params(specs, job_key_preserve_run_at, schema)
+    if params is None:
+        async_kind(conn)  # an empty batch touches no database, but checks what it was given
+        return []
     async with async_target(conn) as fetch:
-        if params is None:
-            return []
         return await _run_async(fetch, "add_jobs", schema, params)
 
 

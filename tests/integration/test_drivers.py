@@ -790,6 +790,8 @@ def test_unsupported_objects_get_a_type_error_naming_what_is_accepted(queue_dsn:
             await kongtaskd.add_job_async(queue_dsn, "t")
         with pytest.raises(TypeError, match=r"^conn_or_dsn must be a psycopg 3 AsyncConnection"):
             await kongtaskd.add_job_async(42, "t")
+        with pytest.raises(TypeError, match=r"^conn_or_dsn must be a psycopg 3 AsyncConnection"):
+            await kongtaskd.add_jobs_async(42, [])
 
     asyncio.run(wrong_way_round())
     assert count_jobs(queue_dsn, "t") == 0
