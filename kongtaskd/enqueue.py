@@ -34,7 +34,6 @@ import datetime as dt
 import decimal
 import json
 import math
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,6 +151,8 @@ def _json_default(value: object) -> object:
         if not value.is_finite():
             raise ValueError(f"Decimal {value} is not a JSON number")
         return str(value)
+    import uuid  # here, not at the top: it imports platform, and most payloads never get here
+
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
