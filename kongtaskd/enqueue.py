@@ -205,7 +205,10 @@ def encode_payload(value: object, name: str = "payload") -> str:
         return json.dumps(value, allow_nan=False, default=_json_default)
     except (TypeError, ValueError, RecursionError):
         pass
-    where, reason, is_type = _first_problem(value, name, frozenset())
+    try:
+        where, reason, is_type = _first_problem(value, name, frozenset())
+    except RecursionError:
+        where, reason, is_type = name, "it is nested too deeply", False
     if not where:  # the walk and json disagree: report what json said
         where, reason, is_type = name, "it cannot be encoded as JSON", False
     error = InvalidJobArgumentType if is_type else InvalidJobArgument

@@ -52,6 +52,9 @@ def test_plain_json_is_unchanged() -> None:
 
 cyclic: list[Any] = []
 cyclic.append({"again": cyclic})
+deep: list[Any] = []
+for _ in range(100_000):
+    deep = [deep]
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,7 @@ cyclic.append({"again": cyclic})
             "payload['d'] is not JSON-serialisable: Decimal NaN is not a JSON number",
         ),
         (cyclic, InvalidJobArgument, "payload[0]['again'] is not JSON-serialisable: it contains"),
+        (deep, InvalidJobArgument, "payload is not JSON-serialisable: it is nested too deeply"),
     ],
 )
 def test_what_json_cannot_hold_is_refused_naming_its_path(
