@@ -1,5 +1,5 @@
--- The supervisor's one round trip per loop turn: record the outcomes it collected since
--- the last turn, then claim new jobs. One statement, so one transaction and one commit.
+-- The supervisor's one round trip per loop turn: claim new jobs and record the outcomes it
+-- collected since the last turn. One statement, so one transaction and one commit.
 --
 -- Parameters
 --   $1 bigint[]   ids of jobs whose handler returned (delete them)
