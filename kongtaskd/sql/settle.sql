@@ -18,20 +18,45 @@
 -- definition that kongtaskd_get_job also uses): graphile-worker 0.18's rules, by a loose
 -- index scan whose cost does not grow with the jobs waiting.
 --
--- Order: the claim runs first, the outcomes after it. The function takes a snapshot of its
--- own (it is volatile) and modifies rows at a later command than this statement's, so each
--- outcome waits for `claim_done` (an explicit data dependency, not an accident of execution
+-- Order: the outcome rows are locked first, then the claim runs, then the outcomes are
+-- written. The function takes a snapshot of its own (it is volatile) and modifies rows at a
+-- later command than this statement's, so the claim waits for `held_jobs`/`held_queues`
+-- and each outcome for `claim_done` (explicit data dependencies, not accidents of execution
 -- order). Hence, as before: a queue unlocked by this turn's outcomes, and a job handed back
 -- by them, are still locked for this turn's claim; the queue's next job is claimed next turn
--- and the handed-back job stays free for other pools. The two sets of rows cannot meet: the
--- claim only takes available rows, the outcomes only touch rows this pool holds (a row
--- updated by the function and then by this statement would be an error, "tuple to be
--- updated was already modified by an operation triggered by the current command").
+-- and the handed-back job stays free for other pools.
+--
+-- Why lock first: a row the function updated must never be updated again by this
+-- statement (its older command would fail with "tuple to be updated was already modified
+-- by an operation triggered by the current command"). The claim takes only available rows
+-- and the outcomes only rows this pool holds, but a row can change hands in between: an
+-- unlock (force_unlock_workers, the four-hour sweep) that commits after this statement's
+-- snapshot frees one of our outcome rows, the claim takes it, and the outcome, following
+-- the row to its newest version, would meet the claim's. Locked here, a row of ours cannot
+-- change hands before the claim; a row that already did is left out of `held_*`, and the
+-- outcomes touch only held rows (its outcome is reported as not written, as before).
 with
+held_jobs as (
+  select jobs.id, jobs.job_queue_id
+  from {{schema}}._private_jobs as jobs
+  where jobs.id = any($1::bigint[] || $2::bigint[] || $4::bigint[]) and jobs.locked_by = $5
+  for update of jobs
+),
+held_queues as (
+  select queues.id
+  from {{schema}}._private_job_queues as queues
+  where queues.id in (select held_jobs.job_queue_id from held_jobs)
+    and queues.locked_by = $5
+  for update of queues
+),
 claim as (
   select claim.kind, claim.id, claim.task_id, claim.priority, claim.run_at, claim.attempts,
     claim.max_attempts
-  from {{schema}}.kongtaskd_claim($5::text, $6::integer[], $7::text[], $8::integer) as claim
+  from {{schema}}.kongtaskd_claim(
+    $5::text, $6::integer[], $7::text[],
+    case when (select count(*) from held_jobs) + (select count(*) from held_queues) >= 0
+      then $8::integer end
+  ) as claim
 ),
 claim_done as (
   select count(*) as claim_rows from claim
@@ -39,6 +64,7 @@ claim_done as (
 completed as (
   delete from {{schema}}._private_jobs as jobs
   where jobs.id = any($1::bigint[]) and jobs.locked_by = $5
+    and jobs.id = any(array(select held_jobs.id from held_jobs))
     and (select claim_done.claim_rows from claim_done) >= 0
   returning jobs.id, jobs.job_queue_id
 ),
@@ -53,6 +79,7 @@ failed as (
       locked_at = null
   from unnest($2::bigint[], $3::text[]) as failure(id, message)
   where jobs.id = failure.id and jobs.locked_by = $5
+    and jobs.id = any(array(select held_jobs.id from held_jobs))
     and (select claim_done.claim_rows from claim_done) >= 0
   returning jobs.id, jobs.job_queue_id, jobs.attempts, jobs.max_attempts, jobs.run_at
 ),
@@ -60,6 +87,7 @@ released as (
   update {{schema}}._private_jobs as jobs
   set attempts = greatest(0, jobs.attempts - 1), locked_by = null, locked_at = null
   where jobs.id = any($4::bigint[]) and jobs.locked_by = $5
+    and jobs.id = any(array(select held_jobs.id from held_jobs))
     and (select claim_done.claim_rows from claim_done) >= 0
   returning jobs.id, jobs.job_queue_id
 ),
@@ -67,6 +95,7 @@ unlocked_queues as (
   update {{schema}}._private_job_queues as queues
   set locked_by = null, locked_at = null
   where queues.locked_by = $5
+    and queues.id = any(array(select held_queues.id from held_queues))
     and queues.id in (
       select completed.job_queue_id from completed
       union all select failed.job_queue_id from failed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from kongtaskd.queries import Queries
 from kongtaskd.schema import migrate
+from tests.support import wait_for
 from tests.support.plans import explain_analyze, index_scans, shared_buffers_hit
 
 POOL = "pool-claim-test-1"
@@ -357,3 +359,69 @@ def test_get_job_and_the_daemon_take_from_one_order(conn) -> None:
         taken.extend(sorted(claimed, key=expected.index))
     assert taken[: len(expected)] == expected
     assert all(job_id is None for job_id in taken[len(expected) :])
+
+
+def test_outcome_rows_unlocked_by_someone_else_mid_statement_do_not_break_the_turn(
+    conn, fresh_dsn
+) -> None:
+    """An unlock of our rows that commits while the settle statement runs (an operator's
+    force_unlock_workers, the four-hour sweep) frees them for the claim inside it. The claim
+    may take them again; the outcome must then leave them alone, or the statement fails
+    ("tuple to be deleted was already modified by an operation triggered by the current
+    command") and the whole turn with it. The unlock is held open until the statement waits
+    on it, so the commit lands after the statement's snapshot and before the claim's."""
+    (noop,) = task_ids(conn, "noop")
+    queued = add(conn, "noop", queue="serial", seconds=-20)
+    plain = add(conn, "noop", seconds=-10)
+    assert sorted(Claimer(conn, [noop]).claim(5)[0]) == sorted([queued, plain])
+    unlocker = psycopg2.connect(fresh_dsn)
+    settler = psycopg2.connect(fresh_dsn)
+    settler.autocommit = True
+    try:
+        with unlocker.cursor() as cur:
+            cur.execute("select graphile_worker.force_unlock_workers(array[%s])", (POOL,))
+        claimer = Claimer(settler, [noop])
+        (settler_pid,) = execute(settler, "select pg_backend_pid()")[0]
+        result: dict[str, Any] = {}
+
+        def settle() -> None:
+            try:
+                result["rows"] = claimer.queries.fetchall(
+                    "settle", [queued, plain], [], [], [], POOL, [noop], None, 5
+                )
+            except psycopg2.Error as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=settle)
+        thread.start()
+        wait_for(
+            lambda: (
+                execute(
+                    conn,
+                    "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s",
+                    (settler_pid,),
+                )
+                == [(True,)]
+            ),
+            what="the settle statement waiting on the unlocker's row lock",
+        )
+        unlocker.commit()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    finally:
+        unlocker.close()
+    try:
+        assert "error" not in result, result.get("error")
+        kinds = sorted((row[0], row[1]) for row in result["rows"])
+        # Unlocked before the claim looked: taken again, and not completed by this turn.
+        assert kinds == sorted([("claimed", queued), ("claimed", plain)])
+        stored = execute(
+            conn,
+            "select id, attempts, locked_by from graphile_worker._private_jobs order by id",
+        )
+        assert stored == sorted([(queued, 2, POOL), (plain, 2, POOL)])
+        assert execute(conn, "select locked_by from graphile_worker._private_job_queues") == [
+            (POOL,)
+        ]
+    finally:
+        settler.close()
