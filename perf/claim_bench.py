@@ -32,6 +32,7 @@ backlog) time per call. Used for perf/results/analysis.md.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -103,7 +104,20 @@ def get_job_claim(function: str) -> Claim:
     return claim
 
 
-def run_round(dsn: str, files: list[Path], args: argparse.Namespace) -> dict[str, float]:
+def backend_cpu_seconds(cur: Cursor) -> float:
+    """CPU time the server process of this connection has used (Linux, same machine).
+
+    Steadier than wall time on a shared machine: waiting for a core, or for the disk, does
+    not count."""
+    cur.execute("select pg_backend_pid()")
+    (pid,) = cur.fetchone()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_round(
+    dsn: str, files: list[Path], args: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
@@ -122,12 +136,14 @@ def run_round(dsn: str, files: list[Path], args: argparse.Namespace) -> dict[str
         claims["kongtaskd_get_job (current)"] = get_job_claim("kongtaskd_get_job")
     if args.workload == "backlog":
         add_backlog(cur, args)
-    results: dict[str, float] = {}
+    results: dict[str, tuple[float, float]] = {}
     for label, claim in claims.items():
+        cpu = backend_cpu_seconds(cur)
         if args.workload == "drain":
-            results[label] = drain(cur, claim, args)
+            ms, calls = drain(cur, claim, args)
         else:
-            results[label] = idle(cur, claim, args)
+            ms, calls = idle(cur, claim, args)
+        results[label] = (ms, (backend_cpu_seconds(cur) - cpu) * 1e6 / calls)
     conn.close()
     return results
 
@@ -165,7 +181,8 @@ def add_backlog(cur: Cursor, args: argparse.Namespace) -> None:
     cur.execute("CHECKPOINT")
 
 
-def drain(cur: Cursor, claim: Claim, args: argparse.Namespace) -> float:
+def drain(cur: Cursor, claim: Claim, args: argparse.Namespace) -> tuple[float, int]:
+    """Mean ms per call, and the calls made."""
     cur.execute(
         "select graphile_worker.add_jobs(array("
         " select row('t' || (n %% %s), '{}'::json, null, null, null, null, null, null)"
@@ -182,10 +199,11 @@ def drain(cur: Cursor, claim: Claim, args: argparse.Namespace) -> float:
         calls += 1
         if not done:
             break
-    return (time.perf_counter() - started) * 1000 / calls
+    return (time.perf_counter() - started) * 1000 / calls, calls
 
 
-def idle(cur: Cursor, claim: Claim, args: argparse.Namespace) -> float:
+def idle(cur: Cursor, claim: Claim, args: argparse.Namespace) -> tuple[float, int]:
+    """Median ms per call, and the calls made (queueing included in the CPU count)."""
     cur.execute("select graphile_worker.add_job('t0', '{}')")
     tasks = our_task_ids(cur)
     done = claim(cur, [], tasks, args.size)
@@ -196,7 +214,7 @@ def idle(cur: Cursor, claim: Claim, args: argparse.Namespace) -> float:
         done = claim(cur, done, tasks, args.size)
         times.append(time.perf_counter() - started)
     claim(cur, done, tasks, 0)
-    return statistics.median(times) * 1000
+    return statistics.median(times) * 1000, len(times)
 
 
 def main() -> None:
@@ -214,11 +232,13 @@ def main() -> None:
     args = parser.parse_args()
     files = args.sql or [DEFAULT_SQL]
     per_variant: dict[str, list[float]] = {}
+    cpu_per_variant: dict[str, list[float]] = {}
     server = Server(args.dsn)
     for _ in range(args.rounds):
         with server.database("kongtaskd") as dsn:  # fresh, migrated, dropped afterwards
-            for label, ms in run_round(dsn, files, args).items():
+            for label, (ms, cpu_us) in run_round(dsn, files, args).items():
                 per_variant.setdefault(label, []).append(ms)
+                cpu_per_variant.setdefault(label, []).append(cpu_us)
     backlog = f" backlog={args.backlog} layout={args.layout}" if args.workload == "backlog" else ""
     print(
         f"{args.caller} {args.workload}: jobs={args.jobs} size={args.size} tasks={args.tasks}"
@@ -226,7 +246,11 @@ def main() -> None:
     )
     for label, values in per_variant.items():
         runs = " ".join(f"{v:.3f}" for v in values)
-        print(f"  {label}: median {statistics.median(values):.3f} ms per call ({runs})")
+        cpu = statistics.median(cpu_per_variant[label])
+        print(
+            f"  {label}: median {statistics.median(values):.3f} ms per call ({runs});"
+            f" server CPU {cpu:.0f} us per call"
+        )
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@
 -- definition: settle.sql calls it, kongtaskd_get_job is a thin wrapper over it, and later
 -- rules for the claim (caps, pauses) change this one function in a later migration.
 --
--- plpgsql rather than a SQL function: plpgsql keeps the statement's plan for the session
--- (a SQL function is planned again on every call before PostgreSQL 18), and it follows
--- plan_cache_mode, so the supervisor (force_generic_plan) runs it exactly as it ran the
--- statement in settle.sql. The function reads its own snapshot (it is volatile); see
--- settle.sql for how the supervisor's outcomes are ordered after it.
+-- plpgsql rather than a SQL function: plpgsql keeps the query's plan for the session (a
+-- SQL function is planned again on every call before PostgreSQL 18), and the function
+-- fixes that plan to the generic one (below), so the supervisor runs it exactly as it ran
+-- the statement in settle.sql, and so does every other caller. The function reads its own
+-- snapshot (it is volatile); see settle.sql for how the supervisor's outcomes are ordered
+-- around it.
 
 -- Claim up to max_jobs runnable jobs for pool_id, following graphile-worker 0.18:
 --   * only available jobs (unlocked, attempts < max_attempts) whose run_at has come, of
@@ -42,7 +43,15 @@ create function {{schema}}.kongtaskd_claim(
   attempts smallint,
   max_attempts smallint
 )
-language plpgsql volatile as $$
+language plpgsql volatile
+-- One plan per session, whoever calls. With the default (auto) PostgreSQL plans the first
+-- five calls for their values and then keeps doing so whenever the generic plan's estimate
+-- looks worse, which for this query it does: planning it again on every call cost about
+-- 1 ms of CPU per get_job (claim_bench --caller get_job), more than the claim itself. The
+-- generic plan is the one the supervisor has always run (tests check its buffers on 15
+-- and 18).
+set plan_cache_mode = force_generic_plan
+as $$
 -- The output columns share names with the jobs table's; in the query they mean columns.
 #variable_conflict use_column
 begin
