@@ -46,7 +46,12 @@ GRAPHILE_FUNCTIONS = {
     "remove_job",
     "reschedule_jobs",
 }
-KONGTASKD_FUNCTIONS = {"kongtaskd_get_job", "kongtaskd_complete_job", "kongtaskd_fail_job"}
+KONGTASKD_FUNCTIONS = {
+    "kongtaskd_claim",
+    "kongtaskd_get_job",
+    "kongtaskd_complete_job",
+    "kongtaskd_fail_job",
+}
 
 
 @pytest.fixture()
