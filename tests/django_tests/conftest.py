@@ -25,9 +25,16 @@ def django_dsn(admin_dsn: str) -> Iterator[str]:
     from django.core.management import call_command
 
     dsn = create_database(admin_dsn, prefix="kt_django")
+    saved = {name: os.environ.get(name) for name in ("KT_DJANGO_DB", "DJANGO_SETTINGS_MODULE")}
     os.environ["KT_DJANGO_DB"] = dsn
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     django.setup()
+    # Read once; daemons other tests of this process start must not inherit them.
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = value
     call_command("migrate", verbosity=0)
     yield dsn
     from django.db import connections

@@ -171,3 +171,14 @@ def test_bad_arguments_get_enqueues_messages(django_dsn: str) -> None:
 
     with pytest.raises(InvalidJobArgument, match=r"^priority must be between"):
         runtime.add_job("x", priority=10**6)
+
+
+def test_aenqueue_adds_the_job_too(django_dsn: str) -> None:
+    import asyncio
+
+    from tests.django_tests.testapp.tasks import note
+
+    result = asyncio.run(note.aenqueue("from a coroutine"))
+    assert query(django_dsn, "select id::text, task_identifier from graphile_worker.jobs") == [
+        (result.id, "django.tasks:default")
+    ]
