@@ -151,6 +151,7 @@ def test_the_daemons_config_file_is_private_and_holds_no_password(django_dsn: st
 
         config = load_config(path, environ={})
         assert list(config.tasks) == ["django.tasks:emails", "mine"]
+        assert config.task_modules == ("kongtaskd.contrib.django.worker",)
         assert config.django_settings == "tests.django_tests.settings"
         assert config.python_path == (str(Path.cwd() / "lib"),)
     finally:

@@ -111,7 +111,15 @@ def base_dir() -> Path:
 
 def settings_module() -> str | None:
     """The settings module the daemon's children must set up (None: settings.configure())."""
-    return os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", None)
+    from django.conf import UserSettingsHolder
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return os.environ["DJANGO_SETTINGS_MODULE"]
+    # Under override_settings the module's Settings sits below one holder per override.
+    holder: Any = getattr(settings, "_wrapped", None)
+    while isinstance(holder, UserSettingsHolder):
+        holder = holder.default_settings
+    return getattr(holder, "SETTINGS_MODULE", None)
 
 
 def load(

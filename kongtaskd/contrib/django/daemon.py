@@ -41,6 +41,8 @@ from kongtaskd.embedded import is_embedded
 from kongtaskd.errors import ConfigError
 
 _PREFIX = "kongtaskd-django-"
+#: The daemon-side module of this package; importing it runs django.setup().
+WORKER_MODULE = "kongtaskd.contrib.django.worker"
 
 
 def kongtaskd_backends() -> dict[str, Any]:
@@ -101,7 +103,14 @@ def daemon_config(
         tasks: Any = {**bridge, **user_tasks}
     else:
         tasks = user_tasks  # not a mapping: the loader's message names the key
-    config = conf.load(overrides, environ=environ, extra={"tasks": tasks})
+    # Importing the worker module sets Django up; task_modules are imported in order (after
+    # the tasks mapping), so decorated handler modules find the app registry ready even
+    # without a django.tasks backend (whose handler, first in tasks, does it earlier).
+    modules = conf.kongtaskd_setting().get("task_modules") or []
+    if isinstance(modules, list) and WORKER_MODULE not in modules:
+        modules = [WORKER_MODULE, *modules]
+    extra = {"tasks": tasks, "task_modules": modules}
+    config = conf.load(overrides, environ=environ, extra=extra)
     config.require_tasks()
     if not config.django_settings:
         raise ConfigError(
@@ -109,7 +118,7 @@ def daemon_config(
             "be repeated in the daemon's processes)"
         )
     data = conf.kongtaskd_setting()
-    data["tasks"] = tasks
+    data.update(extra)
     data["connection"] = config.connection
     data["django_settings"] = config.django_settings
     # Relative paths resolved here (against BASE_DIR): the file lives elsewhere.
