@@ -683,11 +683,11 @@ KEYS: tuple[Key, ...] = (
         "django_settings",
         Str(nullable=True),
         None,
-        "Django settings module (DOTTED.MODULE) for Django mode. Default null. "
-        "'manage.py kongtaskd' (kongtaskd.contrib.django) sets it together with "
-        "DJANGO_SETTINGS_MODULE; rarely set by hand. The process that imports handlers runs "
-        "django.setup() before importing them; the supervisor never imports Django. What "
-        "a job gets in Django mode is in docs/django.md.",
+        "Django settings module (DOTTED.MODULE): marks a Django-mode daemon. Default null. "
+        "Written by 'manage.py kongtaskd' (kongtaskd.contrib.django), together with "
+        "DJANGO_SETTINGS_MODULE and the handler entries that set Django up in the processes "
+        "that import handlers; not meant to be set by hand. The supervisor never imports "
+        "Django. See docs/django.md.",
         env=False,
     ),
 )
