@@ -104,3 +104,22 @@ def test_check_reports_a_backend_whose_database_is_not_postgresql(django_dsn: st
         ),
     ]
     assert backend_problems(KongtaskdBackend("ok", {})) == []
+
+
+def test_manage_py_check_reports_a_backend_on_another_database(django_dsn: str) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    backend = {
+        "BACKEND": "kongtaskd.contrib.django.KongtaskdBackend",
+        "OPTIONS": {"database": "sqlite"},
+    }
+    with override_settings(TASKS={"default": backend}), pytest.raises(SystemCheckError) as error:
+        call_command("check")
+    text = str(error.value)
+    expected = (
+        "(kongtaskd.E002) settings.TASKS['default']: database 'sqlite' is sqlite; kongtaskd "
+        "needs PostgreSQL"
+    )
+    assert text.count(expected) == 1, text

@@ -38,7 +38,6 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import functools
-from collections.abc import Iterable
 from typing import Any
 
 from django.core import checks
@@ -201,8 +200,8 @@ class KongtaskdBackend(BaseTaskBackend):  # type: ignore[misc]
         )
         return result_from_job(task, job, self.alias)
 
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
-        yield from backend_problems(self)
+    # No check() override: the app's system check reports backend problems once
+    # (kongtaskd.contrib.django.checks), also where Django's own task check does not run.
 
 
 def backend_problems(backend: KongtaskdBackend) -> list[checks.CheckMessage]:
