@@ -40,16 +40,17 @@ def test_the_daemon_runs_django_tasks_and_plain_handlers(
     django_dsn: str, django_env: dict[str, str]
 ) -> None:
     from kongtaskd.contrib.django._compat import TaskResultStatus
-    from tests.django_tests.testapp.tasks import note, note_attempt, note_then_fail
+    from tests.django_tests.testapp.tasks import note, note_async, note_attempt, note_then_fail
 
     note.enqueue("a")
+    note_async.enqueue("e")
     note_attempt.enqueue("b")
     failing = note_then_fail.enqueue("c")
     add_job(django_dsn, "testapp.plain", {"text": "d"})
     done = manage(django_env, "kongtaskd", "--once")
     assert done.returncode == 0, done.stderr
     # takes_context: attempt 1. The failed task's write and follow-up job rolled back with it.
-    assert _notes(django_dsn) == [("a", 0), ("b", 1), ("plain d", 0)]
+    assert _notes(django_dsn) == [("a", 0), ("async e", 0), ("b", 1), ("plain d", 0)]
     remaining = query(django_dsn, "select task_identifier, attempts from graphile_worker.jobs")
     assert remaining == [("django.tasks:default", 1)]
     result = note_then_fail.get_result(failing.id)

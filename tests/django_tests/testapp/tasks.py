@@ -32,6 +32,11 @@ def note_then_fail(text: str) -> None:
     raise ValueError(f"failed after writing {text!r}")
 
 
+@task()
+async def note_async(text: str) -> None:
+    await Note.objects.acreate(text=f"async {text}")
+
+
 @task(queue_name="slow")
 def wait_for_file(path: str) -> None:
     """Runs until ``path`` exists (the test creates it once it has seen the job RUNNING)."""
