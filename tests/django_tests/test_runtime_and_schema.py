@@ -11,6 +11,13 @@ import pytest
 
 from tests.support.daemon import query
 
+#: Python 3.12 warns about fork() in a process with threads. The only other thread a test
+#: process of this directory has is asgiref's idle sync_to_async executor (left by the
+#: aenqueue test); it holds no lock the child uses.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+)
+
 
 def _in_fork(body: Callable[[], dict[str, object]]) -> dict[str, object]:
     """Run ``body`` in a forked child (ending in os._exit, as kongtaskd's children do) and
