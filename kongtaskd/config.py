@@ -590,6 +590,20 @@ KEYS: tuple[Key, ...] = (
         "daemon's role may not run DDL and 'kongtaskd migrate' runs at deploy time instead.",
     ),
     Key(
+        "migration_lock_timeout",
+        Seconds(nullable=True),
+        30.0,
+        "Seconds a migration (at start-up, or 'kongtaskd migrate', whose --lock-timeout "
+        "overrides it) waits in all for a lock another session holds, such as a long "
+        "transaction on a queue table, before it gives up with exit code 75 naming the "
+        "holder. Default 30: a start-up blocked that long by a session that is not "
+        "itself a migrator is unlikely to get through soon, and 30 s leaves systemd's "
+        "TimeoutStartSec (120 s in the shipped unit) room for a restart. Longer rides out "
+        "long transactions, shorter fails (and, under systemd, retries) faster. null "
+        "waits as long as it takes. The wait never holds up the application: each try "
+        "waits at most about a second in the lock queue, then steps out and retries.",
+    ),
+    Key(
         "shutdown_timeout",
         Seconds(inclusive=True),
         30.0,
@@ -727,6 +741,7 @@ class Config:
     python_path: tuple[str, ...]
     forbidden_flags: tuple[str, ...]
     migrate: bool
+    migration_lock_timeout: float | None
     shutdown_timeout: float
     job_timeout: float | None
     max_jobs_per_child: int | None
