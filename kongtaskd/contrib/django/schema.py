@@ -26,7 +26,15 @@ def migrate_schema() -> tuple[str, MigrationReport]:
     config = conf.load()
     conn = connect(config.dsn, application_name="kongtaskd migrate (django)")
     try:
-        return config.schema, migrate(conn, config.schema)
+        # As `kongtaskd migrate`: give up after migration_lock_timeout naming the session
+        # that holds the lock (found through a second, short-lived connection).
+        report = migrate(
+            conn,
+            config.schema,
+            lock_timeout=config.migration_lock_timeout,
+            observer=lambda: connect(config.dsn, application_name="kongtaskd migrate (lock watch)"),
+        )
+        return config.schema, report
     finally:
         conn.close()
 
