@@ -693,6 +693,17 @@ KEYS: tuple[Key, ...] = (
         "stale_after, so one late heartbeat does not make a live daemon look dead; "
         "shorter means more writes.",
     ),
+    Key(
+        "django_settings",
+        Str(nullable=True),
+        None,
+        "Django settings module (DOTTED.MODULE): marks a Django-mode daemon. Default null. "
+        "Written by 'manage.py kongtaskd' (kongtaskd.contrib.django), together with "
+        "DJANGO_SETTINGS_MODULE and the handler entries that set Django up in the processes "
+        "that import handlers; not meant to be set by hand. The supervisor never imports "
+        "Django. See docs/django.md.",
+        env=False,
+    ),
 )
 
 
@@ -743,6 +754,8 @@ class Config:
     log: LogConfig
     stale_after: float
     heartbeat_interval: float
+    #: Django mode (kongtaskd.contrib.django): the settings module children set up.
+    django_settings: str | None
     #: The config file as given, or None when there was none.
     source: str | None = None
     #: Directory relative paths were resolved against (the file's, else the cwd).
@@ -962,18 +975,50 @@ def load_config(
     keyed by config key (``"log.level"`` for nested ones); None means "flag not given".
     ``environ`` defaults to ``os.environ``.
     """
-    overrides = overrides or {}
-    environ = os.environ if environ is None else environ
-    cwd = Path.cwd()
     source: str | None = None
-    base_dir = cwd
-    merged: dict[str, _Entry] = {}
+    base_dir = Path.cwd()
+    layer: dict[str, _Entry] = {}
     if path is not None:
         source = os.fspath(path)
         file_path = Path(source).expanduser()
         data, lines = _read_file(file_path, source)
         base_dir = file_path.resolve().parent
-        merged.update(_file_layer(data, Origin("file", source, base_dir, lines)))
+        layer = _file_layer(data, Origin("file", source, base_dir, lines))
+    return _merge(
+        layer, source, base_dir, overrides or {}, os.environ if environ is None else environ
+    )
+
+
+def load_config_mapping(
+    data: Mapping[str, Any],
+    source: str,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """:func:`load_config` for keys that come as a Python mapping instead of a file (Django's
+    ``settings.KONGTASKD``): the same keys, checks and precedence; messages start with
+    ``source`` where they would name the file and line (``settings.KONGTASKD: metrics.port:
+    expected an integer between 1 and 65535, got 0``). Relative paths are relative to
+    ``base_dir`` (default: the current directory).
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of configuration keys, got {_shown(data)}")
+    layer = _file_layer(dict(data), Origin("file", source, base))
+    return _merge(layer, source, base, overrides or {}, os.environ if environ is None else environ)
+
+
+def _merge(
+    file_layer: dict[str, _Entry],
+    source: str | None,
+    base_dir: Path,
+    overrides: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> Config:
+    """The layers on top of each other (file < environment < flags), checked as a whole."""
+    merged: dict[str, _Entry] = dict(file_layer)
     merged.update(_env_layer(environ))
     merged.update(_flag_layer(overrides))
 
