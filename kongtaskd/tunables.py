@@ -14,6 +14,20 @@ ERROR_TEXT_MAX_CHARS = 8192
 #: supervisor gives up on it. Imports of big frameworks take seconds; minutes mean a hang.
 CHILD_START_TIMEOUT = 60.0
 
+#: How long a spawn request may wait for the zygote's answer (one double fork: milliseconds).
+#: A zygote that takes longer is presumed hung, killed and replaced.
+ZYGOTE_SPAWN_TIMEOUT = 5.0
+
+#: A child forked by the zygote is adopted by the supervisor when the intermediate process
+#: exits (microseconds later); it waits at most this long for that before it checks its
+#: parent, and takes a longer wait to mean the supervisor is gone.
+CHILD_ADOPTION_WAIT = 2.0
+
+#: Back-off between attempts to replace a zygote that died (OOM-killed) when the code on
+#: disk no longer imports: first delay, cap. The children keep running meanwhile.
+ZYGOTE_RETRY_FIRST = 1.0
+ZYGOTE_RETRY_MAX = 60.0
+
 #: A child that dies within this many seconds of its birth died "immediately".
 CHILD_RAPID_DEATH_WINDOW = 5.0
 
