@@ -38,7 +38,13 @@ STATEMENTS: dict[str, Statement] = {
         Statement("load_job", ("bigint", "text")),
         Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),
-        Statement("heartbeat", ("text", "text", "integer", "text", "integer", "integer", "bigint")),
+        Statement(
+            "heartbeat",
+            (
+                *("text", "text", "integer", "text", "integer", "integer", "bigint"),
+                *("timestamptz", "text", "text"),  # last reload at, its error; degraded
+            ),
+        ),
         Statement("sweep", ("float8", "text")),
         Statement("sweep_expired", ("float8",)),
         Statement("forget_pool", ("text",)),

@@ -51,6 +51,8 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
             "kongtaskd_fail_job",
         ],
         ["_kongtaskd_jobs_ready"],
+        [],  # 000003: engineer H's (merged separately)
+        [],  # 000004: adds the reload columns to _kongtaskd_heartbeats
     ]
 
 
