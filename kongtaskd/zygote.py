@@ -416,3 +416,206 @@ def _child_main(settings: ChildSettings, end: socket.socket) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(3)
+
+
+# ==========================================================================================
+# The supervisor's side: which zygote children fork from
+# ==========================================================================================
+@dataclass(frozen=True)
+class Event:
+    """Something the keeper's zygotes did, for the supervisor to act on.
+
+    ``kind``: "reload_ready" (the proposed handlers imported: replace the children),
+    "reload_failed" (they did not: keep everything, ``error`` says why), "restored" (a
+    replacement for a lost zygote is up), "degraded" (none could be started: ``error``).
+    """
+
+    kind: str
+    error: str = ""
+    tasks: tuple[str, ...] = ()
+
+
+class ZygoteKeeper:
+    """The zygote children fork from (the last configuration that imported cleanly), a
+    reload's candidate while it imports, and the replacement of one that died.
+
+    Non-blocking except ``start``: reports arrive on fds the supervisor's loop selects on
+    (``watch``/``unwatch`` register them), and ``poll`` turns them into events.
+    """
+
+    def __init__(
+        self,
+        forget: Callable[[], None],
+        watch: Callable[[int], None] = lambda fd: None,
+        unwatch: Callable[[int], None] = lambda fd: None,
+    ) -> None:
+        self.forget = forget
+        self.watch = watch
+        self.unwatch = unwatch
+        #: READY, children fork from it (None while a lost one is being replaced).
+        self.current: Zygote | None = None
+        #: What ``current`` imported (and what a replacement imports).
+        self.spec: HandlerSpec | None = None
+        #: A reload's candidate, importing.
+        self.candidate: Zygote | None = None
+        #: A replacement for a lost ``current``, importing.
+        self.replacement: Zygote | None = None
+        #: Stopped or failed zygotes not yet reaped, by pid.
+        self.leaving: dict[int, Zygote] = {}
+        self.degraded: str | None = None
+        self.retry_at: float | None = None
+        self.retry_delay = tunables.ZYGOTE_RETRY_FIRST
+
+    # -- start-up --------------------------------------------------------------------------
+    def launch(self, spec: HandlerSpec) -> None:
+        """Start importing ``spec`` (at start-up, before the migration runs)."""
+        self.spec = spec
+        self.replacement = self._launch(spec)
+
+    def await_ready(self, timeout: float) -> Zygote:
+        """Block until the start-up zygote reports: the handlers import, or raise
+        TaskImportError (once, with module, file:line and exception)."""
+        from kongtaskd.errors import KongtaskError, TaskImportError
+
+        zygote = self.replacement
+        assert zygote is not None, "launch() first"
+        state = zygote.wait_ready(timeout)
+        if state is State.READY:
+            self.replacement = None
+            self.current = zygote
+            return zygote
+        self._retire(zygote)
+        self.replacement = None
+        if state is State.STARTING:
+            raise KongtaskError(
+                f"the handlers did not import within {timeout:.0f}s (a hanging import?)"
+            )
+        raise TaskImportError(zygote.error)
+
+    # -- children ----------------------------------------------------------------------------
+    def can_spawn(self) -> bool:
+        return self.current is not None and self.current.poll() is State.READY
+
+    def spawn(self, settings: ChildSettings) -> tuple[int, protocol.Channel]:
+        """Fork a child from the current zygote. ZygoteError if there is none right now (the
+        loss is noticed here too: a replacement is started)."""
+        if self.current is None:
+            raise ZygoteError(self.degraded or "no zygote is ready")
+        try:
+            return self.current.spawn(settings)
+        except ZygoteError:
+            self._lost_current()
+            raise
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.current.tasks if self.current is not None else ()
+
+    # -- reload ------------------------------------------------------------------------------
+    def propose(self, spec: HandlerSpec) -> None:
+        """A reload: import ``spec`` in a new zygote; ``poll`` says how it went. A candidate
+        still importing from an earlier reload is dropped (the newest configuration wins)."""
+        if self.candidate is not None:
+            self._retire(self.candidate)
+        self.candidate = self._launch(spec)
+
+    @property
+    def reloading(self) -> bool:
+        return self.candidate is not None
+
+    # -- the loop ------------------------------------------------------------------------------
+    def exited(self, pid: int, status: int) -> bool:
+        """The supervisor's reaper found ``pid``; True if it was one of ours."""
+        zygote = self.leaving.pop(pid, None)
+        if zygote is not None:
+            zygote.status = status
+            return True
+        for live in (self.current, self.candidate, self.replacement):
+            if live is not None and live.pid == pid:
+                live.exited(status)
+                return True
+        return False
+
+    def poll(self) -> list[Event]:
+        """Turn what the zygotes reported (or how they died) into events."""
+        events: list[Event] = []
+        candidate = self.candidate
+        if candidate is not None and candidate.poll() is not State.STARTING:
+            self.candidate = None
+            if candidate.state is State.READY:
+                if self.current is not None:
+                    self._retire(self.current)
+                self.current, self.spec = candidate, candidate.spec
+                if self.replacement is not None:  # it would import the old spec
+                    self._retire(self.replacement)
+                    self.replacement = None
+                self._healthy()
+                events.append(Event("reload_ready", tasks=candidate.tasks))
+            else:
+                self._retire(candidate)
+                events.append(Event("reload_failed", error=candidate.error))
+        if self.current is not None and self.current.poll() is not State.READY:
+            self._lost_current()
+        replacement = self.replacement
+        if replacement is not None and replacement.poll() is not State.STARTING:
+            self.replacement = None
+            if replacement.state is State.READY:
+                self.current = replacement
+                self._healthy()
+                events.append(Event("restored", tasks=replacement.tasks))
+            else:
+                self._retire(replacement)
+                self.degraded = (
+                    f"cannot fork replacement children: a new zygote failed ({replacement.error})"
+                )
+                self.retry_at = time.monotonic() + self.retry_delay
+                self.retry_delay = min(self.retry_delay * 2, tunables.ZYGOTE_RETRY_MAX)
+                events.append(Event("degraded", error=self.degraded))
+        if self.retry_at is not None and time.monotonic() >= self.retry_at:
+            self.retry_at = None
+            if self.current is None and self.replacement is None and self.spec is not None:
+                self.replacement = self._launch(self.spec)
+        return events
+
+    def next_deadline(self) -> float | None:
+        """When ``poll`` must run although no fd is readable (a retry is due)."""
+        return self.retry_at
+
+    def stop(self) -> None:
+        """Let every zygote go (the supervisor's reaper, or ``reap_all``, collects them)."""
+        for zygote in (self.current, self.candidate, self.replacement):
+            if zygote is not None:
+                self._retire(zygote)
+        self.current = self.candidate = self.replacement = None
+
+    def pids(self) -> set[int]:
+        live = [z.pid for z in (self.current, self.candidate, self.replacement) if z is not None]
+        return set(live) | set(self.leaving)
+
+    # -- inside ------------------------------------------------------------------------------
+    def _launch(self, spec: HandlerSpec) -> Zygote:
+        zygote = Zygote.launch(spec, self.forget)
+        self.watch(zygote.fileno())
+        return zygote
+
+    def _retire(self, zygote: Zygote) -> None:
+        if zygote.sock.fileno() >= 0:
+            self.unwatch(zygote.fileno())
+        zygote.stop()
+        if zygote.status is None:
+            self.leaving[zygote.pid] = zygote
+
+    def _lost_current(self) -> None:
+        """The zygote children fork from died (OOM?): start another from the same spec."""
+        lost = self.current
+        if lost is None:
+            return
+        self.current = None
+        self._retire(lost)
+        if self.replacement is None and self.spec is not None:
+            self.replacement = self._launch(self.spec)
+
+    def _healthy(self) -> None:
+        self.degraded = None
+        self.retry_at = None
+        self.retry_delay = tunables.ZYGOTE_RETRY_FIRST
