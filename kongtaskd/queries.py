@@ -17,6 +17,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
+from kongtaskd import settle
+
 SCHEMA_PLACEHOLDER = "{{schema}}"
 
 
@@ -31,10 +33,7 @@ class Statement:
 STATEMENTS: dict[str, Statement] = {
     s.name: s
     for s in (
-        Statement(
-            "settle",
-            ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
-        ),
+        Statement(settle.NAME, settle.PARAM_TYPES),  # its typed wrapper declares them
         Statement("load_job", ("bigint", "text")),
         Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),

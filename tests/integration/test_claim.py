@@ -126,7 +126,7 @@ class Claimer:
             cur.execute("begin")
             try:
                 cur.execute(
-                    "explain (analyze, buffers, costs off) execute kongtaskd_claim"
+                    "explain (analyze, buffers, costs off) execute kongtaskd_settle"
                     " (%s, %s, %s, %s, %s, %s, %s, %s)",
                     ([], [], [], [], POOL, self.tasks, None, size),
                 )
