@@ -14,9 +14,11 @@ things belong to the supervisor and are reached through hooks: which tasks to cl
 (``on_tasks_changed``, the children's READY lists) and what a child's import failure means
 during a reload (``on_fatal``).
 
-A process is created in ONE place, ``fork_child(settings) -> (pid, channel)``: a forked
-copy of the supervisor that drops what it does not own and runs ``child.child_main``. A
-template process (zygote) can take its place without touching the rest.
+A process is created in ONE place, ``fork_child(settings) -> (pid, channel)``: the
+zygote (``zygote.py``: a template process that imported the handlers of the last
+configuration that imported cleanly) forks it, and it becomes our child (the supervisor is a
+subreaper). While no zygote is ready (a lost one is being replaced) nothing is spawned and
+the children there are keep running.
 
 Crash loops: a child that dies within ``CHILD_RAPID_DEATH_WINDOW`` of its birth delays the
 next spawn (doubling up to ``RESPAWN_BACKOFF_MAX``); ``CHILD_RAPID_DEATH_LIMIT`` such
@@ -37,11 +39,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kongtaskd import protocol, tunables
-from kongtaskd.child import EXIT_FATAL, ChildSettings, child_main
+from kongtaskd.child import ChildSettings
 from kongtaskd.config import Config
 from kongtaskd.errors import KongtaskError, TaskImportError
 from kongtaskd.jobbook import JobBook, PrefetchedJob
 from kongtaskd.metrics import NullMetrics
+from kongtaskd.zygote import ZygoteError, ZygoteKeeper
 
 log = logging.getLogger("kongtaskd.supervisor")
 
@@ -113,6 +116,8 @@ class Fleet:
         on_tasks_changed: Callable[[], None],
         on_fatal: Callable[[ChildProcess], bool],
         forget_in_child: Callable[[], None],
+        zygotes: ZygoteKeeper,
+        on_other_exit: Callable[[int, int], None] = lambda pid, status: None,
     ) -> None:
         self.config = config
         # Where the database is cannot change under a running daemon: fixed at birth.
@@ -123,6 +128,10 @@ class Fleet:
         self.on_tasks_changed = on_tasks_changed
         self.on_fatal = on_fatal
         self.forget_supervisor_in_child = forget_in_child
+        self.zygotes = zygotes
+        #: ``waitpid`` also collects what is not a child of ours: a zygote, an orphan a
+        #: handler left behind (we are a subreaper).
+        self.on_other_exit = on_other_exit
         self.children: dict[int, ChildProcess] = {}  # by pid
         self.next_index = 0
         #: Bumped by each reload: children of an older generation are replaced.
@@ -161,16 +170,24 @@ class Fleet:
     def next_deadline(self) -> float | None:
         """The next respawn (while children are missing), job timeout or SIGKILL."""
         deadlines = [c.next_deadline() for c in self.children.values()]
-        if len(self.children) < self.config.concurrency and not self.draining:
+        # Without a ready zygote the next spawn waits for its report, not for a timer.
+        missing = len(self.children) < self.config.concurrency
+        if missing and not self.draining and self.can_spawn():
             deadlines.append(self.respawn_at)
         return min((d for d in deadlines if d is not None), default=None)
 
     # ---- spawn ----------------------------------------------------------------------------
-    def spawn(self) -> ChildProcess:
-        """Fork one child of the current generation; it says READY (or FATAL) on its pipe."""
+    def spawn(self) -> ChildProcess | None:
+        """Fork one child of the current generation; it says READY (or FATAL) on its pipe.
+
+        None when no zygote can fork right now (a lost one is being replaced)."""
         index = self.next_index
+        try:
+            pid, channel = self.fork_child(self.child_settings(index))
+        except ZygoteError as exc:
+            log.warning("cannot start a child now: %s", exc)
+            return None
         self.next_index += 1
-        pid, channel = self.fork_child(self.child_settings(index))
         child = ChildProcess(
             index=index, pid=pid, channel=channel, born=time.monotonic(), generation=self.generation
         )
@@ -180,19 +197,11 @@ class Fleet:
         return child
 
     def fork_child(self, settings: ChildSettings) -> tuple[int, protocol.Channel]:
-        """Create the process: the one place a child is born (a zygote may replace it)."""
-        parent_end, child_end = protocol.channel_pair()
-        pid = os.fork()
-        if pid == 0:  # ---- in the child: drop the supervisor's things, never return ----
-            try:
-                parent_end.sock.close()
-                self.forget_in_child()
-                child_main(settings, child_end)
-            finally:
-                os._exit(EXIT_FATAL)
-        child_end.close()
-        parent_end.sock.setblocking(False)
-        return pid, parent_end
+        """Create the process: the one place a child is born (by the current zygote)."""
+        return self.zygotes.spawn(settings)
+
+    def can_spawn(self) -> bool:
+        return self.zygotes.can_spawn()
 
     def child_settings(self, index: int) -> ChildSettings:
         max_jobs = self.config.max_jobs_per_child
@@ -211,7 +220,7 @@ class Fleet:
         )
 
     def forget_in_child(self) -> None:
-        """In a fresh fork: close the other children's pipes, then the supervisor's fds."""
+        """In a fresh fork (a zygote): close the children's pipes, then the supervisor's fds."""
         for other in self.children.values():
             os.close(other.channel.sock.detach())
         self.forget_supervisor_in_child()
@@ -358,6 +367,8 @@ class Fleet:
             child = self.children.pop(pid, None)
             if child is not None:
                 self.on_child_exit(child, status)
+            else:
+                self.on_other_exit(pid, status)
 
     def reap_all(self, timeout: float) -> None:
         """Wait up to ``timeout`` for every child to leave, then SIGKILL the rest."""
@@ -374,6 +385,8 @@ class Fleet:
                 child = self.children.pop(pid, None)
                 if child is not None:
                     self.on_child_exit(child, status)
+                else:
+                    self.on_other_exit(pid, status)
 
     def on_child_exit(self, child: ChildProcess, status: int) -> None:
         # Whatever the child wrote before dying is still in the pipe: read it first, so a
@@ -461,10 +474,11 @@ class Fleet:
         self.murder_timed_out()
 
     def spawn_missing(self) -> None:
-        if self.draining or time.monotonic() < self.respawn_at:
+        if self.draining or time.monotonic() < self.respawn_at or not self.can_spawn():
             return
         while len(self.live()) < self.config.concurrency:
-            self.spawn()
+            if self.spawn() is None:
+                return
 
     def murder_timed_out(self) -> None:
         """SIGTERM a job past its timeout; SIGKILL a child past its grace period."""

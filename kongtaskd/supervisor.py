@@ -82,6 +82,17 @@ from kongtaskd.protocol import FATAL_DATABASE
 from kongtaskd.schema.check import require_current_schema
 from kongtaskd.session import JOBS_INSERT, WORKER_MIGRATE, Session
 from kongtaskd.settle import Want
+from kongtaskd.zygote import (
+    DEGRADED,
+    LOST,
+    RELOAD_FAILED,
+    RELOAD_READY,
+    RESTORED,
+    Event,
+    HandlerSpec,
+    ZygoteKeeper,
+    become_subreaper,
+)
 
 if TYPE_CHECKING:
     from psycopg2.extensions import Notify
@@ -155,6 +166,12 @@ class Supervisor:
             self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
         self.queue_depth_at = 0.0
+        # The handlers are imported by a zygote, never here; children fork from it.
+        self.zygotes = ZygoteKeeper(
+            forget=lambda: self.fleet.forget_in_child(),
+            watch=self.watch_zygote,
+            unwatch=self.unwatch_zygote,
+        )
         self.fleet = Fleet(
             config,
             pool_id=self.pool_id,
@@ -164,6 +181,8 @@ class Supervisor:
             on_tasks_changed=self.refresh_tasks,
             on_fatal=self.on_child_fatal,
             forget_in_child=self.forget_in_child,
+            zygotes=self.zygotes,
+            on_other_exit=self.on_other_exit,
         )
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat = Heartbeat(self.pool_id, config.heartbeat_interval, config.stale_after)
@@ -172,7 +191,8 @@ class Supervisor:
         self.jobs_failed = 0
         # Reload (see "Reload" below).
         self.reloading = False
-        self.previous_config: Config | None = None
+        #: A reload's configuration (and crontab) while its zygote imports the handlers.
+        self.pending: tuple[Config, list[CronItem]] | None = None
         # Housekeeping: systemd and the process title.
         self.notifier = Notifier()
         self.next_extend = 0.0
@@ -231,7 +251,8 @@ class Supervisor:
                 self.selector,
                 self.refresh_queue_depth,
             )
-        for _ in range(self.config.concurrency):
+        self.start_zygote()
+        for _ in range(self.config.concurrency if not self.draining else 0):
             self.fleet.spawn()
         self.await_children()
         self.connect()
@@ -271,6 +292,22 @@ class Supervisor:
                 require_current_schema(conn, self.schema)
         finally:
             conn.close()
+
+    def start_zygote(self) -> None:
+        """Import the handlers once, in a zygote: an import error ends the start here (exit
+        2), reported once, before any child exists. The supervisor itself imports none."""
+        become_subreaper()  # the zygote's children (double-forked) become ours
+        self.zygotes.launch(HandlerSpec.of(self.config))
+        deadline = time.monotonic() + tunables.CHILD_START_TIMEOUT
+        while not self.zygotes.await_ready(timeout=0.5):
+            self.handle_signals()
+            if self.draining:
+                return
+            if time.monotonic() > deadline:
+                raise KongtaskError(
+                    f"the handlers did not import within {tunables.CHILD_START_TIMEOUT:.0f}s "
+                    "(a hanging import?)"
+                )
 
     def await_children(self) -> None:
         """Wait until every first-generation child said READY; a FATAL ends the start."""
@@ -351,6 +388,8 @@ class Supervisor:
                     pass
             elif key.data == "database":
                 self.on_notifications(self.session.poll())
+            elif key.data == "zygote":
+                self.on_zygote_events(self.zygotes.poll())
             elif key.data is self.metrics_server and self.metrics_server is not None:
                 key.data.on_readable(key.fileobj)  # type: ignore[arg-type]
             else:
@@ -372,6 +411,7 @@ class Supervisor:
         yield self.book.next_deadline()
         yield self.session.next_deadline()
         yield self.fleet.next_deadline()
+        yield self.zygotes.next_deadline()
         yield self.drain_deadline
         yield self.housekeeping_deadline()
         yield self.heartbeat.next_beat if self.session.connected else None
@@ -435,9 +475,11 @@ class Supervisor:
     # Manage: the children, the drain deadline, prefetched jobs
     # ======================================================================================
     def manage(self) -> None:
+        now = time.monotonic()
+        if self.zygotes.due(now):
+            self.on_zygote_events(self.zygotes.poll())
         self.fleet.manage()
         self.roll_children()
-        now = time.monotonic()
         if self.drain_deadline is not None and now >= self.drain_deadline and not self.fast:
             self.begin_fast_stop(f"shutdown_timeout of {self.config.shutdown_timeout:g}s expired")
         expired = self.book.expire(now)
@@ -678,7 +720,14 @@ class Supervisor:
     # Reload (SIGHUP): everything about replacing the configuration lives here
     # ======================================================================================
     def reload_config(self) -> None:
-        """SIGHUP: read the configuration again; if valid, replace the children one by one."""
+        """SIGHUP: read the configuration again and import its handlers in a new zygote.
+
+        Nothing is replaced yet: only when that zygote reports that every handler imported
+        (``on_zygote_events``) is the configuration applied and are the children replaced
+        one by one. If it cannot import them, the reload is refused and every child keeps
+        running; so do the replacements of children that leave later (they fork from the
+        last good zygote). The loop never waits for an import.
+        """
         if self.reload is None:
             log.warning("SIGHUP: there is no configuration file to read again")
             return
@@ -687,15 +736,59 @@ class Supervisor:
             fresh = self.reload()
             cron_items = crontab_of(fresh, self.once)
         except KongtaskError as exc:
-            log.error("SIGHUP: keeping the running configuration: %s", exc.message)
-            self.notifier.ready(self.status_line())
+            self.reload_refused(exc.message)
             return
         if (fresh.dsn, fresh.schema) != (self.dsn, self.schema):
             log.warning("SIGHUP: connection and schema changes take effect only after a restart")
-        self.previous_config = self.config
-        self.apply_config(fresh)
-        self.replace_cron(cron_items, fresh.timezone)
-        log.info("SIGHUP: configuration read again; replacing children one by one")
+        self.pending = (fresh, cron_items)
+        self.zygotes.propose(HandlerSpec.of(fresh))
+        log.info("SIGHUP: configuration read again; importing its handlers before any change")
+
+    def reload_refused(self, why: str) -> None:
+        """Keep everything as it is, and say so: log, heartbeat row (``status``), systemd."""
+        log.error("reload refused: %s; every child keeps running the previous configuration", why)
+        self.heartbeat.reloaded(why)
+        self.notifier.ready(self.status_line())
+
+    def on_zygote_events(self, events: list[Event]) -> None:
+        """What the zygotes reported: a reload's import result, a lost or restored zygote."""
+        for event in events:
+            if event.kind == RELOAD_READY and self.pending is not None:
+                fresh, cron_items = self.pending
+                self.pending = None
+                self.apply_config(fresh)
+                self.replace_cron(cron_items, fresh.timezone)
+                log.info("SIGHUP: the new handlers imported; replacing children one by one")
+            elif event.kind == RELOAD_FAILED:
+                self.pending = None
+                self.reload_refused(f"the handlers cannot be imported: {event.error}")
+            elif event.kind == LOST:
+                log.warning("%s; starting a new one (children keep running)", event.error)
+            elif event.kind == RESTORED:
+                log.info("a new zygote is ready; children can be replaced again")
+                self.heartbeat.set_degraded(None)
+            elif event.kind == DEGRADED:
+                log.error(
+                    "degraded: %s; %d children keep running, retrying",
+                    event.error,
+                    len(self.fleet.live()),
+                )
+                self.heartbeat.set_degraded(event.error)
+
+    def watch_zygote(self, fd: int) -> None:
+        self.selector.register(fd, selectors.EVENT_READ, "zygote")
+
+    def unwatch_zygote(self, fd: int) -> None:
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def on_other_exit(self, pid: int, status: int) -> None:
+        """``waitpid`` found a process that is not a child: a zygote, or an orphan of a
+        handler's that was handed to us (a subreaper) and needs nothing but reaping."""
+        if self.zygotes.exited(pid, status):
+            self.on_zygote_events(self.zygotes.poll())
 
     def use_config(self, config: Config) -> None:
         """``config`` is current for the supervisor and its fleet."""
@@ -731,26 +824,10 @@ class Supervisor:
                 self.session.lost(exc)
 
     def on_child_fatal(self, child: ChildProcess) -> bool:
-        """A child could not import its handlers: True when that rolled a reload back."""
-        if self.previous_config is not None and child.generation == self.fleet.generation:
-            self.abort_reload(child)  # a broken deploy must not take the daemon down
-            return True
+        """A child could not import its handlers. Children fork from a zygote that has
+        imported them already, so this is a real fault (counted towards a crash loop), never
+        a reload's: a reload whose handlers do not import is refused before any spawn."""
         return False
-
-    def abort_reload(self, child: ChildProcess) -> None:
-        """A child of the new configuration cannot import its handlers: go back to the old one."""
-        assert self.previous_config is not None
-        log.error(
-            "SIGHUP: the new configuration's handlers cannot be imported (%s); "
-            "going back to the previous configuration",
-            child.fatal,
-        )
-        previous, self.previous_config = self.previous_config, None
-        self.apply_config(previous)
-        try:
-            self.replace_cron(crontab_of(previous, self.once), previous.timezone)
-        except KongtaskError as exc:  # its crontab file changed since: keep the current one
-            log.error("SIGHUP: keeping the current crontab: %s", exc.message)
 
     def roll_children(self) -> None:
         """After a reload: a new child comes up before each old one leaves; no job is cut."""
@@ -762,8 +839,8 @@ class Supervisor:
             if any(c.generation < fleet.generation for c in fleet.children.values()):
                 return  # the last old children are on their way out
             self.reloading = False
-            self.previous_config = None
             log.info("reload complete: all children run the new configuration")
+            self.heartbeat.reloaded(None)
             self.notifier.ready(self.status_line())
             return
         if fleet.starting():
@@ -784,6 +861,7 @@ class Supervisor:
             self.begin_drain("exiting")
             self.fleet.kill_all(signal.SIGTERM, "kongtaskd is exiting")
             self.fleet.reap_all(timeout=tunables.CHILD_KILL_GRACE)
+        self.stop_zygotes()
         self.final_flush()
         queries = self.session.queries
         if queries is not None and not self.book.outcomes:
@@ -798,6 +876,17 @@ class Supervisor:
             self.metrics_server.close()
         signal.set_wakeup_fd(-1)
         log.info("kongtaskd supervisor stopped (%d jobs done)", self.fleet.jobs_done)
+
+    def stop_zygotes(self) -> None:
+        """The zygotes hold nothing worth a clean exit: SIGKILL, and reap them."""
+        pids = self.zygotes.pids()
+        self.zygotes.stop()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
     def final_flush(self) -> None:
         """Write what is left (outcomes, unstarted claims), retrying while the database is away."""

@@ -426,13 +426,19 @@ class Event:
     """Something the keeper's zygotes did, for the supervisor to act on.
 
     ``kind``: "reload_ready" (the proposed handlers imported: replace the children),
-    "reload_failed" (they did not: keep everything, ``error`` says why), "restored" (a
-    replacement for a lost zygote is up), "degraded" (none could be started: ``error``).
+    "reload_failed" (they did not: keep everything, ``error`` says why), "lost" (the
+    zygote children fork from died: ``error`` says how; a replacement is starting),
+    "restored" (the replacement is up), "degraded" (it failed: ``error``; retried later).
     """
 
     kind: str
     error: str = ""
     tasks: tuple[str, ...] = ()
+
+
+#: Event kinds.
+RELOAD_READY, RELOAD_FAILED = "reload_ready", "reload_failed"
+LOST, RESTORED, DEGRADED = "lost", "restored", "degraded"
 
 
 class ZygoteKeeper:
@@ -465,6 +471,7 @@ class ZygoteKeeper:
         self.degraded: str | None = None
         self.retry_at: float | None = None
         self.retry_delay = tunables.ZYGOTE_RETRY_FIRST
+        self.events: list[Event] = []
 
     # -- start-up --------------------------------------------------------------------------
     def launch(self, spec: HandlerSpec) -> None:
@@ -472,24 +479,23 @@ class ZygoteKeeper:
         self.spec = spec
         self.replacement = self._launch(spec)
 
-    def await_ready(self, timeout: float) -> Zygote:
-        """Block until the start-up zygote reports: the handlers import, or raise
-        TaskImportError (once, with module, file:line and exception)."""
-        from kongtaskd.errors import KongtaskError, TaskImportError
+    def await_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the start-up zygote: True once the handlers imported,
+        False while it is still importing; TaskImportError (once, with module, file:line
+        and exception) if they cannot be imported."""
+        from kongtaskd.errors import TaskImportError
 
         zygote = self.replacement
-        assert zygote is not None, "launch() first"
+        if zygote is None:
+            return self.current is not None
         state = zygote.wait_ready(timeout)
-        if state is State.READY:
-            self.replacement = None
-            self.current = zygote
-            return zygote
-        self._retire(zygote)
-        self.replacement = None
         if state is State.STARTING:
-            raise KongtaskError(
-                f"the handlers did not import within {timeout:.0f}s (a hanging import?)"
-            )
+            return False
+        self.replacement = None
+        if state is State.READY:
+            self.current = zygote
+            return True
+        self._retire(zygote)
         raise TaskImportError(zygote.error)
 
     # -- children ----------------------------------------------------------------------------
@@ -538,7 +544,7 @@ class ZygoteKeeper:
 
     def poll(self) -> list[Event]:
         """Turn what the zygotes reported (or how they died) into events."""
-        events: list[Event] = []
+        events, self.events = self.events, []
         candidate = self.candidate
         if candidate is not None and candidate.poll() is not State.STARTING:
             self.candidate = None
@@ -550,19 +556,21 @@ class ZygoteKeeper:
                     self._retire(self.replacement)
                     self.replacement = None
                 self._healthy()
-                events.append(Event("reload_ready", tasks=candidate.tasks))
+                events.append(Event(RELOAD_READY, tasks=candidate.tasks))
             else:
                 self._retire(candidate)
-                events.append(Event("reload_failed", error=candidate.error))
+                events.append(Event(RELOAD_FAILED, error=candidate.error))
         if self.current is not None and self.current.poll() is not State.READY:
             self._lost_current()
+            events += self.events
+            self.events = []
         replacement = self.replacement
         if replacement is not None and replacement.poll() is not State.STARTING:
             self.replacement = None
             if replacement.state is State.READY:
                 self.current = replacement
                 self._healthy()
-                events.append(Event("restored", tasks=replacement.tasks))
+                events.append(Event(RESTORED, tasks=replacement.tasks))
             else:
                 self._retire(replacement)
                 self.degraded = (
@@ -570,7 +578,7 @@ class ZygoteKeeper:
                 )
                 self.retry_at = time.monotonic() + self.retry_delay
                 self.retry_delay = min(self.retry_delay * 2, tunables.ZYGOTE_RETRY_MAX)
-                events.append(Event("degraded", error=self.degraded))
+                events.append(Event(DEGRADED, error=self.degraded))
         if self.retry_at is not None and time.monotonic() >= self.retry_at:
             self.retry_at = None
             if self.current is None and self.replacement is None and self.spec is not None:
@@ -580,6 +588,10 @@ class ZygoteKeeper:
     def next_deadline(self) -> float | None:
         """When ``poll`` must run although no fd is readable (a retry is due)."""
         return self.retry_at
+
+    def due(self, now: float) -> bool:
+        """``poll`` has something to say although no fd was readable."""
+        return bool(self.events) or (self.retry_at is not None and now >= self.retry_at)
 
     def stop(self) -> None:
         """Let every zygote go (the supervisor's reaper, or ``reap_all``, collects them)."""
@@ -611,7 +623,10 @@ class ZygoteKeeper:
         if lost is None:
             return
         self.current = None
+        status = lost.status
         self._retire(lost)
+        how = _describe(status) if status is not None else "stopped answering"
+        self.events.append(Event(LOST, error=f"the zygote (pid {lost.pid}) {how}"))
         if self.replacement is None and self.spec is not None:
             self.replacement = self._launch(self.spec)
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kongtaskd.errors import ExitCode
-from tests.support.daemon import prepare_database, query, write_config
+from tests.acceptance.test_daemon import add_job
+from tests.support import wait_for
+from tests.support.daemon import Daemon, prepare_database, query, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,9 +34,13 @@ VERSION = {version!r}
 
 def work(payload, ctx):
     """Records the code version that ran the job, and the child's pid."""
+    import pathlib
     import time
 
-    time.sleep((payload or {{}}).get("sleep", 0))
+    payload = payload or {{}}
+    if payload.get("mark"):
+        pathlib.Path(payload["mark"]).touch()
+    time.sleep(payload.get("sleep", 0))
     with ctx.connection.cursor() as cur:
         cur.execute(
             "insert into public.kt_versions (job_id, version, pid) values (%s, %s, %s)",
@@ -120,3 +128,124 @@ def test_an_import_error_at_start_is_reported_once_before_any_child_starts(
     assert len(mentions) == 1, result.stderr  # once, not once per child plus a final line
     assert f"cannot import module 'mytasks' at {where}: SyntaxError" in mentions[0]
     assert "child 0 started" not in result.stderr, result.stderr
+
+
+# --- reload (item 1, item 10's first half) ---------------------------------------------
+
+
+def handler_config(tmp_path: Path, db: str, **overrides: object) -> tuple[Path, Path]:
+    """A config whose one task runs tmp_path/lib/mytasks.py, written at version "v1"."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "mytasks.py").write_text(GOOD.format(version="v1"))
+    config = write_config(
+        tmp_path,
+        db,
+        python_path=[str(lib)],
+        tasks={"work": "mytasks:work"},
+        task_modules=[],
+        **overrides,
+    )
+    return config, lib / "mytasks.py"
+
+
+#: No stale bytecode when the test rewrites a module within the same second.
+FRESH_IMPORTS = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def status_json(config: Path) -> dict[str, Any]:
+    result = kongtaskd("status", "-c", str(config), "--json", cwd=config.parent)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def notified_after(daemon: Daemon, first: str, then: str) -> bool:
+    """A ``then`` datagram arrived after a ``first`` one."""
+    messages = [m.split("\n") for m in daemon.notifications(timeout=0.05)]
+    firsts = [i for i, m in enumerate(messages) if first in m]
+    return bool(firsts) and any(then in m for m in messages[firsts[0] + 1 :])
+
+
+def test_a_reload_with_broken_handler_code_is_refused_and_nothing_stops(
+    db: str, tmp_path: Path
+) -> None:
+    config, module = handler_config(tmp_path, db, concurrency=2)
+    mark = tmp_path / "started"
+    with Daemon(config, env=FRESH_IMPORTS) as daemon:
+        daemon.wait_ready()
+        children = set(daemon.children())
+        assert len(children) == 2
+        slow = add_job(db, "work", {"sleep": 3, "mark": str(mark)})
+        wait_for(mark.exists, timeout=20, what="the slow job to start")
+        module.write_text(BROKEN)
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.log(), timeout=20, what="the refusal")
+        (line,) = [ln for ln in daemon.log().splitlines() if "reload refused" in ln]
+        assert f"cannot import module 'mytasks' at {module}:2: SyntaxError" in line, line
+        # The running job was not interrupted: it completes, once, on its first attempt.
+        wait_for(lambda: slow in versions(db), timeout=30, what="the slow job to finish")
+        assert versions(db)[slow][0] == "v1"
+        assert query(db, "select count(*) from graphile_worker._private_jobs") == [(0,)]
+        # The old children keep serving new jobs, with the code they had.
+        more = [add_job(db, "work", {}) for _ in range(4)]
+        wait_for(lambda: set(more) <= set(versions(db)), timeout=30, what="jobs after it")
+        assert {versions(db)[j] for j in more} <= {("v1", pid) for pid in children}
+        # `kongtaskd status` shows the refused reload (from the heartbeat row).
+        (pool,) = status_json(config)["pools"]
+        assert pool["last_reload_at"] is not None
+        assert f"{module}:2" in pool["last_reload_error"]
+        text = kongtaskd("status", "-c", str(config), cwd=tmp_path).stdout
+        assert "reload refused" in text and f"{module}:2" in text, text
+        # systemd was told RELOADING, then READY again; nothing claimed success.
+        wait_for(lambda: notified_after(daemon, "RELOADING=1", "READY=1"), what="READY")
+        log = daemon.log()
+        assert "reload complete" not in log and "giving up" not in log
+        assert daemon.proc.poll() is None
+        assert set(daemon.children()) == children
+        assert daemon.stop() == 0
+
+
+def test_b_a_recycled_child_runs_the_last_good_code_while_the_file_is_broken(
+    db: str, tmp_path: Path
+) -> None:
+    config, module = handler_config(tmp_path, db, concurrency=1, max_jobs_per_child=2)
+    with Daemon(config, env=FRESH_IMPORTS) as daemon:
+        daemon.wait_ready()
+        first = add_job(db, "work", {})
+        wait_for(lambda: first in versions(db), timeout=20, what="the first job")
+        module.write_text(BROKEN)  # a deploy in progress; no reload asked for
+        ids = [add_job(db, "work", {}, queue_name="serial") for _ in range(5)]
+        wait_for(lambda: set(ids) <= set(versions(db)), timeout=60, what="every job")
+        ran = versions(db)
+        assert {ran[j][0] for j in [first, *ids]} == {"v1"}
+        assert len({ran[j][1] for j in [first, *ids]}) >= 3, "no child was recycled"
+        assert "recycled after" in daemon.log()
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
+
+
+def test_c_a_reload_after_the_fix_runs_the_new_code(db: str, tmp_path: Path) -> None:
+    config, module = handler_config(tmp_path, db, concurrency=2)
+    with Daemon(config, env=FRESH_IMPORTS) as daemon:
+        daemon.wait_ready()
+        old = set(daemon.children())
+        module.write_text(BROKEN)
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.log(), timeout=20, what="the refusal")
+        module.write_text(GOOD.format(version="v2, fixed"))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload complete" in daemon.log(), timeout=30, what="the reload")
+        new = set(daemon.children())
+        assert len(new) == 2 and not new & old
+        ids = [add_job(db, "work", {}) for _ in range(4)]
+        wait_for(lambda: set(ids) <= set(versions(db)), timeout=30, what="jobs after the fix")
+        assert {versions(db)[j][0] for j in ids} == {"v2, fixed"}
+        assert {versions(db)[j][1] for j in ids} <= new
+        # The heartbeat row now says the last reload succeeded.
+        wait_for(
+            lambda: status_json(config)["pools"][0]["last_reload_error"] is None,
+            what="the heartbeat row to show the successful reload",
+        )
+        assert len([ln for ln in daemon.log().splitlines() if "reload complete" in ln]) == 1
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
