@@ -1,8 +1,8 @@
 """Task identifiers -> handler callables.
 
-Two ways to name a handler, both resolved in the child after the fork (the supervisor
-never imports user code, so a reload or a respawn picks up new code and a crashing import
-cannot take the supervisor down):
+Two ways to name a handler, both resolved in a zygote (``zygote.py``), the process the
+children fork from (the supervisor never imports user code, so a crashing import cannot
+take it down, and a reload whose code does not import is refused):
 
 * the ``tasks:`` mapping of the config: ``identifier: "package.module:function"``;
 * the ``@kongtaskd.task("identifier")`` decorator in a module listed in ``task_modules:``.

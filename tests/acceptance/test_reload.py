@@ -249,3 +249,39 @@ def test_c_a_reload_after_the_fix_runs_the_new_code(db: str, tmp_path: Path) -> 
         assert len([ln for ln in daemon.log().splitlines() if "reload complete" in ln]) == 1
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
+
+
+def test_a_lost_zygote_is_replaced_and_a_broken_file_makes_the_daemon_degraded_not_dead(
+    db: str, tmp_path: Path
+) -> None:
+    config, module = handler_config(tmp_path, db, concurrency=2)
+    with Daemon(config, env=FRESH_IMPORTS) as daemon:
+        daemon.wait_ready()
+        children = set(daemon.children())
+        # Killed (as by the OOM killer) while the code on disk is broken: its replacement
+        # cannot import it.
+        module.write_text(BROKEN)
+        (zygote,) = daemon.zygotes()
+        os.kill(zygote, signal.SIGKILL)
+        wait_for(lambda: "degraded:" in daemon.log(), timeout=20, what="the degraded report")
+        wait_for(
+            lambda: status_json(config)["pools"][0]["degraded"],
+            what="the heartbeat row to say degraded",
+        )
+        assert f"{module}:2" in status_json(config)["pools"][0]["degraded"]
+        assert "DEGRADED" in kongtaskd("status", "-c", str(config), cwd=tmp_path).stdout
+        # The children it has keep serving, with the code they had.
+        ids = [add_job(db, "work", {}) for _ in range(3)]
+        wait_for(lambda: set(ids) <= set(versions(db)), timeout=30, what="jobs while degraded")
+        assert {versions(db)[j] for j in ids} <= {("v1", pid) for pid in children}
+        # Mended: the retry brings a zygote back, and the row says so.
+        module.write_text(GOOD.format(version="v2, mended"))
+        wait_for(lambda: "a new zygote is ready" in daemon.log(), timeout=30, what="recovery")
+        wait_for(
+            lambda: status_json(config)["pools"][0]["degraded"] is None,
+            what="the heartbeat row to clear degraded",
+        )
+        assert len(daemon.zygotes()) == 1 and zygote not in daemon.zygotes()
+        assert daemon.proc.poll() is None
+        assert set(daemon.children()) == children
+        assert daemon.stop() == 0
