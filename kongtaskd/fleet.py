@@ -453,7 +453,9 @@ class Fleet:
             )
 
     def count_restart(self, child: ChildProcess) -> None:
-        """Metrics: why a child is being replaced (drains and scale-downs replace nothing)."""
+        """Metrics: why a child is being replaced (drains and scale-downs replace nothing).
+
+        The reasons are ``metrics.RESTART_REASONS`` (exported at 0 from start-up)."""
         if self.draining:
             return
         if child.fatal:

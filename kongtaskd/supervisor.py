@@ -231,6 +231,7 @@ class Supervisor:
                 self.selector,
                 self.refresh_queue_depth,
             )
+        self.metrics.know_tasks(self.config.tasks)
         for _ in range(self.config.concurrency):
             self.fleet.spawn()
         self.await_children()
@@ -453,6 +454,7 @@ class Supervisor:
         known = [c.tasks for c in self.fleet.live() if c.tasks is not None]
         wanted = sorted(frozenset.intersection(*known)) if known else sorted(self.config.tasks)
         self.session.want_tasks(wanted)
+        self.metrics.know_tasks(frozenset().union(*known))  # also those of task_modules
 
     # ======================================================================================
     # Dispatch and settle: the job book meets the children and the database
@@ -705,6 +707,7 @@ class Supervisor:
     def apply_config(self, config: Config) -> None:
         """Make ``config`` current; children of older generations are then replaced."""
         self.use_config(config)
+        self.metrics.know_tasks(config.tasks)
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat.interval = config.heartbeat_interval
         self.heartbeat.stale_after = config.stale_after
