@@ -232,18 +232,33 @@ class Supervisor:
                 self.refresh_queue_depth,
             )
         self.metrics.know_tasks(self.config.tasks)
-        for _ in range(self.config.concurrency):
-            self.fleet.spawn()
-        self.await_children()
+        self.handle_signals()  # a stop that came while migrating: no child is forked
+        if not self.draining:
+            for _ in range(self.config.concurrency):
+                self.fleet.spawn()
+            self.await_children()
         self.connect()
         self.beat()
-        self.notifier.ready(self.status_line())
+        self.announce_ready()
+
+    def announce_ready(self) -> None:
+        """READY=1 and the "ready" line, unless a stop came during start-up: then the loop
+        only drains, and telling systemd (or a reader of the log) "serving" would be false."""
+        self.handle_signals()
+        if self.draining:
+            return
+        self.notify_ready()
         log.info(
             "ready: %d children, tasks %s%s",
             len(self.fleet),
             ", ".join(self.session.wanted_tasks),
             "" if self.once else f"; listening, polling every {self.config.poll_interval}s",
         )
+
+    def notify_ready(self) -> None:
+        """READY=1 (start-up done, a reload done or refused): never once draining began."""
+        if not self.draining:
+            self.notifier.ready(self.status_line())
 
     def install_signals(self) -> None:
         os.set_blocking(self.wake_w, False)
@@ -684,13 +699,16 @@ class Supervisor:
         if self.reload is None:
             log.warning("SIGHUP: there is no configuration file to read again")
             return
+        if self.draining:  # nothing left to reload: the children only finish their jobs
+            log.warning("SIGHUP: ignored, kongtaskd is draining")
+            return
         self.notifier.reloading(time.monotonic_ns() // 1000)
         try:
             fresh = self.reload()
             cron_items = crontab_of(fresh, self.once)
         except KongtaskError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc.message)
-            self.notifier.ready(self.status_line())
+            self.notify_ready()
             return
         if (fresh.dsn, fresh.schema) != (self.dsn, self.schema):
             log.warning("SIGHUP: connection and schema changes take effect only after a restart")
@@ -757,8 +775,8 @@ class Supervisor:
 
     def roll_children(self) -> None:
         """After a reload: a new child comes up before each old one leaves; no job is cut."""
-        if not self.reloading:
-            return
+        if not self.reloading or self.draining:
+            return  # a drain ends every child anyway: no roll, no "complete", no READY
         fleet = self.fleet
         old = [c for c in fleet.live() if c.generation < fleet.generation]
         if not old:
@@ -767,7 +785,7 @@ class Supervisor:
             self.reloading = False
             self.previous_config = None
             log.info("reload complete: all children run the new configuration")
-            self.notifier.ready(self.status_line())
+            self.notify_ready()
             return
         if fleet.starting():
             return  # wait until the replacement is up
