@@ -297,7 +297,7 @@ class Supervisor:
                     f"children did not start within {tunables.CHILD_START_TIMEOUT:.0f}s "
                     "(slow handler imports or an unreachable database?)"
                 )
-            self.wait(timeout=0.5)
+            self.wait(timeout=tunables.CHILD_START_CHECK_EVERY)
             self.handle_signals()
             if self.draining:
                 return
@@ -500,7 +500,7 @@ class Supervisor:
         if self.book.outcomes and self.session.connected:
             return now
         # --once does not LISTEN: it looks at least every second.
-        return now + 1.0 if self.once else self.book.next_poll
+        return now + tunables.ONCE_RECHECK_EVERY if self.once else self.book.next_poll
 
     def settle(self) -> None:
         """One round trip: write every collected outcome and claim what the children need.
@@ -526,7 +526,7 @@ class Supervisor:
             self.session.lost(exc)
             return
         settled = self.book.settled(outcomes, want, result, self.session.task_names, now)
-        self.report(settled)
+        self.record_settled(settled)
         if want:
             self.metrics.claimed(settled.claimed)
             # --once ends on an empty claim, but only one that saw every unlock.
@@ -535,7 +535,7 @@ class Supervisor:
                 self.begin_drain("no more ready jobs (--once)")
         self.take_notifications()
 
-    def report(self, settled: Settled) -> None:
+    def record_settled(self, settled: Settled) -> None:
         """Log and count what a round trip wrote."""
         for job, task in settled.failed:
             self.jobs_failed += 1
@@ -618,7 +618,7 @@ class Supervisor:
             if status != self.status_sent:
                 self.notifier.status(status)
                 self.status_sent = status
-            self.next_status = now + 1.0
+            self.next_status = now + tunables.STATUS_EVERY
         # Tied to loop progress on purpose: a stuck loop must starve the watchdog.
         if self.notifier.watchdog_interval and now >= self.next_watchdog:
             self.notifier.watchdog()
@@ -626,7 +626,8 @@ class Supervisor:
         if self.draining and self.drain_deadline is not None and now >= self.next_extend:
             # Ask systemd for the rest of the drain plus the kill grace, so a shutdown_timeout
             # longer than the unit's TimeoutStopSec is honoured.
-            left = max(0.0, self.drain_deadline - now) + tunables.CHILD_KILL_GRACE + 5.0
+            left = max(0.0, self.drain_deadline - now) + tunables.CHILD_KILL_GRACE
+            left += tunables.EXTEND_TIMEOUT_MARGIN
             self.notifier.extend_timeout(left)
             self.next_extend = now + tunables.EXTEND_TIMEOUT_EVERY
 
@@ -831,7 +832,7 @@ class Supervisor:
                 self.maybe_reconnect()
             self.settle()
             if self.book.outcomes:
-                time.sleep(min(1.0, self.session.reconnect_delay))
+                time.sleep(min(tunables.FINAL_FLUSH_RETRY_MAX, self.session.reconnect_delay))
         outcomes = self.book.outcomes
         for job_id in outcomes.completed:
             log.error("could not record success of job %d: the database is unreachable", job_id)
