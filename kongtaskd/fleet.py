@@ -143,6 +143,16 @@ class Fleet:
         self.rapid_deaths = 0
         self.last_fatal = ""
         self.jobs_done = 0
+        #: What each message from a child means (built once: it runs for every job).
+        self.handlers: dict[protocol.Kind, Callable[[ChildProcess, protocol.Message], None]] = {
+            protocol.Kind.DONE: self.on_done,
+            protocol.Kind.FAILED: self.on_failed,
+            protocol.Kind.SKIPPED: self.on_skipped,
+            protocol.Kind.READY: self.on_ready,
+            protocol.Kind.FATAL: self.on_child_fatal,
+            protocol.Kind.RETURNED: self.on_returned,
+            protocol.Kind.BYE: self.on_bye,
+        }
 
     # ---- who is there ---------------------------------------------------------------------
     def __bool__(self) -> bool:
@@ -240,51 +250,57 @@ class Fleet:
                 self.kill(child, signal.SIGKILL)
 
     def on_message(self, child: ChildProcess, message: protocol.Message) -> None:
-        kind = message.kind
-        if kind is protocol.Kind.DONE:
-            self.metrics.job_succeeded(child.task, message.seconds)
-            self.book.succeeded(message.job_id, child.task, message.seconds)
-            self.job_finished(child, message.job_id)
-        elif kind is protocol.Kind.FAILED:
-            text = message.text
-            if child.kill_reason:
-                text = f"{child.kill_reason}; {text}"
-            self.metrics.job_failed(child.task, message.seconds)
-            self.book.failed(message.job_id, child.task, text, message.seconds)
-            self.job_finished(child, message.job_id)
-        elif kind is protocol.Kind.SKIPPED:
-            log.warning("job %d skipped by child %d: %s", message.job_id, child.index, message.text)
-            self.book.skipped(message.job_id)
-            self.job_finished(child, message.job_id)
-        elif kind is protocol.Kind.READY:
-            if child.state == STARTING:
-                child.state = IDLE
-            self.respawn_delay = tunables.RESPAWN_BACKOFF_FIRST
-            self.rapid_deaths = 0
-            child.tasks = frozenset(message.data.get("tasks", []))
-            self.on_tasks_changed()
-        elif kind is protocol.Kind.FATAL:
-            self.on_child_fatal(child, message)
-        elif kind is protocol.Kind.RETURNED:
-            # These never started (told to stop mid-batch, or no database to load them
-            # from): back to the queue, attempt refunded.
-            returned = set(message.job_ids)
-            log.info("child %d handed back %d jobs it had not started", child.index, len(returned))
-            child.jobs = collections.deque(j for j in child.jobs if j[0] not in returned)
-            self.book.hand_back(message.job_ids)
-            if not child.jobs:
-                self.child_free(child)
-        elif kind is protocol.Kind.BYE:
-            log.info("child %d is leaving: %s", child.index, message.text)
-            # Ids sent after its last outcome crossed its BYE on the pipe: it will never
-            # read them, so they go back to the queue unharmed.
-            unread = [job_id for job_id, _ in child.jobs]
-            if unread:
-                self.book.hand_back(unread)
-                child.jobs.clear()
-                child.deadline = None
-            child.state = RETIRING
-            child.recycled = True
+        handler = self.handlers.get(message.kind)
+        if handler is not None:
+            handler(child, message)
+
+    def on_done(self, child: ChildProcess, message: protocol.Message) -> None:
+        self.metrics.job_succeeded(child.task, message.seconds)
+        self.book.succeeded(message.job_id, child.task, message.seconds)
+        self.job_finished(child, message.job_id)
+
+    def on_failed(self, child: ChildProcess, message: protocol.Message) -> None:
+        text = message.text
+        if child.kill_reason:
+            text = f"{child.kill_reason}; {text}"
+        self.metrics.job_failed(child.task, message.seconds)
+        self.book.failed(message.job_id, child.task, text, message.seconds)
+        self.job_finished(child, message.job_id)
+
+    def on_skipped(self, child: ChildProcess, message: protocol.Message) -> None:
+        log.warning("job %d skipped by child %d: %s", message.job_id, child.index, message.text)
+        self.book.skipped(message.job_id)
+        self.job_finished(child, message.job_id)
+
+    def on_ready(self, child: ChildProcess, message: protocol.Message) -> None:
+        if child.state == STARTING:
+            child.state = IDLE
+        self.respawn_delay = tunables.RESPAWN_BACKOFF_FIRST
+        self.rapid_deaths = 0
+        child.tasks = frozenset(message.data.get("tasks", []))
+        self.on_tasks_changed()
+
+    def on_returned(self, child: ChildProcess, message: protocol.Message) -> None:
+        # These never started (told to stop mid-batch, or no database to load them
+        # from): back to the queue, attempt refunded.
+        returned = set(message.job_ids)
+        log.info("child %d handed back %d jobs it had not started", child.index, len(returned))
+        child.jobs = collections.deque(j for j in child.jobs if j[0] not in returned)
+        self.book.hand_back(message.job_ids)
+        if not child.jobs:
+            self.child_free(child)
+
+    def on_bye(self, child: ChildProcess, message: protocol.Message) -> None:
+        log.info("child %d is leaving: %s", child.index, message.text)
+        # Ids sent after its last outcome crossed its BYE on the pipe: it will never
+        # read them, so they go back to the queue unharmed.
+        unread = [job_id for job_id, _ in child.jobs]
+        if unread:
+            self.book.hand_back(unread)
+            child.jobs.clear()
+            child.deadline = None
+        child.state = RETIRING
+        child.recycled = True
 
     def on_child_fatal(self, child: ChildProcess, message: protocol.Message) -> None:
         child.fatal = str(message.data.get("error", "unknown error"))
@@ -450,7 +466,9 @@ class Fleet:
             )
 
     def count_restart(self, child: ChildProcess) -> None:
-        """Metrics: why a child is being replaced (drains and scale-downs replace nothing)."""
+        """Metrics: why a child is being replaced (drains and scale-downs replace nothing).
+
+        The reasons are ``metrics.RESTART_REASONS`` (exported at 0 from start-up)."""
         if self.draining:
             return
         if child.fatal:

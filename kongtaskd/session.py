@@ -25,7 +25,7 @@ from kongtaskd.settle import Outcomes, Settle, SettleResult, Want
 log = logging.getLogger("kongtaskd.supervisor")
 
 #: What the supervisor PREPAREs on its connection.
-STATEMENTS = (
+SUPERVISOR_STATEMENTS = (
     "settle",
     "register_tasks",
     "heartbeat",
@@ -91,7 +91,7 @@ class Session:
                 # The claim's array parameters make the planner re-plan it on every call
                 # (custom plans); the generic plan is as good and halves the round trip.
                 cur.execute("SET plan_cache_mode = force_generic_plan")
-            queries = Queries(conn, self.schema, names=STATEMENTS)
+            queries = Queries(conn, self.schema, names=SUPERVISOR_STATEMENTS)
             self.conn, self.queries = conn, queries
             self.round_trip = Settle(queries, self.pool_id)
             self.conn_fd = conn.fileno()  # kept: a broken connection cannot tell it any more

@@ -251,19 +251,36 @@ class Supervisor:
                 self.selector,
                 self.refresh_queue_depth,
             )
-        self.start_zygote()
-        for _ in range(self.config.concurrency if not self.draining else 0):
-            self.fleet.spawn()
-        self.await_children()
+        self.metrics.know_tasks(self.config.tasks)
+        self.handle_signals()  # a stop that came while migrating: no child is forked
+        if not self.draining:
+            self.start_zygote()  # the handlers' one import check; a stop may come meanwhile
+        if not self.draining:
+            for _ in range(self.config.concurrency):
+                self.fleet.spawn()
+            self.await_children()
         self.connect()
         self.beat()
-        self.notifier.ready(self.status_line())
+        self.announce_ready()
+
+    def announce_ready(self) -> None:
+        """READY=1 and the "ready" line, unless a stop came during start-up: then the loop
+        only drains, and telling systemd (or a reader of the log) "serving" would be false."""
+        self.handle_signals()
+        if self.draining:
+            return
+        self.notify_ready()
         log.info(
             "ready: %d children, tasks %s%s",
             len(self.fleet),
             ", ".join(self.session.wanted_tasks),
             "" if self.once else f"; listening, polling every {self.config.poll_interval}s",
         )
+
+    def notify_ready(self) -> None:
+        """READY=1 (start-up done, a reload done or refused): never once draining began."""
+        if not self.draining:
+            self.notifier.ready(self.status_line())
 
     def install_signals(self) -> None:
         os.set_blocking(self.wake_w, False)
@@ -318,7 +335,7 @@ class Supervisor:
                     f"children did not start within {tunables.CHILD_START_TIMEOUT:.0f}s "
                     "(slow handler imports or an unreachable database?)"
                 )
-            self.wait(timeout=0.5)
+            self.wait(timeout=tunables.CHILD_START_CHECK_EVERY)
             self.handle_signals()
             if self.draining:
                 return
@@ -495,6 +512,7 @@ class Supervisor:
         known = [c.tasks for c in self.fleet.live() if c.tasks is not None]
         wanted = sorted(frozenset.intersection(*known)) if known else sorted(self.config.tasks)
         self.session.want_tasks(wanted)
+        self.metrics.know_tasks(frozenset().union(*known))  # also those of task_modules
 
     # ======================================================================================
     # Dispatch and settle: the job book meets the children and the database
@@ -525,7 +543,7 @@ class Supervisor:
         if self.book.outcomes and self.session.connected:
             return now
         # --once does not LISTEN: it looks at least every second.
-        return now + 1.0 if self.once else self.book.next_poll
+        return now + tunables.ONCE_RECHECK_EVERY if self.once else self.book.next_poll
 
     def settle(self) -> None:
         """One round trip: write every collected outcome and claim what the children need.
@@ -551,7 +569,7 @@ class Supervisor:
             self.session.lost(exc)
             return
         settled = self.book.settled(outcomes, want, result, self.session.task_names, now)
-        self.report(settled)
+        self.record_settled(settled)
         if want:
             self.metrics.claimed(settled.claimed)
             # --once ends on an empty claim, but only one that saw every unlock.
@@ -560,7 +578,7 @@ class Supervisor:
                 self.begin_drain("no more ready jobs (--once)")
         self.take_notifications()
 
-    def report(self, settled: Settled) -> None:
+    def record_settled(self, settled: Settled) -> None:
         """Log and count what a round trip wrote."""
         for job, task in settled.failed:
             self.jobs_failed += 1
@@ -643,7 +661,7 @@ class Supervisor:
             if status != self.status_sent:
                 self.notifier.status(status)
                 self.status_sent = status
-            self.next_status = now + 1.0
+            self.next_status = now + tunables.STATUS_EVERY
         # Tied to loop progress on purpose: a stuck loop must starve the watchdog.
         if self.notifier.watchdog_interval and now >= self.next_watchdog:
             self.notifier.watchdog()
@@ -651,7 +669,8 @@ class Supervisor:
         if self.draining and self.drain_deadline is not None and now >= self.next_extend:
             # Ask systemd for the rest of the drain plus the kill grace, so a shutdown_timeout
             # longer than the unit's TimeoutStopSec is honoured.
-            left = max(0.0, self.drain_deadline - now) + tunables.CHILD_KILL_GRACE + 5.0
+            left = max(0.0, self.drain_deadline - now) + tunables.CHILD_KILL_GRACE
+            left += tunables.EXTEND_TIMEOUT_MARGIN
             self.notifier.extend_timeout(left)
             self.next_extend = now + tunables.EXTEND_TIMEOUT_EVERY
 
@@ -731,6 +750,9 @@ class Supervisor:
         if self.reload is None:
             log.warning("SIGHUP: there is no configuration file to read again")
             return
+        if self.draining:  # nothing left to reload: the children only finish their jobs
+            log.warning("SIGHUP: ignored, kongtaskd is draining")
+            return
         self.notifier.reloading(time.monotonic_ns() // 1000)
         try:
             fresh = self.reload()
@@ -748,12 +770,12 @@ class Supervisor:
         """Keep everything as it is, and say so: log, heartbeat row (``status``), systemd."""
         log.error("reload refused: %s; every child keeps running the previous configuration", why)
         self.heartbeat.reloaded(why)
-        self.notifier.ready(self.status_line())
+        self.notify_ready()
 
     def on_zygote_events(self, events: list[Event]) -> None:
         """What the zygotes reported: a reload's import result, a lost or restored zygote."""
         for event in events:
-            if event.kind == RELOAD_READY and self.pending is not None:
+            if event.kind == RELOAD_READY and self.pending is not None and not self.draining:
                 fresh, cron_items = self.pending
                 self.pending = None
                 self.apply_config(fresh)
@@ -798,6 +820,7 @@ class Supervisor:
     def apply_config(self, config: Config) -> None:
         """Make ``config`` current; children of older generations are then replaced."""
         self.use_config(config)
+        self.metrics.know_tasks(config.tasks)
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat.interval = config.heartbeat_interval
         self.heartbeat.stale_after = config.stale_after
@@ -831,8 +854,8 @@ class Supervisor:
 
     def roll_children(self) -> None:
         """After a reload: a new child comes up before each old one leaves; no job is cut."""
-        if not self.reloading:
-            return
+        if not self.reloading or self.draining:
+            return  # a drain ends every child anyway: no roll, no "complete", no READY
         fleet = self.fleet
         old = [c for c in fleet.live() if c.generation < fleet.generation]
         if not old:
@@ -841,7 +864,7 @@ class Supervisor:
             self.reloading = False
             log.info("reload complete: all children run the new configuration")
             self.heartbeat.reloaded(None)
-            self.notifier.ready(self.status_line())
+            self.notify_ready()
             return
         if fleet.starting():
             return  # wait until the replacement is up
@@ -899,7 +922,7 @@ class Supervisor:
                 self.maybe_reconnect()
             self.settle()
             if self.book.outcomes:
-                time.sleep(min(1.0, self.session.reconnect_delay))
+                time.sleep(min(tunables.FINAL_FLUSH_RETRY_MAX, self.session.reconnect_delay))
         outcomes = self.book.outcomes
         for job_id in outcomes.completed:
             log.error("could not record success of job %d: the database is unreachable", job_id)

@@ -75,8 +75,23 @@ STALE_LOCK_SECONDS = 4 * 3600
 #: ...checked at a random interval in this range (seconds), as graphile-worker does.
 STALE_LOCK_SWEEP_EVERY = (480.0, 600.0)
 
-#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often.
+#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often...
 EXTEND_TIMEOUT_EVERY = 5.0
+#: ...for the rest of the drain plus the kill grace plus this margin (seconds), so the
+#: request outlives the time until the next one.
+EXTEND_TIMEOUT_MARGIN = 5.0
+
+#: The sd_notify STATUS= line is sent at most this often (seconds), and only when it changed.
+STATUS_EVERY = 1.0
+
+#: ``--once`` does not LISTEN: the loop looks for jobs at least this often (seconds).
+ONCE_RECHECK_EVERY = 1.0
+
+#: While children start, the supervisor looks at signals and their pipes this often.
+CHILD_START_CHECK_EVERY = 0.5
+
+#: Shutdown's retries of unwritten outcomes are at most this far apart (seconds).
+FINAL_FLUSH_RETRY_MAX = 1.0
 
 #: How long a child keeps trying to reach the database (a restart, a failover) before it
 #: gives up on the job it holds and reports it failed.
