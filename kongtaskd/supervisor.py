@@ -470,6 +470,7 @@ class Supervisor:
         )
         self.notifier.stopping(f"draining: {busy} jobs running")
         self.fleet.drain()
+        self.zygotes.stop()  # nothing is forked from here on (nor a lost zygote replaced)
 
     def begin_fast_stop(self, why: str) -> None:
         if self.fast:
