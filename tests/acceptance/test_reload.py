@@ -285,3 +285,24 @@ def test_a_lost_zygote_is_replaced_and_a_broken_file_makes_the_daemon_degraded_n
         assert daemon.proc.poll() is None
         assert set(daemon.children()) == children
         assert daemon.stop() == 0
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for init to reap it counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_no_zygote_outlives_the_supervisor(db: str, tmp_path: Path, how: str) -> None:
+    config, _ = handler_config(tmp_path, db, concurrency=1)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        zygotes = daemon.zygotes()
+        assert len(zygotes) == 1
+        daemon.signal(getattr(signal, how))
+        daemon.wait(timeout=30)
+        wait_for(lambda: all(gone(pid) for pid in zygotes), timeout=20, what="no zygote left")
