@@ -17,8 +17,8 @@ during a reload (``on_fatal``).
 A process is created in ONE place, ``fork_child(settings) -> (pid, channel)``: the
 zygote (``zygote.py``: a template process that imported the handlers of the last
 configuration that imported cleanly) forks it, and it becomes our child (the supervisor is a
-subreaper). While no zygote is ready (a lost one is being replaced) nothing is spawned and
-the children there are keep running.
+subreaper). While no zygote is ready (a lost one is being replaced) nothing is spawned, and
+the children that run carry on.
 
 Crash loops: a child that dies within ``CHILD_RAPID_DEATH_WINDOW`` of its birth delays the
 next spawn (doubling up to ``RESPAWN_BACKOFF_MAX``); ``CHILD_RAPID_DEATH_LIMIT`` such
@@ -492,9 +492,9 @@ class Fleet:
         self.murder_timed_out()
 
     def spawn_missing(self) -> None:
-        if self.draining or time.monotonic() < self.respawn_at or not self.can_spawn():
+        if self.draining or time.monotonic() < self.respawn_at:
             return
-        while len(self.live()) < self.config.concurrency:
+        while len(self.live()) < self.config.concurrency and self.can_spawn():
             if self.spawn() is None:
                 return
 

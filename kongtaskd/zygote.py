@@ -500,7 +500,8 @@ class ZygoteKeeper:
 
     # -- children ----------------------------------------------------------------------------
     def can_spawn(self) -> bool:
-        return self.current is not None and self.current.poll() is State.READY
+        # No syscall: the loop polls the zygote when its fd says something happened.
+        return self.current is not None and self.current.state is State.READY
 
     def spawn(self, settings: ChildSettings) -> tuple[int, protocol.Channel]:
         """Fork a child from the current zygote. ZygoteError if there is none right now (the
