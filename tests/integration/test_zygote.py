@@ -60,8 +60,7 @@ def test_a_child_forked_from_the_zygote_is_the_supervisors_and_runs_a_job(db: st
     assert out["outcome"] == "DONE"
     assert out["child_exit"] == 0
     # Adopted by the stand-in supervisor (a subreaper), not left with the zygote.
-    driver_ppid = out["child_ppid"]
-    assert driver_ppid != out["zygote"]
+    assert out["child_ppid"] == out["driver"]
     runs = query(db, "select pid from public.kt_runs where job_id = %s", (job_id,))
     assert runs == [(out["child"],)]
 

@@ -70,7 +70,12 @@ def main() -> None:
     )
     zygote = Zygote.launch(spec, forget=lambda: None)
     state = zygote.wait_ready(60)
-    out: dict[str, Any] = {"state": state.value, "error": zygote.error, "zygote": zygote.pid}
+    out: dict[str, Any] = {
+        "state": state.value,
+        "error": zygote.error,
+        "zygote": zygote.pid,
+        "driver": os.getpid(),
+    }
     if state is not State.READY:
         _, status = os.waitpid(zygote.pid, 0)
         zygote.exited(status)
