@@ -11,7 +11,8 @@ from __future__ import annotations
 ERROR_TEXT_MAX_CHARS = 8192
 
 #: How long a freshly forked child may take to import its handlers and connect before the
-#: supervisor gives up on it. Imports of big frameworks take seconds; minutes mean a hang.
+#: supervisor gives up on it, and a zygote to import them (at start-up, for a reload, to
+#: replace a lost one). Imports of big frameworks take seconds; minutes mean a hang.
 CHILD_START_TIMEOUT = 60.0
 
 #: How long a spawn request may wait for the zygote's answer (one double fork: milliseconds).

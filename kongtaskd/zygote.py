@@ -546,6 +546,7 @@ class ZygoteKeeper:
     def poll(self) -> list[Event]:
         """Turn what the zygotes reported (or how they died) into events."""
         events, self.events = self.events, []
+        self._give_up_hung_imports()
         candidate = self.candidate
         if candidate is not None and candidate.poll() is not State.STARTING:
             self.candidate = None
@@ -587,12 +588,18 @@ class ZygoteKeeper:
         return events
 
     def next_deadline(self) -> float | None:
-        """When ``poll`` must run although no fd is readable (a retry is due)."""
-        return self.retry_at
+        """When ``poll`` must run although no fd is readable: a retry, or an import's
+        time limit."""
+        deadlines = [self.retry_at]
+        for zygote in (self.candidate, self.replacement):
+            if zygote is not None:
+                deadlines.append(zygote.started + tunables.CHILD_START_TIMEOUT)
+        return min((d for d in deadlines if d is not None), default=None)
 
     def due(self, now: float) -> bool:
         """``poll`` has something to say although no fd was readable."""
-        return bool(self.events) or (self.retry_at is not None and now >= self.retry_at)
+        deadline = self.next_deadline()
+        return bool(self.events) or (deadline is not None and now >= deadline)
 
     def stop(self) -> None:
         """Let every zygote go (the supervisor's reaper, or ``reap_all``, collects them)."""
@@ -617,6 +624,22 @@ class ZygoteKeeper:
         zygote.stop()
         if zygote.status is None:
             self.leaving[zygote.pid] = zygote
+
+    def _give_up_hung_imports(self) -> None:
+        """An import that takes longer than CHILD_START_TIMEOUT hangs: stop that zygote; its
+        FAILED state reports it (a refused reload, or a degraded daemon)."""
+        limit = time.monotonic() - tunables.CHILD_START_TIMEOUT
+        for zygote in (self.candidate, self.replacement):
+            if zygote is not None and zygote.state is State.STARTING and zygote.started < limit:
+                self.unwatch(zygote.fileno())
+                zygote.stop()  # SIGKILL: it is importing
+                zygote.error = (
+                    f"the handlers did not import within {tunables.CHILD_START_TIMEOUT:.0f}s "
+                    "(a hanging import?)"
+                )
+                zygote.state = State.FAILED
+                if zygote.status is None:
+                    self.leaving[zygote.pid] = zygote
 
     def _lost_current(self) -> None:
         """The zygote children fork from died (OOM?): start another from the same spec."""

@@ -154,3 +154,15 @@ def test_the_zygote_and_its_children_die_with_the_supervisor(db: str) -> None:
         "and datname = current_database()"
     )
     wait_for(lambda: not query(db, sessions), timeout=20, what="the child's session to end")
+
+
+def test_a_reload_whose_import_hangs_is_given_up_and_the_good_zygote_serves_on(
+    db: str, tmp_path: Path
+) -> None:
+    (tmp_path / "hangs_mod.py").write_text("import time\n\ntime.sleep(600)\n")
+    out = result(drive("hung_reload", dsn=db, hang_dir=str(tmp_path)))
+    assert out["events"] == [
+        ["reload_failed", "the handlers did not import within 1s (a hanging import?)"]
+    ]
+    assert out["spawned"] > 0  # from the good zygote, meanwhile and after
+    wait_for(lambda: all(process_gone(pid) for pid in out["hung"]), what="the hung zygote")

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kongtaskd import protocol
+from kongtaskd import protocol, tunables
 from kongtaskd.child import ChildSettings
-from kongtaskd.zygote import HandlerSpec, State, Zygote, become_subreaper
+from kongtaskd.zygote import HandlerSpec, State, Zygote, ZygoteKeeper, become_subreaper
 
 
 def fd_targets(pid: int) -> dict[int, str]:
@@ -55,9 +55,38 @@ def ready_child(zygote: Zygote, args: dict[str, Any], index: int) -> tuple[int, 
     return pid, channel
 
 
+def hung_reload(args: dict[str, Any]) -> None:
+    """A reload whose import hangs: the keeper gives up after the (shortened) time limit,
+    while the children of the good zygote keep being served."""
+    tunables.CHILD_START_TIMEOUT = 1.0
+    keeper = ZygoteKeeper(forget=lambda: None)
+    good = HandlerSpec(tasks=args["tasks"], python_path=tuple(args["python_path"]))
+    keeper.launch(good)
+    while not keeper.await_ready(5):
+        pass
+    keeper.propose(HandlerSpec(tasks={"hang": "hangs_mod:f"}, python_path=(args["hang_dir"],)))
+    events: list[Any] = []
+    deadline = time.monotonic() + 30
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if keeper.due(time.monotonic()):
+            events = keeper.poll()
+    pid, _channel = keeper.spawn(settings(args, 0))
+    hung = list(keeper.leaving)
+    keeper.stop()
+    for zygote_pid in keeper.pids():
+        os.kill(zygote_pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    out = {"events": [[e.kind, e.error] for e in events], "spawned": pid, "hung": hung}
+    print(json.dumps(out), flush=True)
+
+
 def main() -> None:
     scenario, args = sys.argv[1], json.loads(sys.argv[2])
     become_subreaper()
+    if scenario == "hung_reload":
+        hung_reload(args)
+        return
     # Stand-ins for what a supervisor holds and must not pass on: a "database" socket and
     # a signal wake-up pipe. ``forget`` below does nothing on purpose: the zygote itself
     # must drop every fd it was not meant to keep.
