@@ -445,8 +445,9 @@ class ZygoteKeeper:
     """The zygote children fork from (the last configuration that imported cleanly), a
     reload's candidate while it imports, and the replacement of one that died.
 
-    Non-blocking except ``start``: reports arrive on fds the supervisor's loop selects on
-    (``watch``/``unwatch`` register them), and ``poll`` turns them into events.
+    Non-blocking except ``await_ready`` (start-up): reports arrive on fds the supervisor's
+    loop selects on (``watch``/``unwatch`` register them), and ``poll`` turns them into
+    events.
     """
 
     def __init__(
@@ -475,7 +476,7 @@ class ZygoteKeeper:
 
     # -- start-up --------------------------------------------------------------------------
     def launch(self, spec: HandlerSpec) -> None:
-        """Start importing ``spec`` (at start-up, before the migration runs)."""
+        """Start importing ``spec`` (at start-up; ``await_ready`` says how it went)."""
         self.spec = spec
         self.replacement = self._launch(spec)
 
@@ -514,10 +515,6 @@ class ZygoteKeeper:
             self._lost_current()
             raise
 
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self.current.tasks if self.current is not None else ()
-
     # -- reload ------------------------------------------------------------------------------
     def propose(self, spec: HandlerSpec) -> None:
         """A reload: import ``spec`` in a new zygote; ``poll`` says how it went. A candidate
@@ -525,10 +522,6 @@ class ZygoteKeeper:
         if self.candidate is not None:
             self._retire(self.candidate)
         self.candidate = self._launch(spec)
-
-    @property
-    def reloading(self) -> bool:
-        return self.candidate is not None
 
     # -- the loop ------------------------------------------------------------------------------
     def exited(self, pid: int, status: int) -> bool:
