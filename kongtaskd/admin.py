@@ -20,6 +20,9 @@ Decisions worth knowing (the ``--help`` texts say the same):
 * ``jobs list --failed`` lists every job whose last attempt failed (``last_error`` set):
   retrying ones and permanently failed ones alike. ``--json`` includes the payload, which
   graphile-worker's public ``jobs`` view leaves out.
+* ``jobs list --json`` has no default cap (scripts act on what they get, so a silent cap
+  made them act on part of the queue) and streams: rows come from a server-side cursor a
+  batch at a time and are written as they arrive. The table keeps a default of 100 rows.
 * ``cleanup`` without flags runs graphile-worker's library default, GC_TASK_IDENTIFIERS and
   GC_JOB_QUEUES; deleting permanently failed jobs destroys their record and must be asked
   for (``--permafailed``). Task identifiers of the configuration are always kept.
@@ -34,8 +37,8 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import closing, contextmanager
+from typing import Any, TextIO
 
 import psycopg2
 import psycopg2.errors
@@ -55,6 +58,7 @@ __all__ = [
     "ListedJob",
     "QueueCounts",
     "Status",
+    "Written",
     "cleanup",
     "fail_jobs",
     "format_cleanup",
@@ -66,6 +70,7 @@ __all__ = [
     "retry_jobs",
     "status",
     "to_json",
+    "write_jobs_json",
 ]
 
 #: ``jobs list`` filters: --failed, --locked, --scheduled.
@@ -240,6 +245,59 @@ class JobListing:
     filtered: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What :func:`write_jobs_json` wrote: ``shown`` jobs of ``total`` matching."""
+
+    shown: int
+    total: int
+
+    @property
+    def capped(self) -> bool:
+        return self.total > self.shown
+
+
+def _list_params(
+    task: str | None, queue: str | None, only: str | None, limit: int | None, with_payload: bool
+) -> dict[str, Any]:
+    if only is not None and only not in LIST_FILTERS:
+        raise ValueError(f"only must be one of {', '.join(LIST_FILTERS)} or None, got {only!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 or None, got {limit}")
+    return {
+        "task": task,
+        "queue": queue,
+        "only": only,
+        # One more than asked for: whether it arrives tells whether the limit cut the list.
+        "limit": None if limit is None else limit + 1,
+        "with_payload": with_payload,
+    }
+
+
+def _matching(
+    cur: Cursor, schema: str, params: Mapping[str, Any], batch: int
+) -> Iterator[ListedJob]:
+    """The jobs of ``admin_list_jobs.sql``, fetched ``batch`` rows at a time from a
+    server-side cursor in ``cur``'s transaction: memory holds one batch, not the list."""
+    with cur.connection.cursor(name="kongtaskd_jobs_list") as rows:
+        rows.itersize = batch
+        _execute(rows, "admin_list_jobs", schema, params)
+        names: list[str] | None = None
+        for row in rows:
+            if names is None:
+                names = [column.name for column in rows.description or ()]
+            job = dict(zip(names, row, strict=True))
+            flags = job["flags"]
+            job["flags"] = sorted(flags) if isinstance(flags, dict) else flags
+            yield ListedJob(**job)
+
+
+def _total(cur: Cursor, schema: str, params: Mapping[str, Any]) -> int:
+    _execute(cur, "admin_count_jobs", schema, params)
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def list_jobs(
     conn: Connection,
     schema: str,
@@ -250,31 +308,57 @@ def list_jobs(
     limit: int | None = 100,
     with_payload: bool = False,
 ) -> JobListing:
-    """Jobs oldest first (by id); ``only`` is one of :data:`LIST_FILTERS`; ``limit`` None: all."""
-    if only is not None and only not in LIST_FILTERS:
-        raise ValueError(f"only must be one of {', '.join(LIST_FILTERS)} or None, got {only!r}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1 or None, got {limit}")
-    params = {
-        "task": task,
-        "queue": queue,
-        "only": only,
-        "limit": limit,
-        "with_payload": with_payload,
-    }
+    """Jobs oldest first (by id); ``only`` is one of :data:`LIST_FILTERS`; ``limit`` None: all.
+
+    The list is built in memory (for the table); :func:`write_jobs_json` streams instead.
+    """
+    params = _list_params(task, queue, only, limit, with_payload)
     with _transaction(conn, schema, read_only=True) as cur:
-        _execute(cur, "admin_list_jobs", schema, params)
-        names = [column.name for column in cur.description or ()]
-        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    # The window count is on every row; with no row, nothing matched.
-    total = int(rows[0]["total"]) if rows else 0
-    jobs = []
-    for row in rows:
-        del row["total"]
-        flags = row["flags"]
-        row["flags"] = sorted(flags) if isinstance(flags, dict) else flags
-        jobs.append(ListedJob(**row))
+        jobs = list(_matching(cur, schema, params, tunables.JOBS_LIST_BATCH))
+        total = len(jobs)
+        if limit is not None and total > limit:
+            del jobs[limit:]
+            total = _total(cur, schema, params)
     return JobListing(jobs, total, filtered=any(v is not None for v in (task, queue, only)))
+
+
+def write_jobs_json(
+    conn: Connection,
+    schema: str,
+    out: TextIO,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    only: str | None = None,
+    limit: int | None = None,
+    batch: int = tunables.JOBS_LIST_BATCH,
+) -> Written:
+    """Write the matching jobs (payload included) to ``out`` as one JSON array, job by job
+    as they arrive: the same text as ``to_json(list_jobs(...).jobs)``, in constant memory.
+
+    ``limit`` None: every match. The result says how many were written of how many match,
+    so the caller can say when the limit cut the list.
+    """
+    params = _list_params(task, queue, only, limit, with_payload=True)
+    shown = 0
+    capped = False
+    with _transaction(conn, schema, read_only=True) as cur:
+        # closing(): a cut list closes its server-side cursor now, inside the transaction.
+        with closing(_matching(cur, schema, params, batch)) as jobs:
+            for job in jobs:
+                if limit is not None and shown == limit:
+                    capped = True
+                    break
+                text = json.dumps(_jsonable(job), indent=2, ensure_ascii=False)
+                out.write(("[\n" if shown == 0 else ",\n") + _indent(text))
+                shown += 1
+        out.write("\n]\n" if shown else "[]\n")
+        total = _total(cur, schema, params) if capped else shown
+    return Written(shown, total)
+
+
+def _indent(text: str, by: str = "  ") -> str:
+    return "\n".join(by + line for line in text.split("\n"))
 
 
 def format_jobs(listing: JobListing) -> str:

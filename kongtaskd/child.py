@@ -35,7 +35,7 @@ import psycopg2
 from psycopg2 import extensions
 from setproctitle import setproctitle
 
-from kongtaskd import protocol, tunables
+from kongtaskd import protocol, redact, tunables
 from kongtaskd.context import JobContext
 from kongtaskd.errors import KongtaskError
 from kongtaskd.job import Job
@@ -479,8 +479,9 @@ def rss_mib() -> float:
 
 def format_error(exc: BaseException, headline: str | None = None) -> str:
     """The ``last_error`` text: ``Type: message`` then the traceback, bounded in size."""
-    head = headline or f"{type(exc).__name__}: {exc}"
-    text = head + "\n\n" + "".join(traceback.format_exception(exc)).rstrip()
+    # Scrubbed: last_error is shown by `kongtaskd jobs` and graphile-worker's tools alike.
+    head = redact.scrub(headline or f"{type(exc).__name__}: {exc}")
+    text = head + "\n\n" + redact.scrub("".join(traceback.format_exception(exc)).rstrip())
     limit = tunables.ERROR_TEXT_MAX_CHARS
     if len(text) <= limit:
         return text

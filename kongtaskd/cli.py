@@ -6,9 +6,10 @@ arguments, a function running it). A new verb (``jobs``, ``status``, ``cleanup``
 
 Errors reach the user as one line on stderr, ``kongtaskd: <what and where>``, with the
 exit code of :class:`~kongtaskd.errors.ExitCode` (0 ok, 1 runtime failure, 2 usage or
-configuration, 57 schema newer than this kongtaskd; 130 after Ctrl-C). Tracebacks are
-printed only with ``--debug`` or log level debug, and every message goes through
-:func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
+configuration, 57 schema newer than this kongtaskd, 75 a migration's lock wait timed out;
+130 after Ctrl-C, or a signal during a migration; 141 when the reader of stdout went away).
+Tracebacks are printed only with ``--debug`` or log level debug, and every message goes
+through :func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg2
 import psycopg2.errors
 
 from kongtaskd import __version__, starter
+from kongtaskd.binds import check_binds
 from kongtaskd.config import Config, load_config
 from kongtaskd.dsn import connect, mask_secrets
 from kongtaskd.embedded import EmbeddedNotInstalled, EmbeddedServer, data_dir_of
@@ -46,11 +49,20 @@ from kongtaskd.logs import LEVELS, setup_logging
 
 PROG = "kongtaskd"
 #: Exit code after Ctrl-C, as shells report a process killed by SIGINT (128 + 2).
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
+#: Exit code when the reader of stdout went away (``jobs list --json | head``), as shells
+#: report a process killed by SIGPIPE (128 + 13); nothing is printed about it.
+EXIT_BROKEN_PIPE = 141
 
 
 class UsageError(Exception):
     """A command-line mistake found by argparse; exit code 2."""
+
+
+class StdoutClosed(Exception):
+    """The reader of a listing's stdout went away (``| head``): stop quietly, exit 141.
+
+    Only raised where stdout is written, so a broken pipe elsewhere stays an error."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -214,6 +226,9 @@ def _ranges(numbers: list[int]) -> str:
 def _run(args: argparse.Namespace) -> int:
     config = _load(args)
     config.require_tasks()
+    # Before anything starts (an embedded server, the migration, the children): a port that
+    # cannot be bound is the user's to fix, exit 2, not a restart loop.
+    check_binds(config)
     # Imported here: the supervisor pulls in the child machinery, which the other verbs
     # never need, and an import problem there must not break `migrate` or `add`.
     from kongtaskd.supervisor import run
@@ -239,19 +254,52 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print nothing on success (default: print one summary line)",
     )
+    parser.add_argument(
+        "--lock-timeout",
+        type=_lock_timeout,
+        metavar="SECONDS",
+        help="give up (exit 75) after waiting this long for a lock another session holds "
+        "(default: the config's migration_lock_timeout, 30)",
+    )
+
+
+def _lock_timeout(text: str) -> float:
+    """--lock-timeout's value: seconds > 0 (argparse names the flag in the error)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {text!r}"
+        ) from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return seconds
 
 
 def _migrate(args: argparse.Namespace) -> int:
     if args.silent and getattr(args, "log_level", None) is None and not args.debug:
         args.log_level = "warning"
     config = _load(args)
+    if args.lock_timeout is not None:
+        config = dataclasses.replace(config, migration_lock_timeout=args.lock_timeout)
     from kongtaskd.schema import migrate
+    from kongtaskd.schema.waiting import connect_interruptibly, stop_on_signals
 
-    conn = _connect(config, "kongtaskd migrate")
-    try:
-        report = migrate(conn, config.schema)
-    finally:
-        conn.close()
+    # SIGTERM, SIGINT and SIGQUIT are recorded from before the connection exists: one that
+    # comes while connecting, or while a statement waits for a lock (cancelled, rolled
+    # back), ends the verb with exit 130.
+    with stop_on_signals() as should_stop:
+        conn = connect_interruptibly(lambda: _connect(config, "kongtaskd migrate"), should_stop)
+        try:
+            report = migrate(
+                conn,
+                config.schema,
+                lock_timeout=config.migration_lock_timeout,
+                should_stop=should_stop,
+                observer=lambda: _connect(config, "kongtaskd migrate (lock watch)"),
+            )
+        finally:
+            conn.close()
     if not args.silent:
         done = []
         if report.applied:
@@ -272,7 +320,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", metavar="TASK", help="task identifier, e.g. send_email")
-    parser.add_argument("--payload", metavar="JSON", help="the job's payload as JSON (default: {})")
+    parser.add_argument(
+        "--payload",
+        metavar="JSON",
+        help="the job's payload as JSON, @FILE to read it from FILE, or - to read it from "
+        "standard input, for payloads too large for a command line (default: {})",
+    )
     parser.add_argument(
         "--queue",
         metavar="Q",
@@ -325,15 +378,61 @@ _ADD_FLAGS = {
 }
 
 
+#: ``--payload -``: the payload is read from standard input.
+PAYLOAD_STDIN = "-"
+#: ``--payload @FILE``: the payload is read from FILE.
+PAYLOAD_FILE_PREFIX = "@"
+
+
 def _parse_payload(text: str | None) -> Any:
+    """The job's payload from ``--payload``: JSON itself, ``@FILE`` or ``-`` (stdin).
+
+    JSON cannot start with ``@`` or be a lone ``-``, so the two forms mean nothing else.
+    Files and stdin may carry a UTF-8 byte-order mark (some editors write one).
+    """
     if text is None:
         return None
+    if text == PAYLOAD_STDIN:
+        where = f"--payload {PAYLOAD_STDIN} (standard input)"
+        data = sys.stdin.buffer.read()
+        empty = "standard input is empty; expected JSON"
+    elif text.startswith(PAYLOAD_FILE_PREFIX):
+        where = f"--payload {text}"
+        data = _read_payload_file(text[len(PAYLOAD_FILE_PREFIX) :], where)
+        empty = "the file is empty; expected JSON"
+    else:
+        return _decode_json(text, "--payload")
+    if not data.strip():
+        raise ConfigError(f"{where}: {empty}")
+    try:
+        decoded = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {error.start})") from None
+    return _decode_json(decoded, where)
+
+
+def _read_payload_file(name: str, where: str) -> bytes:
+    if not name:
+        raise ConfigError(f"{where}: give a file name after @ (or - for standard input)")
+    try:
+        return Path(name).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not a file") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read it: {error.strerror}") from None
+
+
+def _decode_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(
-            f"--payload: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            f"{where}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid JSON: nested too deeply") from None
 
 
 def _parse_run_at(text: str | None) -> dt.datetime | None:
@@ -411,6 +510,8 @@ def _flag_error(error: InvalidJobArgument | InvalidJobArgumentType) -> ConfigErr
 
 #: Job ids are bigint identities.
 _MAX_JOB_ID = 2**63 - 1
+#: Rows of the `jobs list` table without --limit (a screenful or a few; --json has no cap).
+TABLE_LIMIT = 100
 
 
 def _job_id(text: str) -> int:
@@ -489,15 +590,16 @@ def _jobs_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
         type=_limit,
-        default=100,
+        default=None,
         metavar="N",
-        help="show at most N jobs; 0 shows all (default: 100)",
+        help="show at most N jobs, the oldest; 0 shows all; a cut list says so (the table "
+        "in a last line, --json on stderr) (default: 100 for the table, all for --json)",
     )
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON array of jobs, payload included, timestamps ISO 8601 UTC "
-        "(default: a table)",
+        help="print a JSON array of jobs, payload included, timestamps ISO 8601 UTC, "
+        "written as the rows arrive, so any number of jobs fits (default: a table)",
     )
 
 
@@ -617,17 +719,7 @@ def _jobs(args: argparse.Namespace) -> int:
     conn = _connect(config, f"kongtaskd jobs {action}")
     try:
         if action == "list":
-            listing = admin.list_jobs(
-                conn,
-                config.schema,
-                task=args.task,
-                queue=args.queue,
-                only=args.only,
-                limit=args.limit or None,
-                with_payload=args.json,
-            )
-            print(admin.to_json(listing.jobs) if args.json else admin.format_jobs(listing))
-            return ExitCode.OK
+            return _jobs_list(conn, config, args)
         stale_after = config.stale_after
         if action == "retry":
             result = admin.retry_jobs(conn, config.schema, args.ids, stale_after=stale_after)
@@ -654,6 +746,49 @@ def _jobs(args: argparse.Namespace) -> int:
     problems = result.problems()
     if problems:
         raise KongtaskError(problems, exit_code=ExitCode.FAILURE)
+    return ExitCode.OK
+
+
+def _jobs_list(
+    conn: psycopg2.extensions.connection, config: Config, args: argparse.Namespace
+) -> int:
+    try:
+        return _write_jobs_list(conn, config, args)
+    except BrokenPipeError:
+        raise StdoutClosed() from None
+
+
+def _write_jobs_list(
+    conn: psycopg2.extensions.connection, config: Config, args: argparse.Namespace
+) -> int:
+    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+
+    if not args.json:
+        limit = TABLE_LIMIT if args.limit is None else args.limit or None
+        listing = admin.list_jobs(
+            conn, config.schema, task=args.task, queue=args.queue, only=args.only, limit=limit
+        )
+        print(admin.format_jobs(listing))
+        return ExitCode.OK
+    # --json is for scripts: no default cap (a silent one made scripts act on part of the
+    # queue), rows streamed so memory does not grow with the list.
+    written = admin.write_jobs_json(
+        conn,
+        config.schema,
+        sys.stdout,
+        task=args.task,
+        queue=args.queue,
+        only=args.only,
+        limit=args.limit or None,
+    )
+    sys.stdout.flush()
+    if written.capped:
+        print(
+            f"{PROG}: jobs list --limit {args.limit}: listed {written.shown} of "
+            f"{written.total} matching jobs (without --limit, --json lists all)",
+            file=sys.stderr,
+            flush=True,
+        )
     return ExitCode.OK
 
 
@@ -818,6 +953,8 @@ VERBS: tuple[Verb, ...] = (
         "add one job (prints its id)",
         'kongtaskd add send_email --payload \'{"to": "a@b.example"}\' '
         "--run-at 2026-11-23T09:00:00Z\n"
+        "  kongtaskd add import --payload @rows.json\n"
+        "  produce_json | kongtaskd add import --payload -\n"
         "  kongtaskd add report --queue reports --job-key daily-report --json",
         _add_arguments,
         _add,
@@ -863,7 +1000,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  kongtaskd -c kongtask.yaml\n  kongtaskd migrate -c kongtask.yaml\n"
         '  kongtaskd add send_email --payload \'{"to": "a@b.example"}\'\n\n'
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, "
-        "57 database schema newer than this kongtaskd, 130 interrupted\n"
+        "57 database schema newer than this kongtaskd, 75 migration lock timeout, "
+        "130 interrupted, 141 stdout closed by its reader\n"
         "run 'kongtaskd VERB --help' for a verb's options",
         formatter_class=_FORMATTER,
     )
@@ -942,6 +1080,10 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except StdoutClosed:
+        # Python would complain again when it flushes stdout at exit: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:
         if _wants_tracebacks(args):
             _print_traceback()

@@ -27,13 +27,14 @@ import difflib
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kongtaskd.dsn import mask_dsn, resolve_dsn
+from kongtaskd import redact
+from kongtaskd.dsn import mask_dsn, resolve_dsn, secrets_in
 from kongtaskd.embedded import EMBEDDED, is_embedded
 from kongtaskd.errors import ConfigError
 
@@ -100,6 +101,18 @@ class Origin:
             cut = max(path.rfind("."), path.rfind("["))
             path = path[:cut] if cut > 0 else ""
         return None
+
+    def where(self, path: str) -> str:
+        """Where ``path`` was set, as messages start: ``kongtask.yaml:12``, the variable or
+        the flag."""
+        if self.kind == "file":
+            line = self.line_of(path)
+            return f"{self.label}:{line}" if line else self.label
+        if self.kind == "env":
+            return f"environment variable {self.label}"
+        if self.kind == "flag":
+            return self.label
+        return "configuration"
 
     def error(self, path: str, problem: str, *, problem_names_key: bool = False) -> ConfigError:
         """A one-line ConfigError naming this origin, the line and the key path."""
@@ -446,6 +459,9 @@ class Key:
     doc: str
     #: Settable as ``KONGTASK_<NAME>`` (sections: ``KONGTASK_<SECTION>_<NAME>``).
     env: bool = True
+    #: The secrets a value holds (value, environment) -> passwords/tokens; load_config
+    #: registers them with :mod:`kongtaskd.redact`, so no message or log line shows them.
+    secret: Callable[[Any, Mapping[str, str]], Iterable[str]] | None = None
 
 
 LOG_KEYS: tuple[Key, ...] = (
@@ -453,9 +469,11 @@ LOG_KEYS: tuple[Key, ...] = (
         "level",
         Str(choices=("debug", "info", "warning", "error")),
         "info",
-        "Lowest level written. Default info: start-up, shutdown, failures and one line per "
-        "failed job. debug adds a line per job and per claim, which at thousands of jobs a "
-        "second is a lot of journal; debug also makes CLI errors print their traceback.",
+        "Lowest level written. Default info: start-up, shutdown, children, failures, and two "
+        "lines per job (started; succeeded or failed, with its duration), which at thousands "
+        "of jobs a second is a lot of journal: warning keeps failures and problems only. "
+        "debug adds kongtaskd's and libraries' debug lines, and makes CLI errors print their "
+        "traceback.",
     ),
     Key(
         "format",
@@ -500,6 +518,7 @@ KEYS: tuple[Key, ...] = (
         "not running, stopped on exit by whoever started it; good for trying kongtaskd and "
         "for development, not for production. Never logged with its password.",
         env=False,  # DATABASE_URL is the environment's way, as for graphile-worker
+        secret=secrets_in,
     ),
     Key(
         "schema",
@@ -562,7 +581,7 @@ KEYS: tuple[Key, ...] = (
         [],
         "Jobs carrying any of these flags are not claimed by this daemon (graphile-worker's "
         "forbiddenFlags). Default empty. Useful to pause a class of jobs or to rate-limit "
-        "by flag; every listed flag adds a condition to the claim query.",
+        "by flag; the list is one array test in the claim, however many flags it holds.",
         env=False,
     ),
     Key(
@@ -571,6 +590,20 @@ KEYS: tuple[Key, ...] = (
         True,
         "Install or upgrade the schema at start-up. Default true. Set false where the "
         "daemon's role may not run DDL and 'kongtaskd migrate' runs at deploy time instead.",
+    ),
+    Key(
+        "migration_lock_timeout",
+        Seconds(nullable=True),
+        30.0,
+        "Seconds a migration (at start-up, or 'kongtaskd migrate', whose --lock-timeout "
+        "overrides it) waits in all for a lock another session holds, such as a long "
+        "transaction on a queue table, before it gives up with exit code 75 naming the "
+        "holder. Default 30: a start-up blocked that long by a session that is not "
+        "itself a migrator is unlikely to get through soon, and 30 s leaves systemd's "
+        "TimeoutStartSec (120 s in the shipped unit) room for a restart. Longer rides out "
+        "long transactions, shorter fails (and, under systemd, retries) faster. null "
+        "waits as long as it takes. The wait never holds up the application: each try "
+        "waits at most about a second in the lock queue, then steps out and retries.",
     ),
     Key(
         "shutdown_timeout",
@@ -699,6 +732,7 @@ class Config:
     python_path: tuple[str, ...]
     forbidden_flags: tuple[str, ...]
     migrate: bool
+    migration_lock_timeout: float | None
     shutdown_timeout: float
     job_timeout: float | None
     max_jobs_per_child: int | None
@@ -718,6 +752,9 @@ class Config:
     #: Where ``connection`` came from, for messages: "--connection", "DATABASE_URL" or
     #: the config file; None when libpq's defaults apply.
     connection_origin: str | None = None
+    #: Key path -> where it was set (``kongtask.yaml:12``, ``environment variable X``,
+    #: ``--flag``), for keys not left at their default; read it with :meth:`where`.
+    locations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Where each ``python_path`` entry was set ("kongtask.yaml:7"), for the error a missing
     #: directory gets from ``require_tasks``.
     python_path_where: tuple[str, ...] = ()
@@ -751,6 +788,16 @@ class Config:
             return spec.timeout
         return self.job_timeout
 
+    def where(self, path: str) -> str:
+        """Where key ``path`` (``metrics.port``) was set, for an error found after loading:
+        its own line, else its section's (``metrics: {}`` sets the default port), else the
+        file (or "configuration" without one)."""
+        while path:
+            if path in self.locations:
+                return self.locations[path]
+            path = path.rpartition(".")[0]
+        return self.source or "configuration"
+
     def require_tasks(self) -> None:
         """Raise ConfigError unless there is something to run (the daemon calls this).
 
@@ -770,7 +817,7 @@ class Config:
                 raise ConfigError(f"{where}: python_path[{index}]: {directory} {problem}")
 
 
-_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "python_path_where")
+_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "locations", "python_path_where")
 _field_names = [f.name for f in dataclasses.fields(Config) if f.name not in _EXTRA_FIELDS]
 if _field_names != [key.name for key in KEYS]:  # pragma: no cover - a developer's mistake
     raise AssertionError(f"Config fields {_field_names} do not match KEYS")
@@ -973,6 +1020,10 @@ def load_config(
         else:
             values[key.name] = value(key.name)
 
+    for key in KEYS:
+        if key.secret is not None:
+            redact.register_secret(*key.secret(values[key.name], environ))
+
     if values["crontab"] is not None and values["crontab_file"] is not None:
         later = max(("crontab", "crontab_file"), key=lambda k: _rank(origin_of(k)))
         raise origin_of(later).error(
@@ -994,6 +1045,7 @@ def load_config(
         source=source,
         base_dir=base_dir,
         connection_origin=connection_origin.label if values["connection"] else None,
+        locations={path: origin.where(path) for path, (_, origin) in merged.items()},
         python_path_where=_where_each(origin_of("python_path"), "python_path", values),
     )
 

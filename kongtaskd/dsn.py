@@ -5,6 +5,11 @@ of other tools. Everything here that turns a DSN or a libpq message into text go
 :func:`mask_secrets`, so no password reaches a log or a terminal. Masking errs on the side
 of hiding too much: a mangled host name in a message is a nuisance, a leaked password is not
 recoverable.
+
+The passwords themselves (:func:`secrets_in`: the DSN's, as libpq reads it and as the user
+meant it, ``PGPASSWORD``, the service file's) are registered with :mod:`kongtaskd.redact` by
+config loading and by :func:`connect`, so every later message, log line and process title
+is scrubbed of them, whatever fragment of the DSN libpq chose to quote.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from kongtaskd import redact
 from kongtaskd.errors import ConfigError, DatabaseError
 
-MASK = "***"
+MASK = redact.MASK
 
 # A URI-form DSN inside arbitrary text: stops at whitespace and at the quotes that usually
 # surround it in messages, so the quote characters themselves survive.
@@ -33,7 +39,63 @@ _KEYWORD_PASSWORD = re.compile(
     r"(?P<key>password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^\s&'\"]*)", re.IGNORECASE
 )
 
-_QUOTED = re.compile(r'"[^"]*"')
+#: libpq's connection keywords (PostgreSQL 17's list). A password ends, for the purpose of
+#: guessing what the user meant, where the next of these starts: ``password=S3cret PW
+#: dbname=x`` meant "S3cret PW", although libpq stops at the space and complains about "PW".
+LIBPQ_KEYWORDS = frozenset(
+    {
+        "application_name",
+        "channel_binding",
+        "client_encoding",
+        "connect_timeout",
+        "dbname",
+        "fallback_application_name",
+        "gssdelegation",
+        "gssencmode",
+        "gsslib",
+        "host",
+        "hostaddr",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "krbsrvname",
+        "load_balance_hosts",
+        "options",
+        "passfile",
+        "password",
+        "port",
+        "replication",
+        "require_auth",
+        "requirepeer",
+        "requiressl",
+        "service",
+        "ssl_max_protocol_version",
+        "ssl_min_protocol_version",
+        "sslcert",
+        "sslcertmode",
+        "sslcompression",
+        "sslcrl",
+        "sslcrldir",
+        "sslkey",
+        "sslmode",
+        "sslnegotiation",
+        "sslpassword",
+        "sslrootcert",
+        "sslsni",
+        "target_session_attrs",
+        "tcp_user_timeout",
+        "user",
+    }
+)
+_KEYWORD_ALTERNATIVES = "|".join(sorted(LIBPQ_KEYWORDS))
+# The next ``keyword=`` of a key=value string, and of a URI's query string.
+_NEXT_KEYWORD = re.compile(rf"\s+(?:{_KEYWORD_ALTERNATIVES})\s*=")
+_NEXT_PARAMETER = re.compile(rf"&(?:{_KEYWORD_ALTERNATIVES})=")
+# Where a URI's query string starts: a "?" before a keyword (a "?" inside a password is not).
+_QUERY_START = re.compile(rf"\?(?={_KEYWORD_ALTERNATIVES}=)")
+_PASSWORD_KEY = re.compile(r"(?:^|\s)password\s*=\s*", re.IGNORECASE)
+_URI_PREFIX = re.compile(r"^\s*postgres(?:ql)?://", re.IGNORECASE)
 
 
 def resolve_dsn(flag: str | None, file_value: str | None, environ: Mapping[str, str]) -> str:
@@ -64,47 +126,157 @@ def _mask_uri(uri: str) -> str:
 
 
 def mask_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***`` (URI and key=value forms)."""
-    return mask_secrets(dsn)
+    """``dsn`` with any password replaced by ``***`` (URI and key=value forms).
+
+    Also the parts of a mangled password that libpq would read as something else (the
+    "PW" of an unquoted ``password=S3cret PW``) are hidden when four characters or longer.
+    """
+    return mask_secrets(dsn, passwords_in(dsn))
+
+
+def _unescape(value: str) -> str:
+    """A key=value value as libpq reads it: backslash escapes the next character."""
+    return re.sub(r"\\(.)", r"\1", value, flags=re.DOTALL)
+
+
+def _libpq_value(text: str) -> str:
+    """The value libpq reads at the start of ``text`` (quoted or up to whitespace)."""
+    if text.startswith("'"):
+        match = re.match(r"'((?:[^'\\]|\\.)*)", text, re.DOTALL)
+        return _unescape(match.group(1)) if match else ""
+    match = re.match(r"(?:[^\s\\]|\\.)*", text, re.DOTALL)
+    return _unescape(match.group(0)) if match else ""
+
+
+def _keyword_passwords(dsn: str) -> list[str]:
+    """What libpq reads as the password of a key=value string, and what the user meant."""
+    found: list[str] = []
+    for key in _PASSWORD_KEY.finditer(dsn):
+        rest = dsn[key.end() :]
+        found.append(_libpq_value(rest))
+        # Meant: everything up to the next keyword, quotes stripped (an inner quote left
+        # unescaped ends libpq's value early and the rest becomes a "missing =" message).
+        following = _NEXT_KEYWORD.search(rest)
+        meant = (rest[: following.start()] if following else rest).strip()
+        if meant.startswith("'"):
+            inner = meant[1:-1] if meant.endswith("'") and len(meant) > 1 else meant[1:]
+            found.extend((inner, _unescape(inner)))
+        else:
+            found.append(meant)
+    return found
+
+
+def _uri_passwords(uri: str) -> list[str]:
+    """A URI's password as the user meant it (up to the last "@"), and query passwords."""
+    rest = _URI_PREFIX.sub("", uri, count=1)
+    query_at = _QUERY_START.search(rest)
+    body, query = (rest[: query_at.start()], rest[query_at.end() :]) if query_at else (rest, "")
+    found: list[str] = []
+    # libpq ends the user-info at the first "@" (or a "/" before any "@"); the user meant
+    # the last "@" before the query, whatever the password holds.
+    userinfo, at, _ = body.rpartition("@")
+    if at and ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    for parameter in re.finditer(r"(?:^|&)password=", query, re.IGNORECASE):
+        tail = query[parameter.end() :]
+        following = _NEXT_PARAMETER.search(tail)
+        found.append(tail[: following.start()] if following else tail)
+    return found
 
 
 def passwords_in(dsn: str) -> list[str]:
-    """Every spelling of the password(s) in ``dsn`` (raw and percent-decoded).
+    """Every spelling of the password(s) in ``dsn`` that a message could quote.
 
-    Used to scrub libpq messages that quote a fragment of the DSN verbatim (a bad
-    percent-escape, an unterminated IPv6 address) where no ``password=`` marks it.
+    libpq's own reading (``parse_dsn``) and what the user evidently meant where the two
+    differ: an unencoded "@" or "/" in a URI's password, an unquoted space or an unescaped
+    quote in a key=value one. Raw and percent-decoded; URI-form DSNs quoted inside a longer
+    text are found too.
     """
     found: list[str] = []
-    for match in _URI.finditer(dsn):
-        userinfo, at, _ = match.group(0).partition("://")[2].rpartition("@")
-        if at and ":" in userinfo:
-            found.append(userinfo.split(":", 1)[1])
-    for match in _KEYWORD_PASSWORD.finditer(dsn):
-        value = match.group("value")
-        if value.startswith("'"):
-            value = value[1:-1] if value.endswith("'") and len(value) > 1 else value[1:]
-        found.append(value)
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn) if dsn.strip() else {}
+    except psycopg2.ProgrammingError:
+        params = {}
+    if params.get("password"):
+        found.append(params["password"])
+    uris = [match.group(0) for match in _URI.finditer(dsn)]
+    if _URI_PREFIX.match(dsn):
+        uris.append(dsn)  # whole: a password with a space or quote is still part of it
+    for uri in uris:
+        found.extend(_uri_passwords(uri))
+    if not _URI_PREFIX.match(dsn):
+        found.extend(_keyword_passwords(dsn))
     spellings = set(found)
     spellings.update(urllib.parse.unquote(p) for p in found)
     return sorted(p for p in spellings if p)
 
 
-def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every DSN password it embeds replaced by ``***``.
+def _service_password(service: str, environ: Mapping[str, str]) -> str | None:
+    """The ``password`` of ``[service]`` in the service file libpq would read, if any."""
+    files = [environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")]
+    if environ.get("PGSYSCONFDIR"):
+        files.append(os.path.join(environ["PGSYSCONFDIR"], "pg_service.conf"))
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as lines:
+                section: str | None = None
+                password: str | None = None
+                for raw in lines:
+                    line = raw.strip()
+                    if not line or line.startswith("#"):
+                        continue
+                    if line.startswith("[") and line.endswith("]"):
+                        if section == service:
+                            break
+                        section = line[1:-1].strip()
+                    elif section == service and line.partition("=")[0].strip() == "password":
+                        password = line.partition("=")[2].strip()
+                if section == service:
+                    return password  # libpq stops at the first file that defines it
+        except OSError:
+            continue
+    return None
 
-    ``secrets`` (see :func:`passwords_in`) are passwords known to be in play: a
-    double-quoted fragment of ``text`` that contains one is replaced whole. libpq quotes
-    the token it could not parse, and that token can be (part of) the password; replacing
-    only quoted fragments keeps a one-letter password from blanking every such letter.
+
+def secrets_in(dsn: str | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every password connecting with ``dsn`` may use: the DSN's own, ``PGPASSWORD``, and
+    the service file's for its ``service`` (or ``PGSERVICE``).
+
+    ``.pgpass`` is not read here: libpq never quotes a password it found there, and
+    :func:`connect` registers the password libpq actually used once connected.
     """
+    environ = os.environ if environ is None else environ
+    dsn = dsn or ""
+    found = passwords_in(dsn)
+    if environ.get("PGPASSWORD"):
+        found.append(environ["PGPASSWORD"])
+    try:
+        service = psycopg2.extensions.parse_dsn(dsn).get("service") if dsn.strip() else None
+    except psycopg2.ProgrammingError:
+        service = None
+    service = service or environ.get("PGSERVICE")
+    if service:
+        password = _service_password(service, environ)
+        if password:
+            found.append(password)
+    return found
+
+
+def register_dsn(dsn: str | None, environ: Mapping[str, str] | None = None) -> None:
+    """Register every password of ``dsn`` (see :func:`secrets_in`) with :mod:`redact`."""
+    redact.register_secret(*secrets_in(dsn, environ))
+
+
+def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every password it may hold replaced by ``***``.
+
+    Three nets: every secret registered with :func:`kongtaskd.redact.register_secret`
+    (and ``secrets``, e.g. from :func:`passwords_in`) wherever four or more of its
+    characters occur; the password of any DSN written out in ``text``; ``password=...``.
+    """
+    text = redact.scrub(text, secrets)
     text = _URI.sub(lambda m: _mask_uri(m.group(0)), text)
-    text = _KEYWORD_PASSWORD.sub(lambda m: m.group("key") + MASK, text)
-    wanted = [secret for secret in secrets if secret]
-    if wanted:
-        text = _QUOTED.sub(
-            lambda m: f'"{MASK}"' if any(s in m.group(0) for s in wanted) else m.group(0), text
-        )
-    return text
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group("key") + MASK, text)
 
 
 def _one_line(text: str) -> str:
@@ -166,7 +338,9 @@ def connect(
     explicit choice wins, our defaults just keep ``pg_stat_activity`` readable and stop
     a black-holed host from hanging start-up forever.
     """
-    secrets = passwords_in(dsn)
+    # Registered for good: a later log line (a failed reconnect) quotes the same text.
+    secrets = secrets_in(dsn)
+    redact.register_secret(*secrets)
     try:
         params = psycopg2.extensions.parse_dsn(dsn) if dsn.strip() else {}
     except psycopg2.ProgrammingError as error:
@@ -175,13 +349,19 @@ def connect(
             mask_secrets(f"invalid connection string {mask_dsn(dsn)!r}: {detail}", secrets)
         ) from None
     extra: dict[str, Any] = {}
-    if "application_name" not in params and "PGAPPNAME" not in os.environ:
-        extra["application_name"] = application_name
+    chosen_name = params.get("application_name") or os.environ.get("PGAPPNAME")
+    if chosen_name is None:
+        extra["application_name"] = redact.scrub(application_name)
+    elif redact.scrub(chosen_name) != chosen_name:
+        # pg_stat_activity is readable by every role: no secret goes there, even by choice.
+        extra["application_name"] = redact.scrub(chosen_name)
     if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
         extra["connect_timeout"] = connect_timeout
     try:
         conn = psycopg2.connect(dsn, **extra)
     except psycopg2.Error as error:
         raise DatabaseError(describe_connect_error(error, secrets)) from None
+    # The password libpq used, wherever it found it (.pgpass, a service file, PGPASSWORD).
+    redact.register_secret(conn.info.password)
     conn.autocommit = autocommit
     return conn

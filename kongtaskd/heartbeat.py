@@ -20,6 +20,7 @@ import time
 
 from kongtaskd import __version__, tunables
 from kongtaskd.queries import Queries
+from kongtaskd.redact import scrub
 
 log = logging.getLogger("kongtaskd.heartbeat")
 
@@ -44,11 +45,13 @@ class Heartbeat:
     def reloaded(self, error: str | None) -> None:
         """Record a reload's outcome; the next beat (due at once) writes it."""
         self.last_reload_at = datetime.datetime.now(datetime.timezone.utc)
-        self.last_reload_error = error
+        # An import error is user code's text: no secret of the config goes into the row.
+        self.last_reload_error = scrub(error) if error is not None else None
         self.next_beat = 0.0
 
     def set_degraded(self, why: str | None) -> None:
         """Record (or clear) why the pool is degraded; written at once if it changed."""
+        why = scrub(why) if why is not None else None
         if why != self.degraded:
             self.degraded = why
             self.next_beat = 0.0

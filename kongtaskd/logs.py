@@ -1,5 +1,9 @@
 """Logging: text or JSON lines on stderr, job context on every record, no passwords ever.
 
+Every record is scrubbed of every secret :mod:`kongtaskd.redact` holds (the connection's
+passwords, registered by config loading and by each connect), in message, traceback and
+``extra=`` fields alike, in both formats.
+
 The daemon runs under systemd, so logs go to stderr and journald stores them; the text
 format still starts with an ISO-8601 UTC timestamp because people also run kongtaskd in a
 terminal, and journald's own timestamp is the time of receipt, not of the event.
@@ -36,7 +40,7 @@ _job: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
-) | {"message", "asctime", "job_id", "task", "taskName"}
+) | {"message", "asctime", "job_id", "task", "taskName", "_masked"}
 
 
 @contextlib.contextmanager
@@ -67,7 +71,7 @@ class JobContextFilter(logging.Filter):
 
 
 class SecretMaskingFilter(logging.Filter):
-    """Masks DSN passwords in the rendered message of every record.
+    """Masks secrets (registered ones, DSN passwords) in the rendered message of every record.
 
     The message is rendered once here and the arguments dropped, so later handlers and
     formatters see only the masked text.
@@ -80,7 +84,14 @@ class SecretMaskingFilter(logging.Filter):
             return True
         record.msg = mask_secrets(message)
         record.args = None
+        record._masked = True  # the formatters need not scrub the message a second time
         return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, scrubbed (once: the filter may have done it already)."""
+    message = record.getMessage()
+    return message if getattr(record, "_masked", False) else mask_secrets(message)
 
 
 def _timestamp(created: float) -> str:
@@ -99,12 +110,13 @@ class TextFormatter(logging.Formatter):
         where = record.name
         if job_id is not None:
             where += f" [job {job_id} {getattr(record, 'task', None) or '?'}]"
-        line = f"{_timestamp(record.created)} {record.levelname} {where}: {record.getMessage()}"
+        head = mask_secrets(f"{_timestamp(record.created)} {record.levelname} {where}")
+        line = f"{head}: {_message(record)}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
-        return mask_secrets(line)
+            line += "\n" + mask_secrets(self.formatStack(record.stack_info))
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -119,7 +131,7 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": None,  # filled in below, scrubbed once
             "job_id": getattr(record, "job_id", None),
             "task": getattr(record, "task", None),
             "pid": record.process,
@@ -131,10 +143,28 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and key not in entry:
                 entry[key] = value
-        # default=str: an extra value that JSON cannot hold is still logged, as text.
-        return mask_secrets(
-            json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
+        # quote of the JSON syntax next to a secret. default: an extra value that JSON
+        # cannot hold is still logged, as (scrubbed) text.
+        scrubbed = _scrubbed(entry)
+        scrubbed["msg"] = _message(record)
+        return json.dumps(
+            scrubbed,
+            default=lambda value: mask_secrets(str(value)),
+            ensure_ascii=False,
+            separators=(",", ":"),
         )
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with every string in it (keys too) passed through :func:`mask_secrets`."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {_scrubbed(k) if isinstance(k, str) else k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(item) for item in value]
+    return value
 
 
 class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -1,9 +1,16 @@
 """The runtime SQL: every statement the supervisor and children run, loaded from ``sql/*.sql``.
 
-Statements are read once, bound to the configured schema with ``sql.Identifier`` (so any
-name PostgreSQL allows works and none can inject SQL), and PREPAREd once per connection:
-the claim and completion statements run thousands of times a second, and skipping their
-parse and plan is the cheapest speed-up there is. Values always travel as parameters.
+Statements are read once, bound to the configured schema by the one binder,
+:func:`bind` (through :func:`bind_schema`: the name quoted with
+``sql.Identifier``, so any name PostgreSQL allows works and none can inject SQL), and
+PREPAREd once per connection: the claim and completion statements run thousands of times a
+second, and skipping their parse and plan is the cheapest speed-up there is. Values always
+travel as parameters.
+
+Where a bound text goes decides one thing: psycopg2 reads ``%`` as a placeholder in a text
+executed *with* parameters (even an empty dict), so there a ``%`` of the name is doubled;
+a ``PREPARE`` runs without parameters and gets the name as it is. Every caller says which
+(``with_parameters``), so no text is escaped twice or not at all.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from psycopg2.extensions import cursor as Cursor
 
 from kongtaskd import settle
 
-SCHEMA_PLACEHOLDER = "{{schema}}"
+#: Where the schema goes in every ``.sql`` file kongtaskd ships.
+PLACEHOLDER = "{{schema}}"
 
 
 @dataclass(frozen=True)
@@ -59,15 +67,43 @@ def source(name: str) -> str:
     return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
 
 
-def bind_schema(text: str, schema: str, conn: Connection) -> str:
-    """Replace the schema placeholder with the properly quoted identifier."""
-    quoted = sql.Identifier(schema).as_string(conn)
-    return text.replace(SCHEMA_PLACEHOLDER, quoted)
+def bind(text: str, quoted_schema: str, *, with_parameters: bool) -> str:
+    """Put the quoted schema name into ``text``.
+
+    ``quoted_schema`` must come from ``sql.Identifier(name).as_string(conn)``. With
+    ``with_parameters`` the result is run with psycopg2 parameters, which treats ``%`` as
+    a placeholder, so a ``%`` in the name is doubled; without, it is left alone (psycopg2
+    passes a text without parameters through untouched, so doubling would change the name).
+    """
+    if "$" in quoted_schema and "$$" in text:
+        # A name containing "$$" would close a $$-quoted function body early; use a tag that
+        # occurs neither in the name nor in the file.
+        counter = 0
+        while f"$kt{counter}$" in quoted_schema or f"$kt{counter}$" in text:
+            counter += 1
+        text = text.replace("$$", f"$kt{counter}$")
+    if with_parameters:
+        quoted_schema = quoted_schema.replace("%", "%%")
+    return text.replace(PLACEHOLDER, quoted_schema)
+
+
+def quote_schema(schema: str, conn: Connection) -> str:
+    """The schema name as a quoted SQL identifier (the only way a name enters SQL text)."""
+    return sql.Identifier(schema).as_string(conn)
+
+
+def bind_schema(text: str, schema: str, conn: Connection, *, with_parameters: bool) -> str:
+    """``text`` with the schema placeholder replaced by the quoted ``schema``.
+
+    ``with_parameters``: the text will be executed with psycopg2 parameters (``%`` of the
+    name doubled); False for a text executed without any (PREPARE, DDL).
+    """
+    return bind(text, quote_schema(schema, conn), with_parameters=with_parameters)
 
 
 def statement(name: str, schema: str, conn: Connection) -> str:
     """``sql/<name>.sql`` bound to ``schema``, ready to execute with parameters."""
-    return bind_schema(source(name), schema, conn)
+    return bind_schema(source(name), schema, conn, with_parameters=True)
 
 
 class Queries:
@@ -85,7 +121,8 @@ class Queries:
         with self.conn.cursor() as cur:
             for name in self._names:
                 statement = STATEMENTS[name]
-                body = bind_schema(source(name), self.schema, self.conn)
+                # PREPARE runs without parameters: the name goes in as it is.
+                body = bind_schema(source(name), self.schema, self.conn, with_parameters=False)
                 types = f"({', '.join(statement.param_types)})" if statement.param_types else ""
                 cur.execute(f"PREPARE {self._prefix}{name} {types} AS {body}")
 

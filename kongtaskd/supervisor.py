@@ -95,6 +95,7 @@ from kongtaskd.zygote import (
 )
 
 if TYPE_CHECKING:
+    from psycopg2 import extensions
     from psycopg2.extensions import Notify
 
     from kongtaskd.cron import CronItem, CronScheduler
@@ -300,13 +301,38 @@ class Supervisor:
         """
         from kongtaskd.dsn import connect
         from kongtaskd.schema import migrate
+        from kongtaskd.schema.waiting import connect_interruptibly, stop_check
 
-        conn = connect(self.dsn, application_name="kongtaskd migrate")
+        # The signal handlers only record; the migration's waits look at what they recorded,
+        # so SIGTERM/SIGINT/SIGQUIT cancel a migration stuck behind a lock (exit 130).
+        should_stop = stop_check(lambda: self.signal_queue)
+        lock_timeout = self.config.migration_lock_timeout
+
+        def observer() -> extensions.connection:
+            return connect(self.dsn, application_name="kongtaskd migrate (lock watch)")
+
+        conn = connect_interruptibly(
+            lambda: connect(self.dsn, application_name="kongtaskd migrate"), should_stop
+        )
         try:
             if self.config.migrate:
-                migrate(conn, self.schema, logger=log)
+                migrate(
+                    conn,
+                    self.schema,
+                    logger=log,
+                    lock_timeout=lock_timeout,
+                    should_stop=should_stop,
+                    observer=observer,
+                )
             else:
-                require_current_schema(conn, self.schema)
+                require_current_schema(
+                    conn,
+                    self.schema,
+                    logger=log,
+                    lock_timeout=lock_timeout,
+                    should_stop=should_stop,
+                    observer=observer,
+                )
         finally:
             conn.close()
 

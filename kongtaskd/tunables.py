@@ -113,3 +113,41 @@ BATCH_MAX_AVERAGE_JOB_SECONDS = 0.002
 BATCH_TARGET_SECONDS = 0.02
 #: ...and never more than this many.
 BATCH_MAX_JOBS = 32
+
+#: `jobs list --json` fetches its rows from a server-side cursor in batches of this many:
+#: memory stays at one batch however long the list, and at a few hundred bytes a row one
+#: round trip per ~200 KB of output costs next to nothing.
+JOBS_LIST_BATCH = 500
+
+#: Secrets (passwords, tokens) are scrubbed from every message, log line and process title
+#: as runs of this many characters or more: libpq quotes arbitrary fragments of a mangled
+#: connection string, so any such fragment of a password must go. Shorter runs stay (a
+#: password's "ab" also occurs in half the words of a log); four is issue #12's bar.
+SECRET_WINDOW = 4
+
+#: Migrations: each transaction of the migrator runs with this ``lock_timeout`` (seconds).
+#: A lock request waiting in PostgreSQL's queue blocks every later request that conflicts
+#: with it, the application's ``add_job`` included; so a migration waits at most this long
+#: per attempt, steps out of the queue, and tries again, until ``migration_lock_timeout``.
+MIGRATION_LOCK_TRY = 1.0
+#: ...after a pause of this many seconds, doubled per failed attempt up to the cap (with
+#: jitter in [0.5, 1]): while it pauses, the queue behind the blocker drains.
+MIGRATION_LOCK_RETRY_FIRST = 0.25
+MIGRATION_LOCK_RETRY_MAX = 2.0
+#: A migration statement running this long is checked for a lock wait (pg_blocking_pids on
+#: a second connection, opened only then): cheap, and early enough for short timeouts...
+MIGRATION_LOCK_PROBE_AFTER = 0.2
+#: ...and again this often while it still runs, so the holder is logged soon after
+#: MIGRATION_LOCK_REPORT_AFTER, not only at the next try.
+MIGRATION_LOCK_PROBE_EVERY = 0.5
+#: Once a migration has waited this long for a lock, the holder (pid, application_name,
+#: state, query start) is logged, and again every MIGRATION_LOCK_REPORT_EVERY seconds.
+MIGRATION_LOCK_REPORT_AFTER = 3.0
+MIGRATION_LOCK_REPORT_EVERY = 15.0
+#: While a migration waits on the database, it looks at the stop flag (SIGTERM, SIGINT,
+#: SIGQUIT) this often: psycopg2 would otherwise block inside libpq, deaf to signals.
+MIGRATION_POLL_TICK = 0.1
+#: After cancelling the migration's statement, wait this long for the server to end it
+#: (then the transaction is rolled back and the connection usable); past it the
+#: connection is closed, which ends the transaction too, only later.
+MIGRATION_CANCEL_GRACE = 1.0

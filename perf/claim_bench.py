@@ -40,7 +40,9 @@ def run_round(dsn: str, files: list[Path], args: argparse.Namespace) -> dict[str
     cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor does
     names = {}
     for n, path in enumerate(files):
-        body = queries.bind_schema(path.read_text("utf-8"), "graphile_worker", conn)
+        body = queries.bind_schema(
+            path.read_text("utf-8"), "graphile_worker", conn, with_parameters=False
+        )
         names[path.name if path.name not in names else str(path)] = f"c{n}"
         cur.execute(f"PREPARE c{n} {CLAIM_TYPES} AS {body}")
     results: dict[str, float] = {}

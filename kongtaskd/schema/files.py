@@ -9,7 +9,9 @@ the ledger would make a real graphile-worker mis-judge the database.
 The schema name comes from the user. It only ever enters SQL as the output of
 ``psycopg2.sql.Identifier(...).as_string(conn)`` in place of the ``{{schema}}`` placeholder,
 and function bodies get a dollar-quote tag that the quoted name cannot contain, so no name
-PostgreSQL accepts can end a string or a body early.
+PostgreSQL accepts can end a string or a body early. That is done by
+:func:`kongtaskd.queries.bind` (re-exported here as ``bind``), the one binder of every
+statement kongtaskd runs: migrations, ledger, runtime, enqueue, admin and cron.
 """
 
 from __future__ import annotations
@@ -20,10 +22,23 @@ import re
 from importlib import resources
 from typing import Literal
 
+# The one binder lives with the runtime statements (so the daemon and applications need not
+# import the migration machinery); migrations and the ledger bind through it too.
+from kongtaskd.queries import PLACEHOLDER, bind
+
+__all__ = [
+    "BREAKING_GRAPHILE_MIGRATIONS",
+    "PLACEHOLDER",
+    "Kind",
+    "Migration",
+    "bind",
+    "load_migrations",
+    "load_statements",
+]
+
 #: graphile-worker 0.18.0 ships migrations 1..20; these are the ones marked breaking.
 BREAKING_GRAPHILE_MIGRATIONS = frozenset({1, 3, 11, 13, 14, 16, 19})
 
-PLACEHOLDER = "{{schema}}"
 _BREAKING_MARKER = "--! breaking"
 _FILE_NAME = re.compile(r"^(\d{6})\.sql$")
 _STATEMENT_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -85,22 +100,3 @@ def load_statements() -> dict[str, str]:
     parts = _STATEMENT_NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-def bind(text: str, quoted_schema: str, *, with_parameters: bool) -> str:
-    """Put the quoted schema name into ``text``.
-
-    ``quoted_schema`` must come from ``sql.Identifier(name).as_string(conn)``. With
-    ``with_parameters`` the result is run with psycopg2 parameters, which treats ``%`` as
-    a placeholder, so a ``%`` in the name is doubled.
-    """
-    if "$" in quoted_schema and "$$" in text:
-        # A name containing "$$" would close a $$-quoted function body early; use a tag that
-        # occurs neither in the name nor in the file.
-        counter = 0
-        while f"$kt{counter}$" in quoted_schema or f"$kt{counter}$" in text:
-            counter += 1
-        text = text.replace("$$", f"$kt{counter}$")
-    if with_parameters:
-        quoted_schema = quoted_schema.replace("%", "%%")
-    return text.replace(PLACEHOLDER, quoted_schema)

@@ -6,8 +6,10 @@
 -- failed), retrying (failed before, will run again), scheduled (run_at still ahead), ready.
 --
 -- Parameters: task, queue (null: any), only (null | 'failed' | 'locked' | 'scheduled'),
--- with_payload (boolean), limit (null: no limit). `total` counts every match, so the
--- caller can say how many rows the limit left out.
+-- with_payload (boolean), limit (null: no limit). Run through a server-side cursor, so a
+-- list of any length streams: no count(*) over () here, which would make PostgreSQL
+-- collect every match before the first row; admin_count_jobs.sql counts when needed.
+-- Its where clause is this one's, word for word (tests/integration/test_admin.py checks).
 select
   jobs.id,
   jobs.task_identifier,
@@ -35,8 +37,7 @@ select
     when %(with_payload)s then (
       select private.payload from {{schema}}._private_jobs as private where private.id = jobs.id
     )
-  end as payload,
-  count(*) over () as total
+  end as payload
 from {{schema}}.jobs as jobs
 where (%(task)s::text is null or jobs.task_identifier = %(task)s::text)
   and (%(queue)s::text is null or jobs.queue_name = %(queue)s::text)

@@ -21,9 +21,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def kongtaskd(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m kongtaskd ARGS`` with a clean environment (no KONGTASK_*, no PG*)."""
+    """Run ``python -m kongtaskd ARGS`` with a clean environment (no KONGTASK_*, no PG*);
+    ``stdin`` is its standard input (default: none, as from /dev/null)."""
     base = {
         key: value
         for key, value in os.environ.items()
@@ -36,6 +40,8 @@ def kongtaskd(
         capture_output=True,
         text=True,
         timeout=60,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
     )
 
 
@@ -281,6 +287,82 @@ def test_add_bad_payload_names_the_flag(migrated: str) -> None:
         "kongtaskd: --payload: invalid JSON at line 1 column 2: "
         "Expecting property name enclosed in double quotes"
     )
+
+
+def stored_payload(dsn: str, result: subprocess.CompletedProcess[str]) -> object:
+    assert result.returncode == 0, result.stderr
+    job_id = int(result.stdout.strip())
+    query = "select payload from graphile_worker._private_jobs where id = %s"
+    return rows(dsn, query, job_id)[0][0]
+
+
+def big_payload() -> dict[str, object]:
+    """Over 1 MB of JSON: far beyond what a command-line argument may carry (~128 KB)."""
+    return {"blob": "ü" * 300_000 + "x" * 600_000, "rows": [[n, str(n)] for n in range(20_000)]}
+
+
+def test_add_payload_from_a_file_over_a_megabyte(migrated: str, tmp_path: Path) -> None:
+    payload = big_payload()
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    assert path.stat().st_size > 1_000_000
+    result = kongtaskd("add", "t", "--connection", migrated, "--payload", f"@{path}")
+    assert stored_payload(migrated, result) == payload
+
+
+def test_add_payload_from_standard_input_over_a_megabyte(migrated: str) -> None:
+    payload = big_payload()
+    text = json.dumps(payload)
+    assert len(text.encode()) > 1_000_000
+    result = kongtaskd("add", "t", "--connection", migrated, "--payload", "-", stdin=text)
+    assert stored_payload(migrated, result) == payload
+
+
+def test_add_payload_from_a_file_accepts_what_the_flag_accepts(
+    migrated: str, tmp_path: Path
+) -> None:
+    # --payload takes any JSON value (graphile-worker's batch jobs have array payloads).
+    path = tmp_path / "list.json"
+    path.write_bytes(b"\xef\xbb\xbf[1, 2]\n")  # a UTF-8 BOM, as some editors write
+    result = kongtaskd("add", "t", "--connection", migrated, "--payload", f"@{path}")
+    assert stored_payload(migrated, result) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("content", "stdin", "expected"),
+    [
+        (None, None, "--payload @{file}: no such file"),
+        ("dir", None, "--payload @{file}: is a directory, not a file"),
+        (
+            b'{\n  "a": 1,\n  "b": \n}',
+            None,
+            "--payload @{file}: invalid JSON at line 4 column 1: Expecting value",
+        ),
+        (b"\xff\xfe{}", None, "--payload @{file}: not UTF-8 text (byte 0"),
+        (b"", None, "--payload @{file}: the file is empty; expected JSON"),
+        (None, '{"a":\n [1,}', "--payload - (standard input): invalid JSON at line 2 column 5: "),
+        (None, "", "--payload - (standard input): standard input is empty; expected JSON"),
+    ],
+)
+def test_add_payload_file_and_stdin_errors(
+    migrated: str, tmp_path: Path, content: bytes | str | None, stdin: str | None, expected: str
+) -> None:
+    path = tmp_path / "payload.json"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    source = "-" if stdin is not None else f"@{path}"
+    result = kongtaskd("add", "t", "--connection", migrated, "--payload", source, stdin=stdin)
+    line = assert_one_line_error(result, ExitCode.USAGE)
+    assert line.startswith("kongtaskd: " + expected.format(file=path)), line
+
+
+def test_add_payload_at_without_a_file_name(migrated: str) -> None:
+    line = assert_one_line_error(
+        kongtaskd("add", "t", "--connection", migrated, "--payload", "@"), ExitCode.USAGE
+    )
+    assert line == "kongtaskd: --payload @: give a file name after @ (or - for standard input)"
 
 
 @pytest.mark.parametrize(

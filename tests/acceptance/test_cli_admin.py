@@ -4,10 +4,12 @@ against real PostgreSQL, a real daemon and (marked interop) the real graphile-wo
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,99 @@ def test_jobs_list_table_and_json(clean: str) -> None:
         kongtaskd("jobs", "list", "--connection", clean, "--failed", "--locked"), ExitCode.USAGE
     )
     assert "--locked" in line
+
+
+def add_many(dsn: str, count: int, pad: int = 0) -> list[int]:
+    """``count`` jobs in one statement, their payloads padded with ``pad`` characters."""
+    rows = query(
+        dsn,
+        "select job.id from generate_series(1, %s) as n, lateral graphile_worker.add_job("
+        "'bulk', json_build_object('n', n, 'pad', repeat('x', %s))) as job order by job.id",
+        (count, pad),
+    )
+    return [row[0] for row in rows]
+
+
+def test_jobs_list_json_lists_every_job_unless_limited(clean: str) -> None:
+    ids = add_many(clean, 105)
+    listed = kongtaskd("jobs", "list", "--connection", clean, "--json")
+    assert [job["id"] for job in json.loads(ok(listed))] == ids
+    assert listed.stderr == ""
+
+    capped = kongtaskd("jobs", "list", "--connection", clean, "--json", "--limit", "100")
+    assert [job["id"] for job in json.loads(ok(capped))] == ids[:100]
+    assert capped.stderr == (
+        "kongtaskd: jobs list --limit 100: listed 100 of 105 matching jobs "
+        "(without --limit, --json lists all)\n"
+    )
+    enough = kongtaskd("jobs", "list", "--connection", clean, "--json", "--limit", "105")
+    assert len(json.loads(ok(enough))) == 105 and enough.stderr == ""
+    # The table keeps its screenful and says what it left out.
+    table = ok(kongtaskd("jobs", "list", "--connection", clean)).splitlines()
+    assert len(table) == 1 + 100 + 1
+    assert table[-1].startswith("(showing 100 of 105 jobs")
+
+
+def test_jobs_list_json_streams_while_it_fetches(clean: str) -> None:
+    """The first jobs are written while the rest are still to be fetched: the list is not
+    built in memory. A reader that stops reading leaves the command blocked on the pipe
+    with its cursor open ("idle in transaction" after a FETCH)."""
+    count = 3000
+    add_many(clean, count, pad=300)  # ~1.3 MB of JSON: far beyond a pipe's 64 KiB
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("KONGTASK_", "PG", "GRAPHILE_")) and key != "DATABASE_URL"
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kongtaskd", "jobs", "list", "--connection", clean, "--json"],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"[\n"
+
+        def blocked_mid_list() -> bool:
+            rows = query(
+                clean,
+                "select state, query from pg_stat_activity "
+                "where application_name = 'kongtaskd jobs list'",
+            )
+            return any(
+                state == "idle in transaction" and text.startswith("FETCH") for state, text in rows
+            )
+
+        wait_for(blocked_mid_list, timeout=30, what="jobs list blocked on stdout, cursor open")
+        rest = proc.stdout.read()
+        assert proc.wait(60) == 0
+    finally:
+        kill_process_group_if_running(proc)
+    assert len(json.loads(b"[\n" + rest)) == count
+
+    # A reader that stops early (`| head`) ends it quietly with the SIGPIPE code.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kongtaskd", "jobs", "list", "--connection", clean, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"[\n"
+        proc.stdout.close()
+        assert proc.wait(60) == 141
+        assert proc.stderr.read() == b""
+    finally:
+        kill_process_group_if_running(proc)
+
+
+def kill_process_group_if_running(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_jobs_list_on_an_unmigrated_database(fresh_dsn: str) -> None:

@@ -306,3 +306,24 @@ def test_no_zygote_outlives_the_supervisor(db: str, tmp_path: Path, how: str) ->
         daemon.signal(getattr(signal, how))
         daemon.wait(timeout=30)
         wait_for(lambda: all(gone(pid) for pid in zygotes), timeout=20, what="no zygote left")
+
+
+def test_a_refused_reload_keeps_the_configs_secrets_out_of_log_and_heartbeat_row(
+    db: str, tmp_path: Path
+) -> None:
+    password = "Zq8-Wx7Pv-Kd3Tm"  # trust authentication ignores it; the daemon must not
+    config, module = handler_config(tmp_path, f"{db} password={password}", concurrency=1)
+    with Daemon(config, env=FRESH_IMPORTS) as daemon:
+        daemon.wait_ready()
+        # A handler module whose import error quotes the secret it read from somewhere.
+        module.write_text(f"raise RuntimeError('cannot log in with {password}')\n")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.log(), timeout=20, what="the refusal")
+        error = wait_for(
+            lambda: status_json(config)["pools"][0]["last_reload_error"], what="the row"
+        )
+        assert "cannot log in with" in error
+        windows = {password[i : i + 4] for i in range(len(password) - 3)}
+        for text in (error, daemon.log()):
+            assert not [w for w in windows if w in text], text
+        assert daemon.stop() == 0

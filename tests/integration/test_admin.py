@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import yaml
 from kongtaskd import add_job, admin, starter
 from kongtaskd.config import KEYS, Section, load_config
 from kongtaskd.errors import ConfigError, DatabaseError
+from kongtaskd.queries import source
 from kongtaskd.schema import migrate
 
 S = "graphile_worker"
@@ -204,6 +206,41 @@ def test_list_table_is_aligned_one_line_per_job_in_utc(
     assert admin.format_jobs(admin.list_jobs(conn, S, task="none")) == "no jobs match"
     more = admin.format_jobs(admin.list_jobs(conn, S, limit=1))
     assert more.splitlines()[-1].startswith("(showing 1 of 2 jobs")
+
+
+def test_json_stream_is_the_array_to_json_writes(conn: psycopg2.extensions.connection) -> None:
+    empty = io.StringIO()
+    assert admin.write_jobs_json(conn, S, empty) == admin.Written(0, 0)
+    assert empty.getvalue() == admin.to_json([]) + "\n"
+    ids = [add(conn, "mail", payload={"n": n, "text": 'ünï\n"q"'}) for n in range(5)]
+    set_job(conn, ids[1], "attempts = 1, last_error = E'Boom\\nTraceback'")
+
+    # A batch of 2 crosses batch boundaries twice; the text is the one to_json makes.
+    out = io.StringIO()
+    assert admin.write_jobs_json(conn, S, out, batch=2) == admin.Written(5, 5)
+    listed = admin.list_jobs(conn, S, limit=None, with_payload=True)
+    assert out.getvalue() == admin.to_json(listed.jobs) + "\n"
+    assert [job["id"] for job in json.loads(out.getvalue())] == ids
+
+    capped = io.StringIO()
+    written = admin.write_jobs_json(conn, S, capped, limit=3, batch=2)
+    assert written == admin.Written(3, 5) and written.capped
+    assert [job["id"] for job in json.loads(capped.getvalue())] == ids[:3]
+    exact = admin.write_jobs_json(conn, S, io.StringIO(), limit=5)
+    assert exact == admin.Written(5, 5) and not exact.capped
+    only_failed = io.StringIO()
+    assert admin.write_jobs_json(conn, S, only_failed, only="failed") == admin.Written(1, 1)
+
+
+def test_list_and_count_statements_filter_alike() -> None:
+    """admin_count_jobs.sql counts what admin_list_jobs.sql lists: same where clause."""
+
+    def where(name: str) -> str:
+        text = source(name)
+        body = text[text.index("\nwhere ") :]
+        return body.split("\norder by")[0].strip()
+
+    assert where("admin_list_jobs") == where("admin_count_jobs")
 
 
 def test_list_json_round_trips(conn: psycopg2.extensions.connection) -> None:
@@ -516,7 +553,14 @@ def test_starter_config_lists_every_key_with_its_default(tmp_path: Path) -> None
         for field in dataclasses.fields(loaded)
         if getattr(loaded, field.name) != getattr(defaults, field.name)
     }
-    assert different == {"tasks", "python_path", "python_path_where", "source", "base_dir"}
+    assert different == {
+        "tasks",
+        "python_path",
+        "source",
+        "base_dir",
+        "locations",
+        "python_path_where",
+    }
     data = yaml.safe_load(text)
     assert data["tasks"] == {starter.EXAMPLE_TASK: f"tasks:{starter.EXAMPLE_TASK}"}
 

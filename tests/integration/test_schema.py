@@ -3,11 +3,14 @@ too-old/too-new rules, hostile schema names, concurrency and permissions."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
@@ -15,6 +18,9 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+import kongtaskd
+from kongtaskd import admin
+from kongtaskd.enqueue import JobSpec
 from kongtaskd.errors import DatabaseError, ExitCode, SchemaTooNewError, SchemaTooOldError
 from kongtaskd.schema import (
     BREAKING_GRAPHILE_MIGRATIONS,
@@ -22,9 +28,11 @@ from kongtaskd.schema import (
     MigrationReport,
     migrate,
 )
+from tests.acceptance.test_cli import kongtaskd as kongtaskd_cli
+from tests.fixtures.handlers import RUNS_TABLE
 from tests.support import wait_for
 from tests.support.catalog import KONGTASKD_MIGRATIONS, assert_same_catalog, snapshot
-from tests.support.daemon import query
+from tests.support.daemon import Daemon, query, write_config
 
 SCHEMA = "graphile_worker"
 ALL = list(range(1, LATEST_GRAPHILE_MIGRATION + 1))
@@ -303,6 +311,7 @@ HOSTILE_NAMES = [
     "percent %s %(id)s %%",
     "{{schema}} :GRAPHILE_WORKER_SCHEMA",
     "Mixed Case",
+    "it's $1, 100% ünïcødé",
 ]
 
 
@@ -374,6 +383,108 @@ def test_any_schema_name_is_created_and_nothing_else_runs(
         sql.SQL("select {s}.complete_jobs(array[{j}]::bigint[])").format(s=ident, j=job),
     )
     assert query(fresh_dsn, sql.SQL("select count(*) from {s}.jobs").format(s=ident)) == [(0,)]
+
+
+@pytest.mark.parametrize("schema", HOSTILE_NAMES)
+def test_enqueue_api_and_every_admin_verb_work_under_any_schema_name(
+    conn, fresh_dsn: str, schema: str
+) -> None:
+    """One binder for every statement: the runtime, enqueue and admin SQL run under the name
+    (psycopg2 reads a "%" of the name as a placeholder wherever values are parameters)."""
+    migrate(conn, schema)
+    conn.autocommit = False
+
+    first = kongtaskd.add_job(conn, "mail", {"to": "x"}, queue_name="q", job_key="k", schema=schema)
+    assert (first.task_identifier, first.queue_name, first.key) == ("mail", "q", "k")
+    batch = kongtaskd.add_jobs(
+        conn,
+        [JobSpec("mail", {"n": 1}), JobSpec("report", job_key="r", queue_name="q2")],
+        schema=schema,
+    )
+    assert sorted(job.task_identifier for job in batch) == ["mail", "report"]
+    removed = kongtaskd.remove_job(conn, "r", schema=schema)
+    assert removed is not None and removed.key == "r"
+    conn.commit()
+    # The same through a DSN (own connection, own commit).
+    by_dsn = kongtaskd.add_job(fresh_dsn, "mail", schema=schema)
+
+    listing = admin.list_jobs(conn, schema, with_payload=True)
+    assert [job.id for job in listing.jobs] == [first.id, batch[0].id, by_dsn.id]
+    assert listing.jobs[0].payload == {"to": "x"}
+    streamed = io.StringIO()
+    assert admin.write_jobs_json(conn, schema, streamed, limit=2) == admin.Written(2, 3)
+    assert [job["id"] for job in json.loads(streamed.getvalue())] == [first.id, batch[0].id]
+    assert [j.id for j in admin.list_jobs(conn, schema, queue="q", only="scheduled").jobs] == []
+    when = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
+    assert admin.reschedule_jobs(conn, schema, [first.id], run_at=when).changed == [first.id]
+    assert admin.retry_jobs(conn, schema, [first.id]).changed == [first.id]
+    assert admin.fail_jobs(conn, schema, [batch[0].id], message="no").changed == [batch[0].id]
+    assert admin.remove_jobs(conn, schema, [by_dsn.id, 999]).missing == [999]
+    report = admin.status(conn, schema)
+    assert report.heartbeats and report.totals.total == 2 and report.totals.failed == 1
+    assert admin.format_status(report).startswith(f"schema {schema} at ")
+    cleaned = admin.cleanup(conn, schema, tasks=True, queues=True, permafailed=True)
+    assert cleaned.permafailed_jobs == 1
+    assert cleaned.task_identifiers == ["report"] and cleaned.queues == ["q2"]
+    assert [job.id for job in admin.list_jobs(conn, schema).jobs] == [first.id]
+
+
+@pytest.mark.parametrize("schema", ["it's $1, 100% ünïcødé", "percent %s %(id)s %%"])
+def test_command_line_verbs_under_a_hostile_schema_name(fresh_dsn: str, schema: str) -> None:
+    """The verbs as users run them, --schema NAME: migrate, add, jobs ..., status, cleanup."""
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        result = kongtaskd_cli(*args, "--connection", fresh_dsn, "--schema", schema, stdin=stdin)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    run("migrate", "--silent")
+    first = int(run("add", "mail", "--payload", "-", "--queue", "q", stdin='{"a": 1}'))
+    second = int(run("add", "report"))
+    assert [job["id"] for job in json.loads(run("jobs", "list", "--json"))] == [first, second]
+    assert str(first) in run("jobs", "list", "--queue", "q")
+    assert run("jobs", "reschedule", str(first), "--priority", "-1").startswith("rescheduled")
+    assert run("jobs", "retry", str(first)).startswith("retried")
+    assert run("jobs", "fail", str(second)).startswith("failed")
+    assert json.loads(run("status", "--json"))["totals"]["failed"] == 1
+    assert run("status").startswith(f"schema {schema} at ")
+    assert "1 permanently failed job" in run("cleanup", "--permafailed")
+    assert run("jobs", "remove", str(first)).startswith("removed")
+    assert json.loads(run("jobs", "list", "--json")) == []
+
+
+@pytest.mark.parametrize("schema", HOSTILE_NAMES)
+def test_daemon_runs_jobs_and_cron_under_any_schema_name(
+    fresh_dsn: str, tmp_path: Path, schema: str
+) -> None:
+    """The daemon's prepared statements, its cron statements and a handler's ctx.add_job."""
+    conn = psycopg2.connect(fresh_dsn)
+    try:
+        migrate(conn, schema)
+    finally:
+        conn.close()
+    query(fresh_dsn, RUNS_TABLE)
+    config = write_config(
+        tmp_path, fresh_dsn, schema=schema, concurrency=1, crontab="0 4 * * * noop"
+    )
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        job = kongtaskd.add_job(fresh_dsn, "enqueue_follow_up", {"n": 1}, schema=schema)
+        wait_for(
+            lambda: len(query(fresh_dsn, "select 1 from public.kt_runs")) == 2,
+            timeout=30,
+            what="the job and the follow-up it added",
+        )
+        assert daemon.stop() == 0, daemon.log()
+        log = daemon.log()
+    runs = query(fresh_dsn, "select task, payload from public.kt_runs order by job_id")
+    assert runs == [("enqueue_follow_up", {"n": 1}), ("remember", {"follow_up_of": job.id})]
+    known = query(
+        fresh_dsn,
+        sql.SQL("select identifier from {}._private_known_crontabs").format(sql.Identifier(schema)),
+    )
+    assert known == [("noop",)]
+    assert "Traceback" not in log and "rror" not in log, log
 
 
 def test_concurrent_migrators_all_succeed_and_apply_each_migration_once(fresh_dsn: str) -> None:

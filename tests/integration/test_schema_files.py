@@ -70,6 +70,8 @@ def test_ledger_statements_are_all_present() -> None:
         "read_kongtaskd_ledger",
         "bootstrap_kongtaskd_ledger",
         "insert_kongtaskd_migration",
+        "set_lock_timeout",
+        "lock_wait",
     }
 
 

@@ -2,17 +2,22 @@
 
 The daemon gets a ``NOTIFY_SOCKET`` bound by the test, so tests wait for ``READY=1`` /
 ``STOPPING=1`` datagrams instead of sleeping, and a log file whose text tests can search.
+Both live in a ``kt-daemon-*`` temporary directory that ``close()`` removes (``with`` calls
+it also when the test fails; a Daemon nobody closed is cleaned up when it is collected, or
+at the latest when the test process exits), keeping the log's text for later messages.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -103,6 +108,13 @@ class Daemon:
             cwd=str(self.dir),
             start_new_session=True,  # a test's Ctrl-C must not reach it behind the test's back
         )
+        #: The log's text once close() removed the directory.
+        self.final_log: str | None = None
+        # Runs at close(), at collection, or at interpreter exit, whichever comes first; it
+        # holds no reference to self, or self would never be collected.
+        self._cleanup = weakref.finalize(
+            self, _clean_up, self.proc, self.log_file, self.sock, self.dir
+        )
 
     @property
     def pid(self) -> int:
@@ -161,6 +173,8 @@ class Daemon:
         return self.wait(timeout)
 
     def log(self) -> str:
+        if self.final_log is not None:
+            return self.final_log
         self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
@@ -188,9 +202,11 @@ class Daemon:
         return kids
 
     def close(self) -> None:
-        kill_process_group(self.proc)
-        self.log_file.close()
-        self.sock.close()
+        """Kill the daemon (if still running), keep its log's text, remove its directory."""
+        if self.final_log is None and self._cleanup.alive:
+            kill_process_group(self.proc)
+            self.final_log = self.log()
+        self._cleanup()
 
     def __enter__(self) -> Daemon:
         return self
@@ -204,6 +220,15 @@ def _is_zygote(pid: int) -> bool:
         return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"kongtaskd: zygote")
     except OSError:
         return False
+
+
+def _clean_up(
+    proc: subprocess.Popen[bytes], log_file: Any, sock: socket.socket, directory: Path
+) -> None:
+    kill_process_group(proc)
+    log_file.close()
+    sock.close()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_once(config: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -499,3 +499,16 @@ def test_example_config_loads_and_lists_every_key() -> None:
     assert config.schema == "graphile_worker"
     listed = yaml.safe_load(path.read_text())
     assert set(listed) == {key.name for key in KEYS}
+
+
+def test_where_names_the_line_of_a_key_or_of_its_section(tmp_path: Path) -> None:
+    text = "schema: s\n\nmetrics:\n  host: 0.0.0.0\n  port: 19464\nlog: {}\n"
+    config = load(tmp_path, text, environ={"KONGTASK_CONCURRENCY": "3"})
+    file = str(tmp_path / "kongtask.yaml")
+    assert config.where("metrics.port") == f"{file}:5"
+    assert config.where("metrics.host") == f"{file}:4"
+    assert config.where("log.level") == f"{file}:6"  # left at its default under `log: {}`
+    assert config.where("concurrency") == "environment variable KONGTASK_CONCURRENCY"
+    assert config.where("poll_interval") == file  # a default: blame the file
+    assert load(tmp_path, "metrics: {}\n").where("metrics.port") == f"{file}:1"
+    assert load_config(None, environ={}).where("metrics.port") == "configuration"

@@ -7,11 +7,31 @@ syntax, a closed local port), which is exactly the path under test.
 from __future__ import annotations
 
 import socket
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from kongtaskd.dsn import connect, mask_dsn, mask_secrets, passwords_in, resolve_dsn
+from kongtaskd import redact
+from kongtaskd.dsn import (
+    connect,
+    mask_dsn,
+    mask_secrets,
+    passwords_in,
+    resolve_dsn,
+    secrets_in,
+)
 from kongtaskd.errors import ConfigError, DatabaseError
+
+
+@pytest.fixture(autouse=True)
+def _empty_registry() -> Iterator[None]:
+    """connect() registers the passwords it sees for the whole process: start each test
+    with none, so a test never passes on a secret an earlier one left behind."""
+    redact.forget_secrets()
+    yield
+    redact.forget_secrets()
 
 
 @pytest.mark.parametrize(
@@ -83,6 +103,13 @@ def test_passwords_in() -> None:
     assert passwords_in("postgresql://a:p%40ss@h/d") == ["p%40ss", "p@ss"]
     assert passwords_in("host=h password='x y'") == ["x y"]
     assert passwords_in("host=h user=u") == []
+    # As libpq reads them, and as the user meant them.
+    assert passwords_in("postgresql://u:S3c@retPW@host/db") == ["S3c", "S3c@retPW"]
+    assert passwords_in("postgresql://u:ab/cd@host/db") == ["ab/cd"]
+    assert passwords_in("host=h password=S3cret PW dbname=d") == ["S3cret", "S3cret PW"]
+    assert passwords_in("host=h password='ab'cd' port=1") == ["ab", "ab'cd"]
+    assert passwords_in("host=h password='a\\' b'") == ["a' b", "a\\' b"]
+    assert passwords_in("postgresql://h/d?password=a%26b&sslmode=disable") == ["a%26b", "a&b"]
 
 
 def test_resolve_order() -> None:
@@ -106,7 +133,8 @@ def test_resolve_order() -> None:
             'invalid percent-encoded token: "***"',
         ),
         (
-            "host=db password='hunter2",
+            # (Not "hunter2": its "unte" also occurs in "unterminated", and would be hidden.)
+            "host=db password='Xk9#pq2",
             "invalid connection string 'host=db password=***': "
             "unterminated quoted string in connection info string",
         ),
@@ -121,14 +149,7 @@ def test_bad_dsn_syntax_is_a_config_error_without_the_password(dsn: str, expecte
     with pytest.raises(ConfigError) as caught:
         connect(dsn)
     assert caught.value.message == expected
-    assert "hunter" not in caught.value.message
-
-
-def _closed_port() -> int:
-    """A local TCP port with nothing listening (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    assert "hunter" not in caught.value.message and "Xk9" not in caught.value.message
 
 
 def test_unreachable_server_is_one_masked_line() -> None:
@@ -147,3 +168,109 @@ def test_unknown_host_names_the_host() -> None:
     assert message.startswith("cannot connect to PostgreSQL: could not translate host name")
     assert "no-such-host.invalid" in message
     assert "hunter2" not in message
+
+
+# -- no fragment of a password in any connection error ----------------------------------------
+
+#: Passwords with every character that DSN syntax treats specially, and unicode.
+PASSWORDS = (
+    "S3c@retPW",
+    "S3cret PW42",
+    "pa:ss/wo?rd#1",
+    "100%Kzq'uo\"te x",
+    "pässwörd€日本",
+    "x@y:z/w?v#u%t'r\"s q",
+)
+
+
+def _closed_port() -> int:
+    """A local TCP port with nothing listening (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dsn_forms(password: str, host: str, port: int) -> dict[str, str]:
+    """``password`` written into a DSN every way a user might, right or wrong."""
+    quoted = urllib.parse.quote(password, safe="")
+    escaped = password.replace("\\", "\\\\").replace("'", "\\'")
+    return {
+        "uri, unencoded": f"postgresql://app:{password}@{host}:{port}/app",
+        "uri, encoded": f"postgresql://app:{quoted}@{host}:{port}/app",
+        "uri query": f"postgresql://app@{host}:{port}/app?password={quoted}",
+        "uri query, unencoded": f"postgresql://app@{host}:{port}/app?password={password}",
+        "key=value": f"host={host} port={port} password={password} dbname=app",
+        "key=value, quoted": f"host={host} port={port} password='{escaped}' dbname=app",
+        "key=value, quoted unescaped": f"host={host} port={port} password='{password}' user=u",
+    }
+
+
+def leaks(text: str, password: str) -> list[str]:
+    """Every run of 4 characters of ``password`` (raw or percent-encoded) in ``text``."""
+    spellings = {password, urllib.parse.quote(password, safe="")}
+    return sorted(
+        {s[i : i + 4] for s in spellings for i in range(len(s) - 3) if s[i : i + 4] in text}
+    )
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize("target", ["unknown host", "closed port"])
+def test_no_fragment_of_a_password_in_connection_errors(password: str, target: str) -> None:
+    host, port = ("no-such-host.invalid", 5432) if target == "unknown host" else ("127.0.0.1", 0)
+    if target == "closed port":
+        port = _closed_port()
+    for form, dsn in dsn_forms(password, host, port).items():
+        with pytest.raises((ConfigError, DatabaseError)) as caught:
+            connect(dsn, connect_timeout=3)
+        message = caught.value.message
+        assert message.startswith(
+            ("cannot connect to PostgreSQL", "cannot reach PostgreSQL", "invalid connection")
+        ), (form, message)
+        assert not leaks(message, password), (form, message)
+        assert not leaks(mask_dsn(dsn), password), (form, mask_dsn(dsn))
+
+
+def test_the_issues_examples() -> None:
+    with pytest.raises(DatabaseError) as caught:
+        connect("postgresql://u:S3c@retPW@no-such-host.invalid/db", connect_timeout=3)
+    assert caught.value.message == (
+        'cannot connect to PostgreSQL: could not translate host name "***@no-such-host.invalid"'
+        " to address: Name or service not known"
+    )
+    with pytest.raises(ConfigError) as caught:
+        connect("host=h password=S3cret PWxyz")
+    assert caught.value.message == (
+        'invalid connection string \'host=h password=***\': missing "=" after "***" in '
+        "connection info string"
+    )
+
+
+def test_a_password_from_pgpassword_is_hidden_from_then_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "env:S3c ret")
+    with pytest.raises(DatabaseError):
+        connect(f"host=127.0.0.1 port={_closed_port()}")
+    assert mask_secrets("a handler printed env:S3c ret, and 'S3c ret'") == (
+        "a handler printed ***, and '***'"
+    )
+
+
+def test_a_password_from_a_service_file_is_hidden(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    services = tmp_path / "pg_service.conf"
+    port = _closed_port()
+    services.write_text(
+        f"# test\n[other]\npassword=notThisOne\n[kt]\nhost=127.0.0.1\nport={port}\n"
+        "password=Sv'c \"pw@x\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    assert secrets_in("service=kt") == ["Sv'c \"pw@x"]
+    monkeypatch.setenv("PGSERVICE", "kt")
+    assert secrets_in("") == ["Sv'c \"pw@x"]
+    with pytest.raises(DatabaseError) as caught:
+        connect("service=kt")
+    assert (
+        caught.value.message == f"cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused"
+    )
+    assert mask_secrets("he said pw@x.") == "he said ***."

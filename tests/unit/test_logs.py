@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kongtaskd import redact
 from kongtaskd.logs import current_job, job_context, setup_logging
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<rest>.*)$")
@@ -19,13 +20,15 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]
 
 @pytest.fixture()
 def stream() -> Iterator[io.StringIO]:
-    """Logging set up into a buffer; the root logger is restored afterwards."""
+    """Logging set up into a buffer; the root logger (and the secrets registry) restored."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
+    redact.forget_secrets()
     buffer = io.StringIO()
     yield buffer
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
+    redact.forget_secrets()
 
 
 def lines(buffer: io.StringIO) -> list[str]:
@@ -140,3 +143,39 @@ def test_bad_level_or_format() -> None:
         setup_logging("loud", "text")
     with pytest.raises(ValueError, match="log format must be one of"):
         setup_logging("info", "xml")
+
+
+#: A password with every character a DSN, JSON or a repr() treats specially, and unicode.
+SECRET = "S3c@r:e/t?#%'\"\\ pässwörd"
+
+
+def leaks(text: str) -> list[str]:
+    return sorted({SECRET[i : i + 4] for i in range(len(SECRET) - 3) if SECRET[i : i + 4] in text})
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_registered_secrets_are_hidden_in_every_part_of_a_record(
+    stream: io.StringIO, fmt: str
+) -> None:
+    redact.register_secret(SECRET)
+    setup_logging("info", fmt, stream)
+    log = logging.getLogger("kongtaskd.supervisor")
+    # What libpq quotes of a mangled DSN: a fragment, not the whole password.
+    log.warning("reconnect failed: could not translate host name %r", SECRET[4:] + "@db")
+    log.info("handler printed %s", SECRET, extra={"dsn": {"password": [SECRET]}})
+    log.info("an object", extra={"thing": type("T", (), {"__str__": lambda _: SECRET})()})
+    try:
+        raise ValueError(f"bad password {SECRET!r}")
+    except ValueError:
+        log.exception("oops %s", SECRET[:-3])
+    text = stream.getvalue()
+    assert not leaks(text), text
+    assert "***" in text
+    if fmt == "json":
+        entries = [json.loads(line) for line in lines(stream)]  # still valid JSON
+        assert entries[0]["msg"] == "reconnect failed: could not translate host name '***@db'"
+        assert entries[1]["dsn"] == {"password": ["***"]}
+        assert entries[2]["thing"] == "***"
+        assert "ValueError: bad password '***'" in entries[3]["exc"]
+    else:
+        assert "reconnect failed: could not translate host name '***@db'" in text
