@@ -570,7 +570,9 @@ KEYS: tuple[Key, ...] = (
         [],
         "Directories put in front of sys.path before handlers are imported; relative ones "
         "are relative to this file's directory. Default empty: handlers must be "
-        "importable from the installed environment, which is the safer deployment.",
+        "importable from the installed environment, which is the safer deployment. A "
+        "directory that does not exist stops the daemon (exit 2); add, jobs and status "
+        "do not need it.",
         env=False,
     ),
     Key(
@@ -766,6 +768,9 @@ class Config:
     #: Key path -> where it was set (``kongtask.yaml:12``, ``environment variable X``,
     #: ``--flag``), for keys not left at their default; read it with :meth:`where`.
     locations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Where each ``python_path`` entry was set ("kongtask.yaml:7"), for the error a missing
+    #: directory gets from ``require_tasks``.
+    python_path_where: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # A Config may well be logged at debug level; its connection string must not
@@ -807,16 +812,25 @@ class Config:
         return self.source or "configuration"
 
     def require_tasks(self) -> None:
-        """Raise ConfigError unless there is something to run (the daemon calls this)."""
+        """Raise ConfigError unless there is something to run (the daemon calls this).
+
+        Also checks that every ``python_path`` directory exists: only here, because only
+        the verbs that run handlers need them (``add``, ``jobs``, ``status`` do not).
+        """
         if not self.tasks and not self.task_modules:
             where = self.source or "configuration"
             raise ConfigError(
                 f"{where}: no tasks to run: map task identifiers to handlers under 'tasks' "
                 "or list modules with @kongtaskd.task handlers under 'task_modules'"
             )
+        for index, directory in enumerate(self.python_path):
+            if not Path(directory).is_dir():
+                where = (self.python_path_where[index : index + 1] or ("configuration",))[0]
+                problem = "is not a directory" if Path(directory).exists() else "does not exist"
+                raise ConfigError(f"{where}: python_path[{index}]: {directory} {problem}")
 
 
-_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "locations")
+_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "locations", "python_path_where")
 _field_names = [f.name for f in dataclasses.fields(Config) if f.name not in _EXTRA_FIELDS]
 if _field_names != [key.name for key in KEYS]:  # pragma: no cover - a developer's mistake
     raise AssertionError(f"Config fields {_field_names} do not match KEYS")
@@ -1077,7 +1091,17 @@ def _merge(
         base_dir=base_dir,
         connection_origin=connection_origin.label if values["connection"] else None,
         locations={path: origin.where(path) for path, (_, origin) in merged.items()},
+        python_path_where=_where_each(origin_of("python_path"), "python_path", values),
     )
+
+
+def _where_each(origin: Origin, key: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """``file:line`` (or the variable, the flag) of each entry of list ``key``."""
+    where = []
+    for index in range(len(values[key])):
+        line = origin.line_of(f"{key}[{index}]") if origin.kind == "file" else None
+        where.append(f"{origin.label}:{line}" if line else origin.label)
+    return tuple(where)
 
 
 def _connection_origin(

@@ -11,8 +11,23 @@ from __future__ import annotations
 ERROR_TEXT_MAX_CHARS = 8192
 
 #: How long a freshly forked child may take to import its handlers and connect before the
-#: supervisor gives up on it. Imports of big frameworks take seconds; minutes mean a hang.
+#: supervisor gives up on it, and a zygote to import them (at start-up, for a reload, to
+#: replace a lost one). Imports of big frameworks take seconds; minutes mean a hang.
 CHILD_START_TIMEOUT = 60.0
+
+#: How long a spawn request may wait for the zygote's answer (one double fork: milliseconds).
+#: A zygote that takes longer is presumed hung, killed and replaced.
+ZYGOTE_SPAWN_TIMEOUT = 5.0
+
+#: A child forked by the zygote is adopted by the supervisor when the intermediate process
+#: exits (microseconds later); it waits at most this long for that before it checks its
+#: parent, and takes a longer wait to mean the supervisor is gone.
+CHILD_ADOPTION_WAIT = 2.0
+
+#: Back-off between attempts to replace a zygote that died (OOM-killed) when the code on
+#: disk no longer imports: first delay, cap. The children keep running meanwhile.
+ZYGOTE_RETRY_FIRST = 1.0
+ZYGOTE_RETRY_MAX = 60.0
 
 #: A child that dies within this many seconds of its birth died "immediately".
 CHILD_RAPID_DEATH_WINDOW = 5.0
@@ -61,8 +76,23 @@ STALE_LOCK_SECONDS = 4 * 3600
 #: ...checked at a random interval in this range (seconds), as graphile-worker does.
 STALE_LOCK_SWEEP_EVERY = (480.0, 600.0)
 
-#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often.
+#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often...
 EXTEND_TIMEOUT_EVERY = 5.0
+#: ...for the rest of the drain plus the kill grace plus this margin (seconds), so the
+#: request outlives the time until the next one.
+EXTEND_TIMEOUT_MARGIN = 5.0
+
+#: The sd_notify STATUS= line is sent at most this often (seconds), and only when it changed.
+STATUS_EVERY = 1.0
+
+#: ``--once`` does not LISTEN: the loop looks for jobs at least this often (seconds).
+ONCE_RECHECK_EVERY = 1.0
+
+#: While children start, the supervisor looks at signals and their pipes this often.
+CHILD_START_CHECK_EVERY = 0.5
+
+#: Shutdown's retries of unwritten outcomes are at most this far apart (seconds).
+FINAL_FLUSH_RETRY_MAX = 1.0
 
 #: How long a child keeps trying to reach the database (a restart, a failover) before it
 #: gives up on the job it holds and reports it failed.

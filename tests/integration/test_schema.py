@@ -170,6 +170,9 @@ def test_heartbeat_table_has_the_agreed_columns(conn, fresh_dsn: str) -> None:
         ("jobs_done", "bigint", True, "0"),
         ("started_at", "timestamp with time zone", True, "now()"),
         ("last_beat_at", "timestamp with time zone", True, "now()"),
+        ("last_reload_at", "timestamp with time zone", False, None),
+        ("last_reload_error", "text", False, None),
+        ("degraded", "text", False, None),
     ]
 
 
