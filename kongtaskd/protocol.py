@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import json
+import select
 import socket
 import struct
 from collections.abc import Iterator
@@ -226,6 +227,38 @@ class Channel:
         """Yield every complete frame in the buffer, leaving a partial one for later."""
         while (message := self.next_message()) is not None:
             yield message
+
+    def wait(self) -> None:
+        """Block until :meth:`receive` has something to start on: a whole frame already
+        buffered, or bytes (or end of stream) on the socket. The child waits here with
+        signals deliverable, then receives with SIGTERM held (see ``child.py``).
+        """
+        buf = self._buffer
+        if len(buf) >= _HEADER.size and len(buf) >= 4 + _HEADER.unpack_from(buf, 0)[0]:
+            return
+        if self.closed:
+            return
+        select.select([self.sock], [], [])
+
+    def unread(self) -> list[Message]:
+        """Every whole message that has arrived and not been received yet, left in place
+        (what a dead peer sent last)."""
+        self.drain()
+        found = []
+        offset = 0
+        buf = self._buffer
+        while len(buf) - offset >= _HEADER.size:
+            length, kind_byte = _HEADER.unpack_from(buf, offset)
+            end = offset + 4 + length
+            if len(buf) < end:
+                break
+            try:
+                kind = Kind(kind_byte)
+            except ValueError:
+                break
+            found.append(_decode(kind, bytes(buf[offset + _HEADER.size : end])))
+            offset = end
+        return found
 
     def receive(self) -> Message | None:
         """Blocking read of the next message; None at end of stream (the peer is gone)."""
