@@ -42,6 +42,7 @@ from kongtaskd.context import JobContext
 from kongtaskd.errors import KongtaskError
 from kongtaskd.job import Job
 from kongtaskd.logs import job_context
+from kongtaskd.output import OutputCapture
 from kongtaskd.queries import Queries
 from kongtaskd.registry import Handler, load_handlers
 
@@ -147,10 +148,13 @@ class Child:
         self.queries: Queries | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.jobs_done = 0
+        #: fds 1 and 2 of this child, into the log (output.py); None until ``start``.
+        self.output: OutputCapture | None = None
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         self.watch_parent()
+        self.output = OutputCapture.start()  # before the imports: their prints are caught too
         self.set_title("starting")
         self.install_signals()
         try:
@@ -204,7 +208,7 @@ class Child:
             # left to return them: a live supervisor knows what it sent us, a dead one not.
             # Handed back from right here: no code runs on a half-done step afterwards.
             self.leave_orphaned(held)
-        os._exit(EXIT_INTERRUPTED)
+        self.leave(EXIT_INTERRUPTED)
 
     def leave_orphaned(self, held: Holdings) -> NoReturn:
         """Hand back what we hold and what the dead supervisor sent that we never read."""
@@ -216,7 +220,7 @@ class Child:
         ]
         jobs = list(dict.fromkeys([*held.jobs, *unread]))
         if not jobs:
-            os._exit(EXIT_ORPHANED)
+            self.leave(EXIT_ORPHANED)
         self.hand_back(jobs)
 
     def connect(self) -> None:
@@ -265,7 +269,7 @@ class Child:
             self.channel.send(protocol.encode_fatal(error, kind))
         except OSError:
             pass
-        os._exit(EXIT_FATAL)
+        self.leave(EXIT_FATAL)
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> NoReturn:
@@ -282,7 +286,7 @@ class Child:
             if message is not None and message.kind is protocol.Kind.RUN and message.job_ids:
                 self.holdings = Holdings(message.job_ids, Phase.HOLDING)
         if message is None:  # EOF: the supervisor is gone
-            os._exit(EXIT_ORPHANED)
+            self.leave(EXIT_ORPHANED)
         if message.kind is protocol.Kind.STOP:
             self.exit(EXIT_OK)
         if message.kind is protocol.Kind.RUN and message.job_ids:
@@ -342,9 +346,14 @@ class Child:
             logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
             {"job_id": job.id, "task": job.task_identifier},
         )
+        output = self.output
         with job_context(job.id, job.task_identifier):  # every log record names the job
             job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
+            if output is not None:
+                output.set_job((job.id, job.task_identifier))  # its prints name it too
             error = self.call(handler, job, job_log)
+            if output is not None:
+                output.set_job(None)
             seconds = time.perf_counter() - started
             self.jobs_done += 1
             if error is None:
@@ -444,7 +453,7 @@ class Child:
             log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
             log.error("supervisor gone and jobs %s could not be returned: %s", job_ids, exc)
-        os._exit(EXIT_ORPHANED)
+        self.leave(EXIT_ORPHANED)
 
     def report_done(self, job_id: int, seconds: float) -> None:
         self.report(protocol.encode_done(job_id, seconds), completed=[job_id])
@@ -507,7 +516,7 @@ class Child:
                 log.warning("supervisor gone: returned jobs %s to the queue", unstarted)
         except Exception as exc:
             log.error("supervisor gone and the outcome could not be recorded: %s", exc)
-        os._exit(EXIT_ORPHANED)
+        self.leave(EXIT_ORPHANED)
 
     def recycle_if_due(self) -> None:
         limit = self.settings.max_jobs
@@ -532,8 +541,18 @@ class Child:
                 self.conn.close()
             except psycopg2.Error:
                 pass
-        sys.stdout.flush()
-        sys.stderr.flush()
+        self.leave(code)
+
+    def leave(self, code: int) -> NoReturn:
+        """End the process (``os._exit``: no finalisers), after logging its last output."""
+        if self.output is not None:
+            self.output.close()
+        else:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
         os._exit(code)
 
     def set_title(self, what: str) -> None:
@@ -565,6 +584,7 @@ def format_error(exc: BaseException, headline: str | None = None) -> str:
 def child_main(settings: ChildSettings, channel: protocol.Channel) -> NoReturn:
     """Entry point in the forked process; never returns."""
     code = EXIT_FATAL
+    child: Child | None = None
     try:
         child = Child(settings, channel)
         child.start()
@@ -572,6 +592,8 @@ def child_main(settings: ChildSettings, channel: protocol.Channel) -> NoReturn:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EXIT_FATAL
     except BaseException:
-        traceback.print_exc()
+        log.critical("child %d crashed", settings.index, exc_info=True)
     finally:
+        if child is not None:
+            child.leave(code)
         os._exit(code)

@@ -83,3 +83,12 @@ BATCH_MAX_AVERAGE_JOB_SECONDS = 0.002
 BATCH_TARGET_SECONDS = 0.02
 #: ...and never more than this many.
 BATCH_MAX_JOBS = 32
+
+#: A child's captured stdout/stderr (output.py): bytes per read of a pipe, and the longest
+#: line logged as one record (a longer run without a newline is cut into records this long,
+#: so a binary blob written to stdout cannot grow one record without bound).
+OUTPUT_READ_BYTES = 65536
+OUTPUT_LINE_MAX_BYTES = 16384
+#: How long a job boundary waits for the output reader to finish logging a chunk; only a
+#: log destination that stopped accepting writes makes it wait, and a job must not hang on it.
+OUTPUT_SYNC_TIMEOUT = 2.0
