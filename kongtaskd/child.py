@@ -11,8 +11,12 @@ Signals: SIGINT (a terminal's Ctrl-C hits the whole process group) and SIGHUP ar
 shutdown is the supervisor's call. SIGTERM while a handler runs raises ``JobInterrupted``
 inside the handler, so its ``finally`` blocks run and the failure is reported with a
 traceback; SIGTERM while idle ends the child at once. The supervisor's death sends SIGTERM
-(``PR_SET_PDEATHSIG``) and closes the pipe: a child with a job then hands the job back to
-the queue itself, attempt refunded, and exits.
+(``PR_SET_PDEATHSIG``) and closes the pipe: the child then hands back to the queue itself,
+attempts refunded, every job it holds (``Holdings``) and any RUN still unread in the pipe,
+and exits.
+
+The child's fds 1 and 2 go into the log, line by line, with the job's id (``output.py``);
+every exit goes through ``Child.leave`` so the last lines are not lost to ``os._exit``.
 """
 
 from __future__ import annotations
