@@ -113,7 +113,10 @@ class OutputCapture:
                 stream.flush()
             except (OSError, ValueError, AttributeError):
                 pass
-        if not self.lock.acquire(timeout=tunables.OUTPUT_SYNC_TIMEOUT):
+        # The lock is almost always free: try without a timeout first (half the cost).
+        if not self.lock.acquire(False) and not self.lock.acquire(
+            timeout=tunables.OUTPUT_SYNC_TIMEOUT
+        ):
             return  # the reader is stuck writing the log: losing order beats hanging a job
         try:
             if any(pipe.partial for pipe in self.pipes) or self.sync_poller.poll(0):
