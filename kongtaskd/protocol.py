@@ -140,11 +140,12 @@ class Channel:
     is blocking (it has nothing else to do while it waits for work).
     """
 
-    __slots__ = ("_buffer", "closed", "sock")
+    __slots__ = ("_buffer", "_poller", "closed", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
+        self._poller: select.poll | None = None  # wait()'s, made on first use
         self.closed = False
 
     def fileno(self) -> int:
@@ -238,7 +239,10 @@ class Channel:
             return
         if self.closed:
             return
-        select.select([self.sock], [], [])
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock.fileno(), select.POLLIN)
+        self._poller.poll()
 
     def unread(self) -> list[Message]:
         """Every whole message that has arrived and not been received yet, left in place
