@@ -11,14 +11,20 @@ Signals: SIGINT (a terminal's Ctrl-C hits the whole process group) and SIGHUP ar
 shutdown is the supervisor's call. SIGTERM while a handler runs raises ``JobInterrupted``
 inside the handler, so its ``finally`` blocks run and the failure is reported with a
 traceback; SIGTERM while idle ends the child at once. The supervisor's death sends SIGTERM
-(``PR_SET_PDEATHSIG``) and closes the pipe: a child with a job then hands the job back to
-the queue itself, attempt refunded, and exits.
+(``PR_SET_PDEATHSIG``) and closes the pipe: the child then hands back to the queue itself,
+attempts refunded, every job it holds (``Holdings``) and any RUN still unread in the pipe,
+and exits.
+
+The child's fds 1 and 2 go into the log, line by line, with the job's id (``output.py``);
+every exit goes through ``Child.leave`` so the last lines are not lost to ``os._exit``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import enum
 import inspect
 import logging
 import os
@@ -27,9 +33,9 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import psycopg2
 from psycopg2 import extensions
@@ -40,6 +46,7 @@ from kongtaskd.context import JobContext
 from kongtaskd.errors import KongtaskError
 from kongtaskd.job import Job
 from kongtaskd.logs import job_context
+from kongtaskd.output import OutputCapture
 from kongtaskd.queries import Queries
 from kongtaskd.registry import Handler, load_handlers
 
@@ -76,13 +83,61 @@ class JobInterrupted(BaseException):
     """
 
 
-class SupervisorGone(BaseException):
-    """Raised by SIGTERM outside a handler when the supervisor has died (PDEATHSIG) while this
-    child holds jobs it has not started: they unwind to ``run_batch``, which hands them back.
+class Phase(enum.Enum):
+    """Where the child is with the first of the jobs it holds."""
+
+    STARTING = "starting"  # importing, connecting: nothing can be held yet
+    IDLE = "idle"  # no jobs (unless a RUN waits unread in the pipe)
+    HOLDING = "holding"  # jobs received, none running (row load, between two jobs)
+    RUNNING = "running"  # the first job's handler runs: a SIGTERM interrupts it
+    REPORTING = "reporting"  # the first job's outcome is being committed/sent: SIGTERM waits
+
+
+class Holdings(NamedTuple):
+    """The jobs this child owns, and what it is doing with the first: ONE immutable value.
+
+    The SIGTERM handler decides from it what to hand back when the supervisor is gone.
+    CPython runs a Python signal handler between two bytecodes, so the child never
+    updates this in place: every transition builds a new value and stores it with one
+    attribute assignment, and the handler reads the attribute once. Whatever line the
+    signal lands on, the handler sees either the old holdings or the new, never half of
+    each. A job stays in ``jobs`` from its RUN until its outcome has been sent (or written).
     """
 
+    jobs: tuple[int, ...] = ()
+    phase: Phase = Phase.IDLE
 
-_IDLE, _RUNNING, _REPORTING = 0, 1, 2
+    # A NamedTuple, not a frozen dataclass: four new values per job, and a tuple is the
+    # cheapest immutable value to build (0.2 us against 1 us).
+    def entering(self, phase: Phase) -> Holdings:
+        return Holdings(self.jobs, phase)
+
+    def reported(self) -> Holdings:
+        """The first job's outcome reached the supervisor: the rest is still ours."""
+        rest = self.jobs[1:]
+        return Holdings(rest, Phase.HOLDING if rest else Phase.IDLE)
+
+    @property
+    def rest(self) -> list[int]:
+        """The jobs after the first: not started."""
+        return list(self.jobs[1:])
+
+
+NOTHING_HELD = Holdings()
+STARTING = Holdings(phase=Phase.STARTING)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Hold SIGTERM back (it stays pending) for a step that cannot be one store: reading a
+    RUN off the socket and recording its ids. The previous mask is restored, not
+    unblocked, so a caller that already held SIGTERM keeps holding it.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Child:
@@ -90,21 +145,21 @@ class Child:
         self.settings = settings
         self.channel = channel
         self.supervisor_pid = os.getppid()
-        self.state = _IDLE
+        #: Every job this child owns; replaced whole, never mutated (see ``Holdings``).
+        self.holdings = STARTING
         self.stop_after_report = False
         self.handlers: dict[str, Handler] = {}
         self.conn: extensions.connection | None = None
         self.queries: Queries | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.jobs_done = 0
-        #: Jobs of the current batch not started yet (handed back if we must leave).
-        self.waiting: list[int] = []
-        #: The job between leaving ``waiting`` and its handler's first line (row load, ...).
-        self.starting: int | None = None
+        #: fds 1 and 2 of this child, into the log (output.py); None until ``start``.
+        self.output: OutputCapture | None = None
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         self.watch_parent()
+        self.output = OutputCapture.start()  # before the imports: their prints are caught too
         self.set_title("starting")
         self.install_signals()
         try:
@@ -120,6 +175,8 @@ class Child:
         except (KongtaskError, psycopg2.Error) as exc:
             message = exc.message if isinstance(exc, KongtaskError) else str(exc).strip()
             self.die(message, protocol.FATAL_DATABASE)
+        # From READY on the supervisor may send work: an orphan must look in the pipe.
+        self.holdings = NOTHING_HELD
         self.channel.send(protocol.encode_ready(os.getpid(), sorted(self.handlers)))
 
     def watch_parent(self) -> None:
@@ -156,19 +213,31 @@ class Child:
         signal.set_wakeup_fd(-1)
 
     def on_sigterm(self, signum: int, frame: object) -> None:
-        if self.state == _RUNNING:
+        held = self.holdings  # one read: a consistent view, whatever line we interrupted
+        if held.phase is Phase.RUNNING:
             raise JobInterrupted(signal.Signals(signum).name)
-        if self.state == _REPORTING:
+        if held.phase is Phase.REPORTING:
             self.stop_after_report = True
             return
-        if self.unstarted() and os.getppid() != self.supervisor_pid:
-            # Jobs received but not started, and nobody left to return them: a live
-            # supervisor knows what it sent us, a dead one does not.
-            raise SupervisorGone()
-        os._exit(EXIT_INTERRUPTED)
+        if held.phase is not Phase.STARTING and os.getppid() != self.supervisor_pid:
+            # Jobs received but not started (held, or still unread in the pipe), and nobody
+            # left to return them: a live supervisor knows what it sent us, a dead one not.
+            # Handed back from right here: no code runs on a half-done step afterwards.
+            self.leave_orphaned(held)
+        self.leave(EXIT_INTERRUPTED)
 
-    def unstarted(self) -> list[int]:
-        return ([self.starting] if self.starting is not None else []) + self.waiting
+    def leave_orphaned(self, held: Holdings) -> NoReturn:
+        """Hand back what we hold and what the dead supervisor sent that we never read."""
+        unread = [
+            job_id
+            for message in self.channel.unread()
+            if message.kind is protocol.Kind.RUN
+            for job_id in message.job_ids
+        ]
+        jobs = list(dict.fromkeys([*held.jobs, *unread]))
+        if not jobs:
+            self.leave(EXIT_ORPHANED)
+        self.hand_back(jobs)
 
     def connect(self) -> None:
         from kongtaskd.dsn import connect
@@ -216,54 +285,59 @@ class Child:
             self.channel.send(protocol.encode_fatal(error, kind))
         except OSError:
             pass
-        os._exit(EXIT_FATAL)
+        self.leave(EXIT_FATAL)
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> NoReturn:
         """Run jobs as their ids arrive until told to stop or the supervisor goes away."""
         while True:
-            self.set_title("idle")
-            message = self.channel.receive()
-            if message is None:  # EOF: the supervisor is gone
-                os._exit(EXIT_ORPHANED)
-            if message.kind is protocol.Kind.STOP:
-                self.exit(EXIT_OK)
-            if message.kind is protocol.Kind.RUN:
-                self.run_batch(message.job_ids)
-                if self.stop_after_report:
-                    self.exit(EXIT_INTERRUPTED)
-                self.recycle_if_due()
+            self.serve_next()
 
-    def run_batch(self, job_ids: tuple[int, ...]) -> None:
-        """Jobs handed over together (one, or a few short ones): load all, run in order.
+    def serve_next(self) -> None:
+        """Wait for one message from the supervisor and act on it."""
+        self.set_title("idle")
+        self.channel.wait()  # idle: a SIGTERM here ends the child at once
+        with sigterm_deferred():  # the ids leave the socket and enter the holdings together
+            message = self.channel.receive()
+            if message is not None and message.kind is protocol.Kind.RUN and message.job_ids:
+                self.holdings = Holdings(message.job_ids, Phase.HOLDING)
+        if message is None:  # EOF: the supervisor is gone
+            self.leave(EXIT_ORPHANED)
+        if message.kind is protocol.Kind.STOP:
+            self.exit(EXIT_OK)
+        if message.kind is protocol.Kind.RUN and message.job_ids:
+            self.run_batch()
+            if self.stop_after_report:
+                self.exit(EXIT_INTERRUPTED)
+            self.recycle_if_due()
+
+    def run_batch(self) -> None:
+        """The jobs held (one, or a few short ones handed over together): load all, run in
+        order. Each leaves the holdings only once its outcome is reported.
 
         Between two jobs a STOP from the supervisor (a drain) is honoured at once: the jobs
         not started yet go back to it, to be handed back to the queue.
         """
-        self.waiting = list(job_ids)
+        first = self.holdings.jobs[0]
         try:
-            try:
-                rows = self.load(job_ids)
-            except (KongtaskError, psycopg2.Error) as exc:
-                # The database stayed out of reach: none of these ran, none loses an attempt.
-                log.error("child %d could not load jobs %s: %s", self.settings.index, job_ids, exc)
-                self.report(protocol.encode_returned(self.waiting))
-                self.waiting = []
+            rows = self.load(self.holdings.jobs)
+        except (KongtaskError, psycopg2.Error) as exc:
+            # The database stayed out of reach: none of these ran, none loses an attempt.
+            log.error(
+                "child %d could not load jobs %s: %s", self.settings.index, self.holdings.jobs, exc
+            )
+            self.report_returned()
+            return
+        while self.holdings.jobs:
+            job_id = self.holdings.jobs[0]
+            if job_id != first and self.stop_requested():
+                self.report_returned()
+                self.exit(EXIT_OK)
+            self.run_job(job_id, rows.get(job_id))
+            if self.stop_after_report:  # interrupted (SIGTERM): the rest never starts
+                if self.holdings.jobs:
+                    self.report_returned()
                 return
-            for job_id in job_ids:
-                if job_id != job_ids[0] and self.stop_requested():
-                    self.report(protocol.encode_returned(self.waiting))
-                    self.exit(EXIT_OK)
-                self.waiting.remove(job_id)
-                self.starting = job_id
-                self.run_job(job_id, rows.get(job_id))
-                self.starting = None
-                if self.stop_after_report:  # interrupted (SIGTERM): the rest never starts
-                    if self.waiting:
-                        self.report(protocol.encode_returned(self.waiting))
-                    return
-        except SupervisorGone:
-            self.hand_back(self.unstarted())
 
     def stop_requested(self) -> bool:
         message = self.channel.peek()
@@ -288,9 +362,14 @@ class Child:
             logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
             {"job_id": job.id, "task": job.task_identifier},
         )
+        output = self.output
         with job_context(job.id, job.task_identifier):  # every log record names the job
             job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
+            if output is not None:
+                output.set_job((job.id, job.task_identifier))  # its prints name it too
             error = self.call(handler, job, job_log)
+            if output is not None:
+                output.set_job(None)
             seconds = time.perf_counter() - started
             self.jobs_done += 1
             if error is None:
@@ -328,14 +407,15 @@ class Child:
         ctx = JobContext(job=job, logger=job_log, connection=conn, schema=self.settings.schema)
         conn.autocommit = False
         try:
-            self.state = _RUNNING  # from here on a SIGTERM interrupts the handler ...
-            self.starting = None  # ... whose except clause hands the job back
+            # From this store on a SIGTERM interrupts the handler, whose except clause below
+            # hands the jobs back if the supervisor is gone.
+            self.holdings = self.holdings.entering(Phase.RUNNING)
             try:
                 result = handler(job.payload, ctx)
                 if inspect.isawaitable(result):
                     result = self.event_loop().run_until_complete(result)
             finally:
-                self.state = _REPORTING
+                self.holdings = self.holdings.entering(Phase.REPORTING)
             if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
                 conn.commit()
             return None
@@ -343,7 +423,7 @@ class Child:
             self.stop_after_report = True
             self.end_transaction()
             if os.getppid() != self.supervisor_pid:
-                self.hand_back([job.id, *self.waiting])
+                self.hand_back(list(self.holdings.jobs))  # this job and the rest
             return format_error(exc, f"job interrupted by {exc}")
         except BaseException as exc:
             self.end_transaction()
@@ -380,6 +460,7 @@ class Child:
 
     def hand_back(self, job_ids: list[int]) -> NoReturn:
         """The supervisor is gone: put the jobs back in the queue ourselves, attempts refunded."""
+        self.holdings = self.holdings.entering(Phase.REPORTING)  # a second SIGTERM waits
         try:
             self.restore_autocommit()  # we may still be inside the handler's transaction
             self.ensure_connection()
@@ -388,7 +469,7 @@ class Child:
             log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
             log.error("supervisor gone and jobs %s could not be returned: %s", job_ids, exc)
-        os._exit(EXIT_ORPHANED)
+        self.leave(EXIT_ORPHANED)
 
     def report_done(self, job_id: int, seconds: float) -> None:
         self.report(protocol.encode_done(job_id, seconds), completed=[job_id])
@@ -402,17 +483,31 @@ class Child:
         completed: list[int] | None = None,
         failed: tuple[int, str] | None = None,
     ) -> None:
-        """Send an outcome up the pipe. If the supervisor is gone, write it ourselves."""
-        self.state = _REPORTING
+        """Send the first held job's outcome up the pipe (the job then leaves the holdings).
+        If the supervisor is gone, write it ourselves and hand back the rest."""
+        self.holdings = self.holdings.entering(Phase.REPORTING)
         try:
             self.channel.send(frame)
         except OSError:
-            self.record_orphaned(completed or [], failed)
-        finally:
-            self.state = _IDLE
+            self.record_orphaned(completed or [], failed, self.holdings.rest)
+        self.holdings = self.holdings.reported()
 
-    def record_orphaned(self, completed: list[int], failed: tuple[int, str] | None) -> NoReturn:
-        """The supervisor died while we ran a job: the outcome still reaches the database."""
+    def report_returned(self) -> None:
+        """Give every held job back to the supervisor (none started); if it is gone, to the
+        queue."""
+        self.holdings = self.holdings.entering(Phase.REPORTING)
+        try:
+            self.channel.send(protocol.encode_returned(list(self.holdings.jobs)))
+        except OSError:
+            self.record_orphaned([], None, list(self.holdings.jobs))
+        self.holdings = NOTHING_HELD
+
+    def record_orphaned(
+        self, completed: list[int], failed: tuple[int, str] | None, unstarted: list[int]
+    ) -> NoReturn:
+        """The supervisor died while we ran a job: the outcome still reaches the database,
+        and the jobs we never started go back to the queue, attempts refunded."""
+        self.holdings = self.holdings.entering(Phase.REPORTING)  # a second SIGTERM waits
         try:
             self.ensure_connection()
             assert self.queries is not None
@@ -422,19 +517,22 @@ class Child:
                 completed,
                 failed_ids,
                 errors,
-                self.waiting,  # the rest of the batch never started: back to the queue
+                unstarted,
                 self.settings.pool_id,
                 [],
                 None,
                 0,
             )
-            log.warning(
-                "supervisor gone: recorded the outcome of job %s ourselves",
-                (completed or failed_ids),
-            )
+            if completed or failed_ids:
+                log.warning(
+                    "supervisor gone: recorded the outcome of job %s ourselves",
+                    (completed or failed_ids),
+                )
+            if unstarted:
+                log.warning("supervisor gone: returned jobs %s to the queue", unstarted)
         except Exception as exc:
             log.error("supervisor gone and the outcome could not be recorded: %s", exc)
-        os._exit(EXIT_ORPHANED)
+        self.leave(EXIT_ORPHANED)
 
     def recycle_if_due(self) -> None:
         limit = self.settings.max_jobs
@@ -459,8 +557,18 @@ class Child:
                 self.conn.close()
             except psycopg2.Error:
                 pass
-        sys.stdout.flush()
-        sys.stderr.flush()
+        self.leave(code)
+
+    def leave(self, code: int) -> NoReturn:
+        """End the process (``os._exit``: no finalisers), after logging its last output."""
+        if self.output is not None:
+            self.output.close()
+        else:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
         os._exit(code)
 
     def set_title(self, what: str) -> None:
@@ -493,6 +601,7 @@ def format_error(exc: BaseException, headline: str | None = None) -> str:
 def child_main(settings: ChildSettings, channel: protocol.Channel) -> NoReturn:
     """Entry point in the forked process; never returns."""
     code = EXIT_FATAL
+    child: Child | None = None
     try:
         child = Child(settings, channel)
         child.start()
@@ -500,6 +609,8 @@ def child_main(settings: ChildSettings, channel: protocol.Channel) -> NoReturn:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EXIT_FATAL
     except BaseException:
-        traceback.print_exc()
+        log.critical("child %d crashed", settings.index, exc_info=True)
     finally:
+        if child is not None:
+            child.leave(code)
         os._exit(code)

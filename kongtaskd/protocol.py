@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import json
+import select
 import socket
 import struct
 from collections.abc import Iterator
@@ -139,11 +140,12 @@ class Channel:
     is blocking (it has nothing else to do while it waits for work).
     """
 
-    __slots__ = ("_buffer", "closed", "sock")
+    __slots__ = ("_buffer", "_poller", "closed", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
+        self._poller: select.poll | None = None  # wait()'s, made on first use
         self.closed = False
 
     def fileno(self) -> int:
@@ -226,6 +228,41 @@ class Channel:
         """Yield every complete frame in the buffer, leaving a partial one for later."""
         while (message := self.next_message()) is not None:
             yield message
+
+    def wait(self) -> None:
+        """Block until :meth:`receive` has something to start on: a whole frame already
+        buffered, or bytes (or end of stream) on the socket. The child waits here with
+        signals deliverable, then receives with SIGTERM held (see ``child.py``).
+        """
+        buf = self._buffer
+        if len(buf) >= _HEADER.size and len(buf) >= 4 + _HEADER.unpack_from(buf, 0)[0]:
+            return
+        if self.closed:
+            return
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock.fileno(), select.POLLIN)
+        self._poller.poll()
+
+    def unread(self) -> list[Message]:
+        """Every whole message that has arrived and not been received yet, left in place
+        (what a dead peer sent last)."""
+        self.drain()
+        found = []
+        offset = 0
+        buf = self._buffer
+        while len(buf) - offset >= _HEADER.size:
+            length, kind_byte = _HEADER.unpack_from(buf, offset)
+            end = offset + 4 + length
+            if len(buf) < end:
+                break
+            try:
+                kind = Kind(kind_byte)
+            except ValueError:
+                break
+            found.append(_decode(kind, bytes(buf[offset + _HEADER.size : end])))
+            offset = end
+        return found
 
     def receive(self) -> Message | None:
         """Blocking read of the next message; None at end of stream (the peer is gone)."""

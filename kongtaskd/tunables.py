@@ -151,3 +151,12 @@ MIGRATION_POLL_TICK = 0.1
 #: (then the transaction is rolled back and the connection usable); past it the
 #: connection is closed, which ends the transaction too, only later.
 MIGRATION_CANCEL_GRACE = 1.0
+
+#: A child's captured stdout/stderr (output.py): bytes per read of a pipe, and the longest
+#: line logged as one record (a longer run without a newline is cut into records this long,
+#: so a binary blob written to stdout cannot grow one record without bound).
+OUTPUT_READ_BYTES = 65536
+OUTPUT_LINE_MAX_BYTES = 16384
+#: How long a job boundary waits for the output reader to finish logging a chunk; only a
+#: log destination that stopped accepting writes makes it wait, and a job must not hang on it.
+OUTPUT_SYNC_TIMEOUT = 2.0

@@ -102,3 +102,34 @@ def test_peek_sees_a_waiting_message_without_blocking_or_consuming_it():
     assert child.receive() == protocol.Message(Kind.STOP)  # still there
     parent.close()
     child.close()
+
+
+def test_unread_lists_what_a_dead_peer_sent_and_leaves_it_in_place():
+    supervisor, child = protocol.channel_pair()
+    try:
+        supervisor.send(protocol.encode_run(1, 2))
+        supervisor.send(protocol.encode_run(3))
+        supervisor.send(protocol.encode_stop() + protocol.encode_run(4)[:5])  # then a partial
+        supervisor.close()  # the supervisor dies with all that unread
+        assert [m.job_ids for m in child.unread()] == [(1, 2), (3,), ()]
+        # Still there for receive(), in order: unread() consumed nothing.
+        assert child.receive().job_ids == (1, 2)
+        assert child.receive().job_ids == (3,)
+        assert child.receive().kind is Kind.STOP
+        assert child.receive() is None  # the partial frame never completes: end of stream
+    finally:
+        child.close()
+
+
+def test_wait_returns_for_a_buffered_frame_without_touching_the_socket():
+    supervisor, child = protocol.channel_pair()
+    try:
+        supervisor.send(protocol.encode_run(5) + protocol.encode_run(6))
+        child.wait()
+        assert child.receive().job_ids == (5,)
+        child.sock.setblocking(False)  # a second wait must not block on an empty socket
+        child.wait()
+        assert child.receive().job_ids == (6,)
+    finally:
+        supervisor.close()
+        child.close()
