@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import getpass
 import json
 import logging
 import os
@@ -670,8 +671,37 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
         arguments(sub)
 
 
+def _cli_operator() -> str:
+    """Who a CLI action's audit line names: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name for this uid (containers): the uid still says who
+        return f"cli:uid {os.getuid()}"
+
+
+def _audit_to_syslog() -> None:
+    """The CLI's audit lines go to syslog (the journal on systemd hosts), not to stderr:
+    the verbs' output and one-line errors stay what scripts parse. Without /dev/log
+    (containers) they are dropped unless the log level is debug."""
+    import logging.handlers
+
+    from kongtaskd.actions import AUDIT_LOGGER
+
+    audit = logging.getLogger(AUDIT_LOGGER)
+    if logging.getLogger().level <= logging.DEBUG:
+        return  # debug: everything, the audit line included, goes to stderr
+    audit.propagate = False
+    if os.path.exists("/dev/log") and not audit.handlers:
+        try:
+            handler = logging.handlers.SysLogHandler(address="/dev/log")
+        except OSError:
+            return
+        handler.setFormatter(logging.Formatter("kongtaskd: %(message)s"))
+        audit.addHandler(handler)
+
+
 def _jobs(args: argparse.Namespace) -> int:
-    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+    from kongtaskd import actions  # imported here, not at the top: `run` starts faster
 
     action: str = args.action
     # Flags are checked before connecting: a typo costs no connection attempt.
@@ -686,24 +716,18 @@ def _jobs(args: argparse.Namespace) -> int:
     try:
         if action == "list":
             return _jobs_list(conn, config, args)
-        stale_after = config.stale_after
-        if action == "retry":
-            result = admin.retry_jobs(conn, config.schema, args.ids, stale_after=stale_after)
-        elif action == "fail":
-            result = admin.fail_jobs(
-                conn, config.schema, args.ids, message=args.message, stale_after=stale_after
-            )
-        elif action == "remove":
-            result = admin.remove_jobs(conn, config.schema, args.ids, stale_after=stale_after)
-        else:
-            result = admin.reschedule_jobs(
-                conn,
-                config.schema,
-                args.ids,
-                run_at=run_at,
-                priority=args.priority,
-                stale_after=stale_after,
-            )
+        _audit_to_syslog()
+        result = actions.apply(
+            conn,
+            config.schema,
+            actions.Action[action.upper()],
+            actions.Ids(tuple(args.ids)),
+            who=_cli_operator(),
+            run_at=run_at,
+            priority=args.priority if action == "reschedule" else None,
+            message=args.message if action == "fail" else None,
+            stale_after=config.stale_after,
+        )
     finally:
         conn.close()
     summary = result.summary()
