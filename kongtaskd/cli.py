@@ -903,6 +903,52 @@ def _init(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _web_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("hash-password",),
+        help="hash-password: read a password (stdin, or asked twice on a terminal) and "
+        "print the hash for web.auth.basic.password_hash",
+    )
+    parser.add_argument("--host", help="address to bind (default: web.host, else 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, help="TCP port to listen on (default: web.port, else 8080)"
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback address without web.auth (only when something in front, "
+        "e.g. an authenticating proxy, guards it)",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def _web(args: argparse.Namespace) -> int:
+    try:
+        from kongtaskd.web import serve
+    except ImportError as error:
+        raise ConfigError(
+            f"kongtaskd web needs the web extra ({error.name or error} is missing): "
+            "pip install 'kongtaskd[web]'"
+        ) from None
+    if args.action == "hash-password":
+        return serve.hash_password_command()
+    config = _with_database(_load(args))
+    return serve.serve(
+        config, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Verb:
     """One subcommand: its name, a one-line help, its arguments and what runs it."""
@@ -972,6 +1018,15 @@ VERBS: tuple[Verb, ...] = (
         "kongtaskd cleanup -c kongtask.yaml\n  kongtaskd cleanup -c kongtask.yaml --permafailed",
         _cleanup_arguments,
         _cleanup,
+    ),
+    Verb(
+        "web",
+        "serve the web dashboard (its own process; see docs/operations.md)",
+        "kongtaskd web -c kongtask.yaml\n"
+        "  kongtaskd web -c kongtask.yaml --host 0.0.0.0 --port 8080\n"
+        "  kongtaskd web hash-password < password.txt",
+        _web_arguments,
+        _web,
     ),
     Verb(
         "init",
