@@ -615,7 +615,7 @@ WEB_KEYS: tuple[Key, ...] = (
         "port",
         Int(1, 65535),
         8080,
-        "TCP port of the dashboard. Default 8080.",
+        "TCP port of the dashboard. Default 8080; each dashboard process on a host needs its own.",
         env=False,
     ),
     Key(
@@ -632,6 +632,7 @@ WEB_KEYS: tuple[Key, ...] = (
         False,
         "true hides every action (retry, reschedule, fail, remove) and refuses their POSTs "
         "with 403. Default false.",
+        env=False,
     ),
     Key(
         "show_payloads",
@@ -639,6 +640,7 @@ WEB_KEYS: tuple[Key, ...] = (
         True,
         "false never shows a job's payload (for payloads holding personal data). Default "
         "true: shown on the job page, folded away.",
+        env=False,
     ),
     Key(
         "refresh",
@@ -647,6 +649,7 @@ WEB_KEYS: tuple[Key, ...] = (
         "Seconds a page's answer is reused for every viewer, and how often the live pages "
         "reload themselves. Default 5: ten open tabs cost the database what one does. "
         "Shorter is fresher and costs more queries.",
+        env=False,
     ),
     Key(
         "auth",
