@@ -33,7 +33,8 @@ select graphile_worker.add_job('send_email',
 select graphile_worker.add_job('resize_image', json_build_object('image', n),
   run_at => now() + interval '20 minutes') from generate_series(1, 60) as n;
 select graphile_worker.add_job('sync_partner',
-  json_build_object('partner', 'acme', 'order', 1000 + n), queue_name => 'partner-acme', max_attempts => 5)
+  json_build_object('partner', 'acme', 'order', 1000 + n), queue_name => 'partner-acme',
+  max_attempts => 5)
   from generate_series(1, 35) as n;
 select graphile_worker.add_job('nightly_report', '{"day": "2026-11-30"}');
 update graphile_worker._private_jobs set attempts = case when id % 3 = 0 then 5 else 2 end,
