@@ -48,9 +48,6 @@ PAGES = (
     "/cron",
 )
 
-#: Bump when load_jobs changes what it loads (the template's name carries it).
-LOADER_VERSION = 1
-
 LOAD_SQL = """
 insert into graphile_worker._private_tasks (identifier)
   select 't' || lpad(n::text, 2, '0') from generate_series(0, 19) as n
@@ -81,7 +78,7 @@ select
   case when n %% 100 between 90 and 94 then 2 when n %% 100 between 95 and 98 then 25 else 0 end,
   25,
   case when n %% 100 between 90 and 98 then
-    'ConnectionError: partner API timed out after 30 s (job ' || n || E')\nTraceback ...'
+    'ConnectionError: partner API timed out after 30 s (job ' || n || E')\n(stack elided)'
   end,
   case when n %% 100 = 7 then 'key-' || n end,
   case when n %% 1000 = 999 then now() - interval '5 seconds' end,

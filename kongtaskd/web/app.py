@@ -478,7 +478,6 @@ class Dashboard:
                 "chart": chart,
                 "refresh": self.settings.refresh,
                 "window_rows": tunables.WEB_WINDOW_ROWS,
-                "cap": tunables.WEB_COUNT_CAP,
             },
         )
 

@@ -235,6 +235,8 @@ class QueueRow:
 class Overview:
     probe: Probe
     tasks: list[TaskRow]
+    #: Where each (priority, task) count of the claim index stopped ("1,000+").
+    cap: int
     #: The claim index's counts were cut at WEB_MAX_TASK_PAIRS pairs.
     pairs_cut: bool
     window: Window
@@ -311,6 +313,19 @@ NO_STATISTICS = NoStatistics(
 
 #: The /jobs sorts: name -> default direction (descending?).
 SORTS: dict[str, bool] = {"id": True, "run_at": False, "priority": False, "attempts": True}
+
+
+#: The caps a (priority, task) count may get, largest first: round numbers read better.
+_CAPS = (10_000, 5_000, 2_000, 1_000, 500, 200, 100)
+
+
+def count_cap(pairs: int) -> int:
+    """The largest cap (at most WEB_COUNT_CAP) with which counting two states of ``pairs``
+    (priority, task) pairs reads at most WEB_COUNT_BUDGET index entries."""
+    for cap in _CAPS:
+        if cap <= tunables.WEB_COUNT_CAP and 2 * max(pairs, 1) * cap <= tunables.WEB_COUNT_BUDGET:
+            return cap
+    return _CAPS[-1]
 
 
 def like_pattern(text: str) -> str:
@@ -408,27 +423,41 @@ class Data:
         rows: dict[str, TaskRow] = {}
         pairs_cut = False
         window_rows = self._all("window_by_task", {"window": tunables.WEB_WINDOW_ROWS})
+        cap = tunables.WEB_COUNT_CAP
         if probe.ready_index:
-            pairs = self._all(
-                "available_by_task",
-                {"cap": tunables.WEB_COUNT_CAP, "max_pairs": tunables.WEB_MAX_TASK_PAIRS},
-            )
+            pairs = self._all("task_pairs", {"max_pairs": tunables.WEB_MAX_TASK_PAIRS})
             pairs_cut = len(pairs) >= tunables.WEB_MAX_TASK_PAIRS
-            cap = tunables.WEB_COUNT_CAP
-            for pair in pairs:
+            cap = count_cap(len(pairs))
+            counted = (
+                self._all(
+                    "available_counts",
+                    {
+                        "priorities": [pair["priority"] for pair in pairs],
+                        "task_ids": [pair["task_id"] for pair in pairs],
+                        "cap": cap,
+                    },
+                )
+                if pairs
+                else []
+            )
+            for pair in counted:
                 row = rows.setdefault(pair["identifier"], TaskRow(pair["identifier"]))
-                for state in ("ready", "scheduled", "retrying"):
-                    count = Count(min(pair[state], cap), pair[state] > cap)
-                    setattr(row, state, getattr(row, state) + count)
-                due = pair["oldest_due"]
-                if due is not None and (row.oldest_due is None or due < row.oldest_due):
-                    row.oldest_due = due
+                row.ready = row.ready + Count(min(pair["due"], cap), pair["due"] > cap)
+                row.scheduled = row.scheduled + Count(
+                    min(pair["future"], cap), pair["future"] > cap
+                )
+                first = pair["first_run_at"]
+                due = first is not None and first <= probe.now
+                if due and (row.oldest_due is None or first < row.oldest_due):
+                    row.oldest_due = first
         low: int | None = None
         seen = 0
         for found in window_rows:
             row = rows.setdefault(found["identifier"], TaskRow(found["identifier"]))
             row.running = found["running"]
             row.failed = found["failed"]
+            # In the window: the claim index cannot tell a retry from a first run.
+            row.retrying = Count(found["retrying"])
             row.with_error = found["with_error"]
             row.in_window = (
                 found["running"]
@@ -443,7 +472,6 @@ class Data:
                 # window too (the page says "among the newest N jobs").
                 row.ready = Count(found["ready"])
                 row.scheduled = Count(found["scheduled"])
-                row.retrying = Count(found["retrying"])
                 row.oldest_due = found["oldest_due"]
         queues = [
             QueueRow(**row)
@@ -458,6 +486,7 @@ class Data:
             probe=probe,
             tasks=sorted(rows.values(), key=lambda r: r.task),
             pairs_cut=pairs_cut,
+            cap=cap,
             window=Window(seen, low, tunables.WEB_WINDOW_ROWS),
             queues=queues,
             stuck_queues=stuck,

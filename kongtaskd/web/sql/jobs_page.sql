@@ -6,7 +6,7 @@
 -- continues a sort where the previous page stopped: never an OFFSET. `limit` rows come
 -- back (the caller asks one more than it shows, to know there is a next page), each with
 -- the number of matches in the window and the window's size and lowest id, so the page
--- can say "12 match among the newest 50,000 jobs" and link to the next window.
+-- can say "12 match among the newest 20,000 jobs" and link to the next window.
 with newest as (
   select jobs.id, jobs.task_id, jobs.job_queue_id, jobs.priority, jobs.run_at, jobs.attempts,
     jobs.max_attempts, jobs.last_error, jobs.created_at, jobs.key, jobs.locked_at,
