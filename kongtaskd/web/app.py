@@ -150,7 +150,6 @@ class Dashboard:
         settings: WebConfig,
         *,
         tokens: Mapping[str, str] | None = None,
-        where: str = "configuration",
     ) -> None:
         self.data = data
         self.settings = settings
@@ -568,9 +567,9 @@ class Dashboard:
         older_url = None
         if not page.window.whole_table and page.window.low is not None and page.window.low > 1:
             older_url = self.url("/jobs", **base, top=page.window.low - 1)
-        filtered = any(value is not None for value in base.values() if value in filters.values())
+        filtered = any(filters[name] for name in ("task", "queue", "state", "q"))
         bulk_token = None
-        if not self.settings.read_only and any(filters[k] for k in ("task", "queue", "state", "q")):
+        if not self.settings.read_only and filtered:
             bulk_token = self._form(viewer, "bulk")
         return self._page(
             request,

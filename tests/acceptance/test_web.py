@@ -45,13 +45,6 @@ def empty(web_dsn: str) -> None:
     )
 
 
-def fresh(web: Web, path: str, **options: object) -> Answer:
-    """A page with the cache out of the way: each test changes the database first. A query
-    string the cache has not seen gives a fresh answer for the page's own queries; the
-    shared ones (probe, task names) do not matter for these assertions."""
-    return web.get(path, **options)  # type: ignore[arg-type]
-
-
 def add(dsn: str, task: str, count: int = 1, **options: object) -> list[int]:
     names = "".join(f", {key} => %({key})s" for key in options)
     rows = query(
