@@ -392,6 +392,12 @@ class Pool:
     #: daemon fails and releases its jobs.
     stale: bool
     locked_jobs: int
+    #: When its last reload (SIGHUP) finished, None if it had none; and the reason it was
+    #: refused (the handlers' import error), None if it succeeded.
+    last_reload_at: dt.datetime | None = None
+    last_reload_error: str | None = None
+    #: Why it cannot fork replacement children (None: it can); its children keep running.
+    degraded: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -475,6 +481,9 @@ def status(conn: Connection, schema: str, *, stale_after: float = 60.0) -> Statu
                         seconds_since_beat=row[10],
                         stale=row[11],
                         locked_jobs=row[12],
+                        last_reload_at=row[13],
+                        last_reload_error=row[14],
+                        degraded=row[15],
                     )
                 )
         _execute(
@@ -549,6 +558,14 @@ def format_status(report: Status) -> str:
         headers = ("POOL", "BUSY", "IDLE", "DONE", "LOCKED", "HOST", "PID", "VERSION")
         headers += ("UPTIME", "LAST BEAT", "STATE")
         lines += ["  " + line for line in _table(headers, rows, right=range(1, 5))]
+        for pool in report.pools:
+            if pool.last_reload_error is not None:
+                lines.append(
+                    f"  {pool.pool_id}: reload refused at {_when(pool.last_reload_at)}, still "
+                    f"running the previous configuration: {_cell(pool.last_reload_error)}"
+                )
+            if pool.degraded is not None:
+                lines.append(f"  {pool.pool_id}: DEGRADED: {_cell(pool.degraded)}")
     if report.other_lock_holders:
         lines += ["", "other lock holders:"]
     for holder in report.other_lock_holders:

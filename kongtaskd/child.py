@@ -123,6 +123,17 @@ class Child:
         self.channel.send(protocol.encode_ready(os.getpid(), sorted(self.handlers)))
 
     def watch_parent(self) -> None:
+        # Forked by a zygote (kongtaskd.zygote: a double fork), we become the supervisor's
+        # child only when the intermediate process exits, a moment from now: wait for that
+        # (bounded), since PDEATHSIG is about whoever is our parent when it is set.
+        from kongtaskd.zygote import adopter
+
+        supervisor = adopter()
+        if supervisor is not None:
+            self.supervisor_pid = supervisor
+            deadline = time.monotonic() + tunables.CHILD_ADOPTION_WAIT
+            while os.getppid() != supervisor and time.monotonic() < deadline:
+                time.sleep(0.001)
         # Ask the kernel to SIGTERM us when the supervisor dies, then make sure it has not
         # died already (the request only covers deaths after it is made).
         try:

@@ -6,9 +6,10 @@ arguments, a function running it). A new verb (``jobs``, ``status``, ``cleanup``
 
 Errors reach the user as one line on stderr, ``kongtaskd: <what and where>``, with the
 exit code of :class:`~kongtaskd.errors.ExitCode` (0 ok, 1 runtime failure, 2 usage or
-configuration, 57 schema newer than this kongtaskd; 130 after Ctrl-C; 141 when the reader of
-stdout went away). Tracebacks are printed only with ``--debug`` or log level debug, and
-every message goes through :func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
+configuration, 57 schema newer than this kongtaskd, 75 a migration's lock wait timed out;
+130 after Ctrl-C, or a signal during a migration; 141 when the reader of stdout went away).
+Tracebacks are printed only with ``--debug`` or log level debug, and every message goes
+through :func:`~kongtaskd.dsn.mask_secrets` so no password is ever shown.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from kongtaskd.logs import LEVELS, setup_logging
 
 PROG = "kongtaskd"
 #: Exit code after Ctrl-C, as shells report a process killed by SIGINT (128 + 2).
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 #: Exit code when the reader of stdout went away (``jobs list --json | head``), as shells
 #: report a process killed by SIGPIPE (128 + 13); nothing is printed about it.
 EXIT_BROKEN_PIPE = 141
@@ -254,19 +255,52 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print nothing on success (default: print one summary line)",
     )
+    parser.add_argument(
+        "--lock-timeout",
+        type=_lock_timeout,
+        metavar="SECONDS",
+        help="give up (exit 75) after waiting this long for a lock another session holds "
+        "(default: the config's migration_lock_timeout, 30)",
+    )
+
+
+def _lock_timeout(text: str) -> float:
+    """--lock-timeout's value: seconds > 0 (argparse names the flag in the error)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {text!r}"
+        ) from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return seconds
 
 
 def _migrate(args: argparse.Namespace) -> int:
     if args.silent and getattr(args, "log_level", None) is None and not args.debug:
         args.log_level = "warning"
     config = _load(args)
+    if args.lock_timeout is not None:
+        config = dataclasses.replace(config, migration_lock_timeout=args.lock_timeout)
     from kongtaskd.schema import migrate
+    from kongtaskd.schema.waiting import connect_interruptibly, stop_on_signals
 
-    conn = _connect(config, "kongtaskd migrate")
-    try:
-        report = migrate(conn, config.schema)
-    finally:
-        conn.close()
+    # SIGTERM, SIGINT and SIGQUIT are recorded from before the connection exists: one that
+    # comes while connecting, or while a statement waits for a lock (cancelled, rolled
+    # back), ends the verb with exit 130.
+    with stop_on_signals() as should_stop:
+        conn = connect_interruptibly(lambda: _connect(config, "kongtaskd migrate"), should_stop)
+        try:
+            report = migrate(
+                conn,
+                config.schema,
+                lock_timeout=config.migration_lock_timeout,
+                should_stop=should_stop,
+                observer=lambda: _connect(config, "kongtaskd migrate (lock watch)"),
+            )
+        finally:
+            conn.close()
     if not args.silent:
         done = []
         if report.applied:
@@ -1045,8 +1079,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  kongtaskd -c kongtask.yaml\n  kongtaskd migrate -c kongtask.yaml\n"
         '  kongtaskd add send_email --payload \'{"to": "a@b.example"}\'\n\n'
         "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, "
-        "57 database schema newer than this kongtaskd, 130 interrupted, "
-        "141 stdout closed by its reader\n"
+        "57 database schema newer than this kongtaskd, 75 migration lock timeout, "
+        "130 interrupted, 141 stdout closed by its reader\n"
         "run 'kongtaskd VERB --help' for a verb's options",
         formatter_class=_FORMATTER,
     )

@@ -739,7 +739,9 @@ KEYS: tuple[Key, ...] = (
         [],
         "Directories put in front of sys.path before handlers are imported; relative ones "
         "are relative to this file's directory. Default empty: handlers must be "
-        "importable from the installed environment, which is the safer deployment.",
+        "importable from the installed environment, which is the safer deployment. A "
+        "directory that does not exist stops the daemon (exit 2); add, jobs and status "
+        "do not need it.",
         env=False,
     ),
     Key(
@@ -757,6 +759,20 @@ KEYS: tuple[Key, ...] = (
         True,
         "Install or upgrade the schema at start-up. Default true. Set false where the "
         "daemon's role may not run DDL and 'kongtaskd migrate' runs at deploy time instead.",
+    ),
+    Key(
+        "migration_lock_timeout",
+        Seconds(nullable=True),
+        30.0,
+        "Seconds a migration (at start-up, or 'kongtaskd migrate', whose --lock-timeout "
+        "overrides it) waits in all for a lock another session holds, such as a long "
+        "transaction on a queue table, before it gives up with exit code 75 naming the "
+        "holder. Default 30: a start-up blocked that long by a session that is not "
+        "itself a migrator is unlikely to get through soon, and 30 s leaves systemd's "
+        "TimeoutStartSec (120 s in the shipped unit) room for a restart. Longer rides out "
+        "long transactions, shorter fails (and, under systemd, retries) faster. null "
+        "waits as long as it takes. The wait never holds up the application: each try "
+        "waits at most about a second in the lock queue, then steps out and retries.",
     ),
     Key(
         "shutdown_timeout",
@@ -858,6 +874,17 @@ KEYS: tuple[Key, ...] = (
         "stale_after, so one late heartbeat does not make a live daemon look dead; "
         "shorter means more writes.",
     ),
+    Key(
+        "django_settings",
+        Str(nullable=True),
+        None,
+        "Django settings module (DOTTED.MODULE): marks a Django-mode daemon. Default null. "
+        "Written by 'manage.py kongtaskd' (kongtaskd.contrib.django), together with "
+        "DJANGO_SETTINGS_MODULE and the handler entries that set Django up in the processes "
+        "that import handlers; not meant to be set by hand. The supervisor never imports "
+        "Django. See docs/django.md.",
+        env=False,
+    ),
 )
 
 
@@ -895,6 +922,7 @@ class Config:
     python_path: tuple[str, ...]
     forbidden_flags: tuple[str, ...]
     migrate: bool
+    migration_lock_timeout: float | None
     shutdown_timeout: float
     job_timeout: float | None
     max_jobs_per_child: int | None
@@ -908,6 +936,8 @@ class Config:
     log: LogConfig
     stale_after: float
     heartbeat_interval: float
+    #: Django mode (kongtaskd.contrib.django): the settings module children set up.
+    django_settings: str | None
     #: The config file as given, or None when there was none.
     source: str | None = None
     #: Directory relative paths were resolved against (the file's, else the cwd).
@@ -918,6 +948,9 @@ class Config:
     #: Key path -> where it was set (``kongtask.yaml:12``, ``environment variable X``,
     #: ``--flag``), for keys not left at their default; read it with :meth:`where`.
     locations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Where each ``python_path`` entry was set ("kongtask.yaml:7"), for the error a missing
+    #: directory gets from ``require_tasks``.
+    python_path_where: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # A Config may well be logged at debug level; its connection string must not
@@ -959,16 +992,25 @@ class Config:
         return self.source or "configuration"
 
     def require_tasks(self) -> None:
-        """Raise ConfigError unless there is something to run (the daemon calls this)."""
+        """Raise ConfigError unless there is something to run (the daemon calls this).
+
+        Also checks that every ``python_path`` directory exists: only here, because only
+        the verbs that run handlers need them (``add``, ``jobs``, ``status`` do not).
+        """
         if not self.tasks and not self.task_modules:
             where = self.source or "configuration"
             raise ConfigError(
                 f"{where}: no tasks to run: map task identifiers to handlers under 'tasks' "
                 "or list modules with @kongtaskd.task handlers under 'task_modules'"
             )
+        for index, directory in enumerate(self.python_path):
+            if not Path(directory).is_dir():
+                where = (self.python_path_where[index : index + 1] or ("configuration",))[0]
+                problem = "is not a directory" if Path(directory).exists() else "does not exist"
+                raise ConfigError(f"{where}: python_path[{index}]: {directory} {problem}")
 
 
-_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "locations")
+_EXTRA_FIELDS = ("source", "base_dir", "connection_origin", "locations", "python_path_where")
 _field_names = [f.name for f in dataclasses.fields(Config) if f.name not in _EXTRA_FIELDS]
 if _field_names != [key.name for key in KEYS]:  # pragma: no cover - a developer's mistake
     raise AssertionError(f"Config fields {_field_names} do not match KEYS")
@@ -1127,18 +1169,50 @@ def load_config(
     keyed by config key (``"log.level"`` for nested ones); None means "flag not given".
     ``environ`` defaults to ``os.environ``.
     """
-    overrides = overrides or {}
-    environ = os.environ if environ is None else environ
-    cwd = Path.cwd()
     source: str | None = None
-    base_dir = cwd
-    merged: dict[str, _Entry] = {}
+    base_dir = Path.cwd()
+    layer: dict[str, _Entry] = {}
     if path is not None:
         source = os.fspath(path)
         file_path = Path(source).expanduser()
         data, lines = _read_file(file_path, source)
         base_dir = file_path.resolve().parent
-        merged.update(_file_layer(data, Origin("file", source, base_dir, lines)))
+        layer = _file_layer(data, Origin("file", source, base_dir, lines))
+    return _merge(
+        layer, source, base_dir, overrides or {}, os.environ if environ is None else environ
+    )
+
+
+def load_config_mapping(
+    data: Mapping[str, Any],
+    source: str,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """:func:`load_config` for keys that come as a Python mapping instead of a file (Django's
+    ``settings.KONGTASKD``): the same keys, checks and precedence; messages start with
+    ``source`` where they would name the file and line (``settings.KONGTASKD: metrics.port:
+    expected an integer between 1 and 65535, got 0``). Relative paths are relative to
+    ``base_dir`` (default: the current directory).
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of configuration keys, got {_shown(data)}")
+    layer = _file_layer(dict(data), Origin("file", source, base))
+    return _merge(layer, source, base, overrides or {}, os.environ if environ is None else environ)
+
+
+def _merge(
+    file_layer: dict[str, _Entry],
+    source: str | None,
+    base_dir: Path,
+    overrides: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> Config:
+    """The layers on top of each other (file < environment < flags), checked as a whole."""
+    merged: dict[str, _Entry] = dict(file_layer)
     merged.update(_env_layer(environ))
     merged.update(_flag_layer(overrides))
 
@@ -1197,7 +1271,17 @@ def load_config(
         base_dir=base_dir,
         connection_origin=connection_origin.label if values["connection"] else None,
         locations={path: origin.where(path) for path, (_, origin) in merged.items()},
+        python_path_where=_where_each(origin_of("python_path"), "python_path", values),
     )
+
+
+def _where_each(origin: Origin, key: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """``file:line`` (or the variable, the flag) of each entry of list ``key``."""
+    where = []
+    for index in range(len(values[key])):
+        line = origin.line_of(f"{key}[{index}]") if origin.kind == "file" else None
+        where.append(f"{origin.label}:{line}" if line else origin.label)
+    return tuple(where)
 
 
 def _connection_origin(

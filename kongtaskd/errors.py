@@ -25,6 +25,13 @@ class ExitCode(enum.IntEnum):
     #: Restarting cannot help until kongtaskd is upgraded. (graphile-worker uses the
     #: same number internally for the same condition.)
     SCHEMA_TOO_NEW = 57
+    #: A migration gave up waiting for a lock (``migration_lock_timeout``): another session
+    #: held it too long. Temporary (sysexits' EX_TEMPFAIL), so systemd restarts on it.
+    LOCK_TIMEOUT = 75
+    #: SIGTERM, SIGINT (Ctrl-C) or SIGQUIT stopped the start-up (a migration) or a command
+    #: line tool before it finished; a migration in progress was rolled back. 128 + SIGINT,
+    #: as shells report a Ctrl-C.
+    INTERRUPTED = 130
 
 
 class KongtaskError(Exception):
@@ -68,3 +75,16 @@ class SchemaTooNewError(DatabaseError):
     """The database carries a breaking migration newer than this kongtaskd ships."""
 
     exit_code = ExitCode.SCHEMA_TOO_NEW
+
+
+class MigrationLockTimeout(DatabaseError):
+    """A migration waited longer than ``migration_lock_timeout`` for a lock; nothing applied
+    by the step that waited (its transaction rolled back)."""
+
+    exit_code = ExitCode.LOCK_TIMEOUT
+
+
+class MigrationInterrupted(KongtaskError):
+    """A signal stopped a migration; the statement in flight was cancelled and rolled back."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -11,6 +11,7 @@ to 10 minutes, as graphile-worker does).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import random
@@ -19,6 +20,7 @@ import time
 
 from kongtaskd import __version__, tunables
 from kongtaskd.queries import Queries
+from kongtaskd.redact import scrub
 
 log = logging.getLogger("kongtaskd.heartbeat")
 
@@ -33,6 +35,26 @@ class Heartbeat:
         # graphile-worker runs its first stale-lock sweep at a random time within a minute.
         self.next_expired_sweep = time.monotonic() + random.uniform(0, 60)
         self.beats = 0
+        #: What the last reload did (written with every beat; see kongtaskd migration 4):
+        #: when it finished, and its error (None: it succeeded).
+        self.last_reload_at: datetime.datetime | None = None
+        self.last_reload_error: str | None = None
+        #: Why the pool cannot fork replacement children (None: it can).
+        self.degraded: str | None = None
+
+    def reloaded(self, error: str | None) -> None:
+        """Record a reload's outcome; the next beat (due at once) writes it."""
+        self.last_reload_at = datetime.datetime.now(datetime.timezone.utc)
+        # An import error is user code's text: no secret of the config goes into the row.
+        self.last_reload_error = scrub(error) if error is not None else None
+        self.next_beat = 0.0
+
+    def set_degraded(self, why: str | None) -> None:
+        """Record (or clear) why the pool is degraded; written at once if it changed."""
+        why = scrub(why) if why is not None else None
+        if why != self.degraded:
+            self.degraded = why
+            self.next_beat = 0.0
 
     def due(self, now: float) -> bool:
         return now >= self.next_beat
@@ -49,6 +71,9 @@ class Heartbeat:
             concurrency,
             busy,
             jobs_done,
+            self.last_reload_at,
+            self.last_reload_error,
+            self.degraded,
         )
         if inserted and self.beats:
             log.warning(

@@ -16,7 +16,7 @@ import os
 import selectors
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from kongtaskd import tunables
@@ -33,12 +33,16 @@ log = logging.getLogger("kongtaskd.metrics")
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 CLAIM_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
+#: Why a child is replaced (``kongtaskd_child_restarts_total{reason}``; fleet.count_restart).
+RESTART_REASONS = ("start_failed", "timeout", "died", "recycled", "reload")
+
 
 class NullMetrics:
     """The hooks the supervisor calls, doing nothing: metrics are off."""
 
     registry: CollectorRegistry | None = None
 
+    def know_tasks(self, tasks: Iterable[str]) -> None: ...
     def job_started(self, task: str) -> None: ...
     def job_succeeded(self, task: str, seconds: float) -> None: ...
     def job_failed(self, task: str, seconds: float | None) -> None: ...
@@ -106,6 +110,28 @@ class Metrics(NullMetrics):
         self.reconnects = Counter(
             "kongtaskd_database_reconnects", "Supervisor database reconnections", registry=r
         )
+        # Prometheus practice: a labelled series that is absent until its first event breaks
+        # rate() and alerts, so every known label value is exported at 0 from the start.
+        for reason in RESTART_REASONS:
+            self.child_restarts.labels(reason)
+        self.known_tasks: set[str] = set()
+        self.by_task = (
+            self.started,
+            self.succeeded,
+            self.failed,
+            self.retried,
+            self.timed_out,
+            self.duration,
+        )
+
+    def know_tasks(self, tasks: Iterable[str]) -> None:
+        """Export every per-task series of these tasks (at 0 if nothing happened yet)."""
+        for task in tasks:
+            if task in self.known_tasks:
+                continue
+            self.known_tasks.add(task)
+            for series in self.by_task:
+                series.labels(task)
 
     def job_started(self, task: str) -> None:
         self.started.labels(task).inc()

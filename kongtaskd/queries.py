@@ -24,6 +24,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
+from kongtaskd import settle
+
 #: Where the schema goes in every ``.sql`` file kongtaskd ships.
 PLACEHOLDER = "{{schema}}"
 
@@ -39,14 +41,17 @@ class Statement:
 STATEMENTS: dict[str, Statement] = {
     s.name: s
     for s in (
-        Statement(
-            "settle",
-            ("bigint[]", "bigint[]", "text[]", "bigint[]", "text", "integer[]", "text[]", "int"),
-        ),
+        Statement(settle.NAME, settle.PARAM_TYPES),  # its typed wrapper declares them
         Statement("load_job", ("bigint", "text")),
         Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),
-        Statement("heartbeat", ("text", "text", "integer", "text", "integer", "integer", "bigint")),
+        Statement(
+            "heartbeat",
+            (
+                *("text", "text", "integer", "text", "integer", "integer", "bigint"),
+                *("timestamptz", "text", "text"),  # last reload at, its error; degraded
+            ),
+        ),
         Statement("sweep", ("float8", "text")),
         Statement("sweep_expired", ("float8",)),
         Statement("forget_pool", ("text",)),

@@ -1,8 +1,8 @@
 """Task identifiers -> handler callables.
 
-Two ways to name a handler, both resolved in the child after the fork (the supervisor
-never imports user code, so a reload or a respawn picks up new code and a crashing import
-cannot take the supervisor down):
+Two ways to name a handler, both resolved in a zygote (``zygote.py``), the process the
+children fork from (the supervisor never imports user code, so a crashing import cannot
+take it down, and a reload whose code does not import is refused):
 
 * the ``tasks:`` mapping of the config: ``identifier: "package.module:function"``;
 * the ``@kongtaskd.task("identifier")`` decorator in a module listed in ``task_modules:``.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,8 +75,29 @@ def import_module(name: str, label: str = "") -> Any:
     try:
         return importlib.import_module(name)
     except Exception as exc:  # any failure of user code at import time is a config problem
-        detail = f"{type(exc).__name__}: {exc}"
-        raise TaskImportError(f"{label}cannot import module {name!r}: {detail}") from exc
+        if isinstance(exc, SyntaxError):  # its str() repeats file and line, in brackets
+            detail = f"{type(exc).__name__}: {exc.msg}"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        where = fault_location(exc)
+        at = f" at {where}" if where else ""
+        raise TaskImportError(f"{label}cannot import module {name!r}{at}: {detail}") from exc
+
+
+def fault_location(exc: BaseException) -> str:
+    """``file:line`` of what broke an import: the syntax error's, else the innermost frame of
+    user code (not importlib's, not ours); "" when the module itself was not found."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}" if exc.lineno else exc.filename
+    machinery = (str(Path(importlib.__file__).parent), __file__)
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<") and not frame.filename.startswith(machinery)
+    ]
+    if not frames:
+        return ""
+    return f"{frames[-1].filename}:{frames[-1].lineno}"
 
 
 def load_handlers(

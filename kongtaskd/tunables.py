@@ -11,8 +11,23 @@ from __future__ import annotations
 ERROR_TEXT_MAX_CHARS = 8192
 
 #: How long a freshly forked child may take to import its handlers and connect before the
-#: supervisor gives up on it. Imports of big frameworks take seconds; minutes mean a hang.
+#: supervisor gives up on it, and a zygote to import them (at start-up, for a reload, to
+#: replace a lost one). Imports of big frameworks take seconds; minutes mean a hang.
 CHILD_START_TIMEOUT = 60.0
+
+#: How long a spawn request may wait for the zygote's answer (one double fork: milliseconds).
+#: A zygote that takes longer is presumed hung, killed and replaced.
+ZYGOTE_SPAWN_TIMEOUT = 5.0
+
+#: A child forked by the zygote is adopted by the supervisor when the intermediate process
+#: exits (microseconds later); it waits at most this long for that before it checks its
+#: parent, and takes a longer wait to mean the supervisor is gone.
+CHILD_ADOPTION_WAIT = 2.0
+
+#: Back-off between attempts to replace a zygote that died (OOM-killed) when the code on
+#: disk no longer imports: first delay, cap. The children keep running meanwhile.
+ZYGOTE_RETRY_FIRST = 1.0
+ZYGOTE_RETRY_MAX = 60.0
 
 #: A child that dies within this many seconds of its birth died "immediately".
 CHILD_RAPID_DEATH_WINDOW = 5.0
@@ -61,8 +76,23 @@ STALE_LOCK_SECONDS = 4 * 3600
 #: ...checked at a random interval in this range (seconds), as graphile-worker does.
 STALE_LOCK_SWEEP_EVERY = (480.0, 600.0)
 
-#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often.
+#: While a drain runs, ask systemd for more stop time (EXTEND_TIMEOUT_USEC) this often...
 EXTEND_TIMEOUT_EVERY = 5.0
+#: ...for the rest of the drain plus the kill grace plus this margin (seconds), so the
+#: request outlives the time until the next one.
+EXTEND_TIMEOUT_MARGIN = 5.0
+
+#: The sd_notify STATUS= line is sent at most this often (seconds), and only when it changed.
+STATUS_EVERY = 1.0
+
+#: ``--once`` does not LISTEN: the loop looks for jobs at least this often (seconds).
+ONCE_RECHECK_EVERY = 1.0
+
+#: While children start, the supervisor looks at signals and their pipes this often.
+CHILD_START_CHECK_EVERY = 0.5
+
+#: Shutdown's retries of unwritten outcomes are at most this far apart (seconds).
+FINAL_FLUSH_RETRY_MAX = 1.0
 
 #: How long a child keeps trying to reach the database (a restart, a failover) before it
 #: gives up on the job it holds and reports it failed.
@@ -94,6 +124,33 @@ JOBS_LIST_BATCH = 500
 #: connection string, so any such fragment of a password must go. Shorter runs stay (a
 #: password's "ab" also occurs in half the words of a log); four is issue #12's bar.
 SECRET_WINDOW = 4
+
+#: Migrations: each transaction of the migrator runs with this ``lock_timeout`` (seconds).
+#: A lock request waiting in PostgreSQL's queue blocks every later request that conflicts
+#: with it, the application's ``add_job`` included; so a migration waits at most this long
+#: per attempt, steps out of the queue, and tries again, until ``migration_lock_timeout``.
+MIGRATION_LOCK_TRY = 1.0
+#: ...after a pause of this many seconds, doubled per failed attempt up to the cap (with
+#: jitter in [0.5, 1]): while it pauses, the queue behind the blocker drains.
+MIGRATION_LOCK_RETRY_FIRST = 0.25
+MIGRATION_LOCK_RETRY_MAX = 2.0
+#: A migration statement running this long is checked for a lock wait (pg_blocking_pids on
+#: a second connection, opened only then): cheap, and early enough for short timeouts...
+MIGRATION_LOCK_PROBE_AFTER = 0.2
+#: ...and again this often while it still runs, so the holder is logged soon after
+#: MIGRATION_LOCK_REPORT_AFTER, not only at the next try.
+MIGRATION_LOCK_PROBE_EVERY = 0.5
+#: Once a migration has waited this long for a lock, the holder (pid, application_name,
+#: state, query start) is logged, and again every MIGRATION_LOCK_REPORT_EVERY seconds.
+MIGRATION_LOCK_REPORT_AFTER = 3.0
+MIGRATION_LOCK_REPORT_EVERY = 15.0
+#: While a migration waits on the database, it looks at the stop flag (SIGTERM, SIGINT,
+#: SIGQUIT) this often: psycopg2 would otherwise block inside libpq, deaf to signals.
+MIGRATION_POLL_TICK = 0.1
+#: After cancelling the migration's statement, wait this long for the server to end it
+#: (then the transaction is rolled back and the connection usable); past it the
+#: connection is closed, which ends the transaction too, only later.
+MIGRATION_CANCEL_GRACE = 1.0
 
 #: Bulk actions (kongtaskd.actions) change at most this many jobs per transaction: each
 #: batch holds its row locks for a few milliseconds, so 100k jobs never lock the table for

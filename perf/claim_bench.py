@@ -1,76 +1,190 @@
-"""The claim statement alone: milliseconds per statement, as the supervisor runs it.
+"""The claim alone: milliseconds per call, as the supervisor (or a SQL consumer) runs it.
 
     python perf/claim_bench.py                        # kongtaskd/sql/settle.sql
     python perf/claim_bench.py --sql old.sql --sql kongtaskd/sql/settle.sql --rounds 7
+    python perf/claim_bench.py --caller get_job --workload backlog --backlog 1000000
 
-Two workloads (``--workload``):
+Three workloads (``--workload``):
 
 * ``drain``: ``--jobs`` no-op jobs spread over ``--tasks`` task identifiers (one priority,
   one add_jobs call), then claim ``--size`` and complete the previous claim's jobs in the
-  same statement until the queue is empty: the supervisor's steady state under load.
+  same call until the queue is empty: the supervisor's steady state under load.
 * ``idle``: one job is queued before each claim of ``--size``, which also completes the
   previous one: the latency path of an idle daemon.
+* ``backlog``: ``idle`` with ``--backlog`` jobs the claim cannot take in front of ours in
+  graphile-worker's (priority, run_at) order: ready jobs of another task
+  (``--layout ahead``) or more urgent jobs of ours due tomorrow (``--layout later``).
 
-Each round builds a fresh database (``--dsn`` must be allowed to create databases) and
-runs every ``--sql`` file in turn; the report is the median over rounds of each file's
-mean (drain) or median (idle) statement time. Used for perf/results/analysis.md, section 1.
+Two callers (``--caller``):
+
+* ``settle`` (default): the supervisor's statement, each ``--sql`` file PREPAREd with the
+  supervisor's parameter types and a generic plan;
+* ``get_job``: ``kongtaskd_get_job`` as a psql user calls it, one job per call (``--size``
+  calls per turn, completions by ``kongtaskd_complete_job`` first), the current function
+  against kongtaskd migration 1's version (installed beside it as ``kongtaskd_get_job_m1``).
+
+Each round builds a fresh database (``--dsn`` must be allowed to create databases) and runs
+every variant in turn, with ``synchronous_commit = off`` (commits do not wait for the disk);
+the report is the median over rounds of each variant's mean (drain) or median (idle,
+backlog) time per call. Used for perf/results/analysis.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 from benchlib import Server
 
 from kongtaskd import queries
+from kongtaskd.schema.files import bind, load_migrations
+
+Cursor = psycopg2.extensions.cursor
+#: One call: complete `done`, claim up to `size` of `tasks`; the ids claimed.
+Claim = Callable[[Cursor, list[int], list[int], int], list[int]]
 
 CLAIM_TYPES = "(bigint[], bigint[], text[], bigint[], text, integer[], text[], int)"
 POOL = "pool-claim-bench"
 DEFAULT_SQL = Path(__file__).resolve().parent.parent / "kongtaskd" / "sql" / "settle.sql"
+#: Our tasks are t0..tN; the backlog of another task is this one.
+OTHER_TASK = "other"
 
 
-def run_round(dsn: str, files: list[Path], args: argparse.Namespace) -> dict[str, float]:
+def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
+    body = queries.bind_schema(
+        path.read_text("utf-8"), "graphile_worker", cur.connection, with_parameters=False
+    )
+    cur.execute(f"PREPARE {name} {CLAIM_TYPES} AS {body}")
+
+    def claim(cur: Cursor, done: list[int], tasks: list[int], size: int) -> list[int]:
+        cur.execute(
+            f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (done, [], [], [], POOL, tasks, None, size),
+        )
+        return [row[1] for row in cur.fetchall() if row[0] == "claimed"]
+
+    return claim
+
+
+def install_get_job_m1(cur: Cursor) -> None:
+    """kongtaskd migration 1's kongtaskd_get_job, beside the current one."""
+    text = load_migrations("kongtaskd")[0].text
+    start = text.index("create function {{schema}}.kongtaskd_get_job(")
+    end = text.index("create function", start + 1)
+    body = text[start:end].replace("kongtaskd_get_job(", "kongtaskd_get_job_m1(", 1)
+    cur.execute(bind(body, '"graphile_worker"', with_parameters=False))
+
+
+def get_job_claim(function: str) -> Claim:
+    def claim(cur: Cursor, done: list[int], tasks: list[int], size: int) -> list[int]:
+        if done:
+            cur.execute(
+                "select count(graphile_worker.kongtaskd_complete_job(%s, id)) from unnest(%s) id",
+                (POOL, done),
+            )
+        cur.execute(
+            "select array(select identifier from graphile_worker._private_tasks"
+            " where id = any(%s))",
+            (tasks,),
+        )
+        (identifiers,) = cur.fetchone()
+        claimed: list[int] = []
+        for _ in range(size):
+            cur.execute(f"select (graphile_worker.{function}(%s, %s)).id", (POOL, identifiers))
+            (job_id,) = cur.fetchone()
+            if job_id is None:
+                break
+            claimed.append(job_id)
+        return claimed
+
+    return claim
+
+
+def backend_cpu_seconds(cur: Cursor) -> float:
+    """CPU time the server process of this connection has used (Linux, same machine).
+
+    Steadier than wall time on a shared machine: waiting for a core, or for the disk, does
+    not count."""
+    cur.execute("select pg_backend_pid()")
+    (pid,) = cur.fetchone()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_round(
+    dsn: str, files: list[Path], args: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
-    cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor does
-    names = {}
-    for n, path in enumerate(files):
-        body = queries.bind_schema(
-            path.read_text("utf-8"), "graphile_worker", conn, with_parameters=False
-        )
-        names[path.name if path.name not in names else str(path)] = f"c{n}"
-        cur.execute(f"PREPARE c{n} {CLAIM_TYPES} AS {body}")
-    results: dict[str, float] = {}
-    for label, statement in names.items():
+    # The claim's own cost, not the disk's: without this, each call's commit waits for a WAL
+    # flush, which on a shared machine varies more than the claim costs.
+    cur.execute("SET synchronous_commit = off")
+    claims: dict[str, Claim] = {}
+    if args.caller == "settle":
+        cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor does
+        for n, path in enumerate(files):
+            label = path.name if path.name not in claims else str(path)
+            claims[label] = settle_claim(cur, path, f"c{n}")
+    else:
+        install_get_job_m1(cur)
+        claims["kongtaskd_get_job (migration 1)"] = get_job_claim("kongtaskd_get_job_m1")
+        claims["kongtaskd_get_job (current)"] = get_job_claim("kongtaskd_get_job")
+    if args.workload == "backlog":
+        add_backlog(cur, args)
+    results: dict[str, tuple[float, float]] = {}
+    for label, claim in claims.items():
+        cpu = backend_cpu_seconds(cur)
         if args.workload == "drain":
-            results[label] = drain(cur, statement, args)
+            ms, calls = drain(cur, claim, args)
         else:
-            results[label] = idle(cur, statement, args)
+            ms, calls = idle(cur, claim, args)
+        results[label] = (ms, (backend_cpu_seconds(cur) - cpu) * 1e6 / calls)
     conn.close()
     return results
 
 
-def task_ids(cur: psycopg2.extensions.cursor) -> list[int]:
-    cur.execute("select coalesce(array_agg(id), '{}') from graphile_worker._private_tasks")
+def our_task_ids(cur: Cursor) -> list[int]:
+    cur.execute(
+        "select coalesce(array_agg(id), '{}') from graphile_worker._private_tasks"
+        " where identifier <> %s",
+        (OTHER_TASK,),
+    )
     return list(cur.fetchone()[0])
 
 
-def claim(
-    cur: psycopg2.extensions.cursor, statement: str, done: list[int], tasks: list[int], size: int
-) -> list[int]:
+def add_backlog(cur: Cursor, args: argparse.Namespace) -> None:
+    """Jobs no claim of ours can take, ahead of ours in (priority, run_at) order."""
+    task, priority, run_at = {
+        "ahead": (OTHER_TASK, 0, "now() - interval '1 hour'"),
+        "later": ("t0", -1, "now() + interval '1 day'"),
+    }[args.layout]
     cur.execute(
-        f"EXECUTE {statement} (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (done, [], [], [], POOL, tasks, None, size),
+        "insert into graphile_worker._private_tasks (identifier) values (%s)"
+        " on conflict do nothing",
+        (task,),
     )
-    return [row[1] for row in cur.fetchall() if row[0] == "claimed"]
+    cur.execute(
+        "insert into graphile_worker._private_jobs (task_id, payload, priority, run_at)"
+        f" select t.id, '{{}}', %s, {run_at} + n * interval '1 ms'"
+        " from graphile_worker._private_tasks t, generate_series(1, %s) n"
+        " where t.identifier = %s",
+        (priority, args.backlog, task),
+    )
+    cur.execute("VACUUM ANALYZE graphile_worker._private_jobs")
+    # Write the backlog out now: otherwise the checkpoint that the load sets off writes it
+    # back while the first variant is measured, whose commits then wait on a busy disk.
+    cur.execute("CHECKPOINT")
 
 
-def drain(cur: psycopg2.extensions.cursor, statement: str, args: argparse.Namespace) -> float:
+def drain(cur: Cursor, claim: Claim, args: argparse.Namespace) -> tuple[float, int]:
+    """Mean ms per call, and the calls made."""
     cur.execute(
         "select graphile_worker.add_jobs(array("
         " select row('t' || (n %% %s), '{}'::json, null, null, null, null, null, null)"
@@ -78,53 +192,67 @@ def drain(cur: psycopg2.extensions.cursor, statement: str, args: argparse.Namesp
         (args.tasks, args.jobs),
     )
     cur.execute("VACUUM ANALYZE graphile_worker._private_jobs")
-    tasks = task_ids(cur)
+    tasks = our_task_ids(cur)
     done: list[int] = []
-    statements = 0
+    calls = 0
     started = time.perf_counter()
     while True:
-        done = claim(cur, statement, done, tasks, args.size)
-        statements += 1
+        done = claim(cur, done, tasks, args.size)
+        calls += 1
         if not done:
             break
-    return (time.perf_counter() - started) * 1000 / statements
+    return (time.perf_counter() - started) * 1000 / calls, calls
 
 
-def idle(cur: psycopg2.extensions.cursor, statement: str, args: argparse.Namespace) -> float:
+def idle(cur: Cursor, claim: Claim, args: argparse.Namespace) -> tuple[float, int]:
+    """Median ms per call, and the calls made (queueing included in the CPU count)."""
     cur.execute("select graphile_worker.add_job('t0', '{}')")
-    tasks = task_ids(cur)
-    done = claim(cur, statement, [], tasks, args.size)
+    tasks = our_task_ids(cur)
+    done = claim(cur, [], tasks, args.size)
     times = []
     for _ in range(args.jobs):
         cur.execute("select graphile_worker.add_job('t0', '{}')")
         started = time.perf_counter()
-        done = claim(cur, statement, done, tasks, args.size)
+        done = claim(cur, done, tasks, args.size)
         times.append(time.perf_counter() - started)
-    claim(cur, statement, done, tasks, 0)
-    return statistics.median(times) * 1000
+    claim(cur, done, tasks, 0)
+    return statistics.median(times) * 1000, len(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sql", type=Path, action="append", help="claim statement file(s)")
-    parser.add_argument("--workload", choices=("drain", "idle"), default="drain")
-    parser.add_argument("--jobs", type=int, default=30_000, help="jobs (drain) or claims (idle)")
+    parser.add_argument("--sql", type=Path, action="append", help="settle statement file(s)")
+    parser.add_argument("--caller", choices=("settle", "get_job"), default="settle")
+    parser.add_argument("--workload", choices=("drain", "idle", "backlog"), default="drain")
+    parser.add_argument("--jobs", type=int, default=30_000, help="jobs (drain) or claims")
     parser.add_argument("--size", type=int, default=64, help="jobs asked for per claim")
     parser.add_argument("--tasks", type=int, default=1, help="task identifiers (drain)")
+    parser.add_argument("--backlog", type=int, default=100_000, help="jobs (backlog)")
+    parser.add_argument("--layout", choices=("ahead", "later"), default="ahead")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     args = parser.parse_args()
     files = args.sql or [DEFAULT_SQL]
-    per_file: dict[str, list[float]] = {}
+    per_variant: dict[str, list[float]] = {}
+    cpu_per_variant: dict[str, list[float]] = {}
     server = Server(args.dsn)
     for _ in range(args.rounds):
         with server.database("kongtaskd") as dsn:  # fresh, migrated, dropped afterwards
-            for label, ms in run_round(dsn, files, args).items():
-                per_file.setdefault(label, []).append(ms)
-    print(f"{args.workload}: jobs={args.jobs} size={args.size} tasks={args.tasks}")
-    for label, values in per_file.items():
+            for label, (ms, cpu_us) in run_round(dsn, files, args).items():
+                per_variant.setdefault(label, []).append(ms)
+                cpu_per_variant.setdefault(label, []).append(cpu_us)
+    backlog = f" backlog={args.backlog} layout={args.layout}" if args.workload == "backlog" else ""
+    print(
+        f"{args.caller} {args.workload}: jobs={args.jobs} size={args.size} tasks={args.tasks}"
+        + backlog
+    )
+    for label, values in per_variant.items():
         runs = " ".join(f"{v:.3f}" for v in values)
-        print(f"  {label}: median {statistics.median(values):.3f} ms per statement ({runs})")
+        cpu = statistics.median(cpu_per_variant[label])
+        print(
+            f"  {label}: median {statistics.median(values):.3f} ms per call ({runs});"
+            f" server CPU {cpu:.0f} us per call"
+        )
 
 
 if __name__ == "__main__":

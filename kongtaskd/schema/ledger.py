@@ -22,6 +22,12 @@ declared too old (graphile-worker < 0.14) for kongtaskd to upgrade.
 kongtaskd's own objects use a second ledger, ``<schema>._kongtaskd_migrations(id, ts)``,
 with the same insert-first protocol, applied after graphile-worker's. graphile-worker never
 reads it.
+
+Every transaction here goes through :class:`kongtaskd.schema.waiting.Waiter`: a short
+``lock_timeout`` per attempt, retried until ``lock_timeout`` (migration_lock_timeout), and
+a stop (``should_stop``: SIGTERM, SIGINT, SIGQUIT) cancels the statement in flight. The
+protocol is unchanged by it: a retried attempt is a whole transaction again, ledger row
+first, and waiting on a peer's uncommitted ledger row is a lock wait like any other.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -47,6 +52,7 @@ from kongtaskd.schema.files import (
     load_migrations,
     load_statements,
 )
+from kongtaskd.schema.waiting import ObserverFactory, StopCheck, Waiter
 
 #: The newest graphile-worker migration kongtaskd ships (graphile-worker 0.18.0).
 LATEST_GRAPHILE_MIGRATION = 20
@@ -87,6 +93,9 @@ def migrate(
     *,
     logger: logging.Logger | None = None,
     target: int = LATEST_GRAPHILE_MIGRATION,
+    lock_timeout: float | None = None,
+    should_stop: StopCheck | None = None,
+    observer: ObserverFactory | None = None,
 ) -> MigrationReport:
     """Bring ``schema`` to graphile-worker migration ``target`` (default: the latest) and
     install kongtaskd's own objects.
@@ -96,9 +105,18 @@ def migrate(
     latest (tests, staged upgrades) stops early and skips kongtaskd's own migrations, which
     need the latest layout.
 
-    Raises :class:`SchemaTooOldError` for a ledger at 1..10, :class:`SchemaTooNewError` when
-    the database has a breaking migration newer than ours, :class:`DatabaseError` for
-    anything else the database refuses (permissions included), each with a one-line message.
+    ``lock_timeout``: seconds one step may wait for a lock in all (None: as long as it
+    takes); the wait itself is a series of short tries, so the application's statements are
+    not held up behind it. ``should_stop`` is asked every ``MIGRATION_POLL_TICK`` while
+    waiting and returns why to stop (a signal's name) or None. ``observer`` opens a second
+    connection to see who holds a lock the migration waits for (logged, and named in the
+    timeout's message); without it the holder is not named.
+
+    Raises :class:`MigrationInterrupted` on a stop and :class:`MigrationLockTimeout` when
+    ``lock_timeout`` expired (the step in progress rolled back in both cases),
+    :class:`SchemaTooOldError` for a ledger at 1..10, :class:`SchemaTooNewError` when the
+    database has a breaking migration newer than ours, :class:`DatabaseError` for anything
+    else the database refuses (permissions included), each with a one-line message.
     """
     if not FIRST_UPGRADABLE <= target <= LATEST_GRAPHILE_MIGRATION:
         raise ValueError(f"target must be {FIRST_UPGRADABLE}..{LATEST_GRAPHILE_MIGRATION}")
@@ -112,7 +130,18 @@ def migrate(
     conn.autocommit = False
     conn.isolation_level = psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED
     try:
-        return _Migrator(conn, schema, logger or _log).run(target)
+        migrator = _Migrator(conn, schema, logger or _log)
+        with Waiter(
+            conn,
+            migrator.statements,
+            where=f"schema {migrator.quoted}",
+            log=migrator.log,
+            lock_timeout=lock_timeout,
+            should_stop=should_stop,
+            observer=observer,
+        ) as waiter:
+            migrator.waiter = waiter
+            return migrator.run(target)
     finally:
         # On a broken connection there is nothing left to restore; the error that broke it
         # is the one to report.
@@ -143,6 +172,7 @@ class _Migrator:
             name: bind(text, self.quoted, with_parameters=True)
             for name, text in load_statements().items()
         }
+        self.waiter: Waiter  # set by migrate()
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -187,16 +217,21 @@ class _Migrator:
                 raise self._failure("creating the migration ledger", error) from error
             # Another process bootstrapped at the same moment; give its transaction time to
             # become visible (graphile-worker waits the same 400-600 ms), then read again.
-            time.sleep(random.uniform(0.4, 0.6))
+            self.waiter.pause(random.uniform(0.4, 0.6), "creating the migration ledger")
         try:
             return self._query_ledger()
         except psycopg2.Error as error:
             raise self._failure("reading the migration ledger", error) from error
 
     def _query_ledger(self) -> tuple[int | None, int | None]:
-        with self._transaction() as cur:
+        def body(cur: psycopg2.extensions.cursor) -> tuple[int, int | None, int | None]:
             cur.execute(self.statements["read_graphile_ledger"], {})
-            server_version, latest, latest_breaking = cur.fetchone()
+            row: tuple[int, int | None, int | None] = cur.fetchone()
+            return row
+
+        server_version, latest, latest_breaking = self.waiter.transaction(
+            "reading the migration ledger", body
+        )
         self._check_server_version(server_version)
         return latest, latest_breaking
 
@@ -209,41 +244,45 @@ class _Migrator:
 
     def _bootstrap(self) -> None:
         self._check_server_version(self.conn.server_version)
-        with self._transaction() as cur:
-            try:
-                cur.execute(self.statements["create_schema"], {})
-            except psycopg2.Error as error:
-                if error.pgcode == _INSUFFICIENT_PRIVILEGE:
-                    raise DatabaseError(
-                        f"cannot create schema {self.quoted}: role {self._role()} lacks the"
-                        f" CREATE privilege on database {self._database()} (grant it, or"
-                        f" have a role that has it run `kongtaskd migrate` once)"
-                    ) from error
-                raise
-            try:
-                cur.execute(self.statements["create_graphile_ledger"], {})
-                cur.execute(self.statements["add_breaking_column"], {})
-            except psycopg2.Error as error:
-                if error.pgcode == _INSUFFICIENT_PRIVILEGE:
-                    raise DatabaseError(
-                        f"cannot create the migration ledger in schema {self.quoted}: role"
-                        f" {self._role()} lacks the CREATE privilege on that schema"
-                        f" ({_message(error)})"
-                    ) from error
-                raise
-            cur.execute(
-                self.statements["mark_breaking"], {"ids": sorted(BREAKING_GRAPHILE_MIGRATIONS)}
-            )
+        self.waiter.transaction("creating the migration ledger", self._bootstrap_in)
+
+    def _bootstrap_in(self, cur: psycopg2.extensions.cursor) -> None:
+        try:
+            cur.execute(self.statements["create_schema"], {})
+        except psycopg2.Error as error:
+            if error.pgcode == _INSUFFICIENT_PRIVILEGE:
+                raise DatabaseError(
+                    f"cannot create schema {self.quoted}: role {self._role()} lacks the"
+                    f" CREATE privilege on database {self._database()} (grant it, or"
+                    f" have a role that has it run `kongtaskd migrate` once)"
+                ) from error
+            raise
+        try:
+            cur.execute(self.statements["create_graphile_ledger"], {})
+            cur.execute(self.statements["add_breaking_column"], {})
+        except psycopg2.Error as error:
+            if error.pgcode == _INSUFFICIENT_PRIVILEGE:
+                raise DatabaseError(
+                    f"cannot create the migration ledger in schema {self.quoted}: role"
+                    f" {self._role()} lacks the CREATE privilege on that schema"
+                    f" ({_message(error)})"
+                ) from error
+            raise
+        cur.execute(self.statements["mark_breaking"], {"ids": sorted(BREAKING_GRAPHILE_MIGRATIONS)})
 
     def _check_newer(self, latest_breaking: int | None) -> list[int]:
         """Refuse a database with newer breaking migrations; list the non-breaking ones."""
+
+        def body(cur: psycopg2.extensions.cursor) -> list[tuple[int, bool]]:
+            cur.execute(
+                self.statements["newer_graphile_migrations"],
+                {"latest": LATEST_GRAPHILE_MIGRATION},
+            )
+            rows: list[tuple[int, bool]] = cur.fetchall()
+            return rows
+
         try:
-            with self._transaction() as cur:
-                cur.execute(
-                    self.statements["newer_graphile_migrations"],
-                    {"latest": LATEST_GRAPHILE_MIGRATION},
-                )
-                newer = cur.fetchall()
+            newer = self.waiter.transaction("reading the migration ledger", body)
         except psycopg2.Error as error:
             raise self._failure("reading the migration ledger", error) from error
         breaking = [number for number, is_breaking in newer if is_breaking]
@@ -265,20 +304,23 @@ class _Migrator:
 
     def _install_fresh(self, block: tuple[Migration, ...]) -> bool:
         """Apply 1..11 in one transaction; False if another process got ledger row 1 first."""
+
+        def body(cur: psycopg2.extensions.cursor) -> None:
+            for migration in block:
+                if not self._claim(cur, migration):
+                    raise _PeerIsMigrating
+            for migration in block:
+                self._run_file(cur, migration)
+            for migration in block:
+                self._notify(cur, migration)
+
+        doing = f"installing graphile-worker migrations 1-{block[-1].number}"
         try:
-            with self._transaction() as cur:
-                for migration in block:
-                    if not self._claim(cur, migration):
-                        raise _PeerIsMigrating
-                for migration in block:
-                    self._run_file(cur, migration)
-                for migration in block:
-                    self._notify(cur, migration)
+            self.waiter.transaction(doing, body)
         except _PeerIsMigrating:
             self.log.debug("another process is installing schema %s; waiting", self.quoted)
             return False
         except psycopg2.Error as error:
-            doing = f"installing graphile-worker migrations 1-{block[-1].number}"
             raise self._failure(doing, error) from error
         for migration in block:
             self._log_applied(migration)
@@ -293,7 +335,7 @@ class _Migrator:
         """
         stalled_since = time.monotonic()
         while True:
-            time.sleep(_PEER_POLL)
+            self.waiter.pause(_PEER_POLL, "waiting for another migrator")
             latest, _ = self._read_ledger()
             if latest != seen:
                 return latest
@@ -311,29 +353,36 @@ class _Migrator:
 
     def _ledger_in_use(self) -> bool:
         """Does another session hold an uncommitted write to the ledger (a migration)?"""
+
+        def body(cur: psycopg2.extensions.cursor) -> bool:
+            cur.execute(self.statements["ledger_in_use"], {"schema": self.schema})
+            (in_use,) = cur.fetchone()
+            return bool(in_use)
+
         try:
-            with self._transaction() as cur:
-                cur.execute(self.statements["ledger_in_use"], {"schema": self.schema})
-                (in_use,) = cur.fetchone()
+            in_use = self.waiter.transaction("reading the migration ledger's locks", body)
         except psycopg2.Error as error:
             raise self._failure("reading the migration ledger's locks", error) from error
         return bool(in_use)
 
     def _apply(self, migration: Migration) -> bool:
         """Apply one migration; False if another process applied it first."""
+
+        def body(cur: psycopg2.extensions.cursor) -> None:
+            if not self._claim(cur, migration):
+                raise _AppliedElsewhere
+            self._run_file(cur, migration)
+            self._notify(cur, migration)
+
+        doing = f"applying graphile-worker migration {migration.name}"
         try:
-            with self._transaction() as cur:
-                if not self._claim(cur, migration):
-                    raise _AppliedElsewhere
-                self._run_file(cur, migration)
-                self._notify(cur, migration)
+            self.waiter.transaction(doing, body)
         except _AppliedElsewhere:
             self.log.debug(
                 "graphile-worker migration %s was applied by another process", migration.name
             )
             return False
         except psycopg2.Error as error:
-            doing = f"applying graphile-worker migration {migration.name}"
             raise self._failure(doing, error) from error
         self._log_applied(migration)
         return True
@@ -383,52 +432,48 @@ class _Migrator:
             )
         applied: list[int] = []
         for migration in migrations[latest:]:
+
+            def body(cur: psycopg2.extensions.cursor, migration: Migration = migration) -> None:
+                if not self._claim(cur, migration):
+                    raise _AppliedElsewhere
+                self._run_file(cur, migration)
+
+            doing = f"applying kongtaskd migration {migration.name}"
             try:
-                with self._transaction() as cur:
-                    if not self._claim(cur, migration):
-                        raise _AppliedElsewhere
-                    self._run_file(cur, migration)
+                self.waiter.transaction(doing, body)
             except _AppliedElsewhere:
                 continue
             except psycopg2.Error as error:
-                doing = f"applying kongtaskd migration {migration.name}"
                 raise self._failure(doing, error) from error
             self.log.info("applied kongtaskd migration %s", migration.name)
             applied.append(migration.number)
         return applied
 
     def _read_kongtaskd_ledger(self) -> int:
+        def read(cur: psycopg2.extensions.cursor) -> int:
+            cur.execute(self.statements["read_kongtaskd_ledger"], {})
+            (latest,) = cur.fetchone()
+            return int(latest or 0)
+
+        def bootstrap(cur: psycopg2.extensions.cursor) -> None:
+            cur.execute(self.statements["bootstrap_kongtaskd_ledger"], {})
+
         for attempt in range(2):
             try:
-                with self._transaction() as cur:
-                    cur.execute(self.statements["read_kongtaskd_ledger"], {})
-                    (latest,) = cur.fetchone()
-                return latest or 0
+                return self.waiter.transaction("reading kongtaskd's migration ledger", read)
             except psycopg2.Error as error:
                 if attempt or error.pgcode not in _NX_CODES:
                     raise self._failure("reading kongtaskd's migration ledger", error) from error
+            creating = "creating kongtaskd's migration ledger"
             try:
-                with self._transaction() as cur:
-                    cur.execute(self.statements["bootstrap_kongtaskd_ledger"], {})
+                self.waiter.transaction(creating, bootstrap)
             except psycopg2.Error as error:
                 if error.pgcode not in _CLASH_CODES:
-                    raise self._failure("creating kongtaskd's migration ledger", error) from error
-                time.sleep(random.uniform(0.4, 0.6))
+                    raise self._failure(creating, error) from error
+                self.waiter.pause(random.uniform(0.4, 0.6), creating)
         raise AssertionError("unreachable")
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor whose statements commit together, or roll back on any exception."""
-        try:
-            with self.conn.cursor() as cur:
-                yield cur
-        except BaseException:
-            with contextlib.suppress(psycopg2.Error):
-                self.conn.rollback()
-            raise
-        self.conn.commit()
 
     def _role(self) -> str:
         return sql.Identifier(self.conn.info.user).as_string(self.conn)

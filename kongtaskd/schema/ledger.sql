@@ -65,3 +65,32 @@ create table if not exists {{schema}}._kongtaskd_migrations (
 
 -- name: insert_kongtaskd_migration
 insert into {{schema}}._kongtaskd_migrations (id) values (%(id)s);
+
+-- name: set_lock_timeout
+-- First in every migrator transaction: a short lock_timeout keeps a migration that waits
+-- for a lock from holding up the application behind it in the lock queue (ledger.py
+-- retries the transaction). A setting, not a value: bound as text like '1000ms'.
+select set_config('lock_timeout', %(timeout)s, true);
+
+-- name: lock_wait
+-- Run on a second connection: what the migrating backend waits for, and who holds it up.
+-- No rows when it waits for no lock. pg_blocking_pids also lists sessions queued ahead
+-- of it; state and query_start are null for other roles' sessions without pg_read_all_stats.
+select
+  w.locktype,
+  w.mode,
+  w.relation::regclass::text as relation,
+  b.pid,
+  a.application_name,
+  a.state,
+  a.xact_start,
+  a.query_start
+from (
+  select locktype, mode, relation
+  from pg_locks
+  where pid = %(pid)s and not granted
+  limit 1
+) as w
+cross join lateral unnest(pg_blocking_pids(%(pid)s)) as b(pid)
+left join pg_stat_activity a on a.pid = b.pid
+order by b.pid;

@@ -10,16 +10,16 @@ with job as materialized (
   from {{schema}}.add_jobs(
     array(
       select spec
-      from json_populate_recordset(cast(null as {{schema}}.job_spec), %(specs)s::json) as spec
+      from json_populate_recordset(cast(null as {{schema}}.job_spec), %(specs)s::text::json) as spec
     ),
     job_key_preserve_run_at => %(job_key_preserve_run_at)s::boolean
   ) with ordinality as added
 )
 select
-  job.id, tasks.identifier as task_identifier, queues.queue_name, job.payload,
+  job.id, tasks.identifier as task_identifier, queues.queue_name, job.payload::text as payload,
   job.priority, job.run_at, job.attempts, job.max_attempts, job.last_error,
   job.created_at, job.updated_at, job.key, job.locked_at, job.locked_by,
-  job.revision, job.flags, job.task_id, job.job_queue_id
+  job.revision, job.flags::text as flags, job.task_id, job.job_queue_id
 from job
 left join {{schema}}._private_tasks as tasks on tasks.id = job.task_id
 left join {{schema}}._private_job_queues as queues on queues.id = job.job_queue_id

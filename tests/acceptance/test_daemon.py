@@ -300,7 +300,8 @@ def test_a_slow_job_never_holds_short_ones_back_in_a_batch(db: str, tmp_path: Pa
         "json_build_object('n', n), null, null, null, null, null, null)"
         "::graphile_worker.job_spec from generate_series(1, 2000) n))",
     )
-    slow = [add_job(db, "remember", {"sleep": 3}) for _ in range(2)]
+    gate = tmp_path / "gate"
+    slow = [add_job(db, "remember", {"gate": str(gate)}) for _ in range(2)]
     query(
         db,
         "select count(*) from graphile_worker.add_jobs(array(select ('noop', "
@@ -318,10 +319,13 @@ def test_a_slow_job_never_holds_short_ones_back_in_a_batch(db: str, tmp_path: Pa
                 )
                 == [(0,)]
             ),
-            timeout=2.5,
+            timeout=30,
             what="the quick jobs, with both slow jobs still running",
         )
+        # The slow jobs wait on the gate, so they are still running: had a batch queued quick
+        # jobs behind them, those could not have finished.
         assert all(job_row(db, i)["locked_at"] for i in slow)
+        gate.touch()
         wait_for(lambda: jobs_left(db) == 0, timeout=15, what="the slow jobs")
         assert daemon.stop() == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import urllib.request
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_metrics_count_what_ran(db: str, tmp_path: Path):
         assert samples[("kongtaskd_jobs_retried_total", task("fail_then_succeed"))] == 1
         assert samples[("kongtaskd_jobs_succeeded_total", task("fail_then_succeed"))] == 1
         assert samples[("kongtaskd_jobs_failed_total", task("fail"))] == 1
-        assert ("kongtaskd_jobs_retried_total", task("fail")) not in samples  # max_attempts 1
+        assert samples[("kongtaskd_jobs_retried_total", task("fail"))] == 0  # max_attempts 1
         assert samples[("kongtaskd_jobs_timed_out_total", task("spin"))] == 1
         assert samples[("kongtaskd_jobs_failed_total", task("spin"))] == 1
         assert samples[("kongtaskd_job_duration_seconds_count", task("remember"))] == 5
@@ -92,6 +93,55 @@ def test_metrics_count_what_ran(db: str, tmp_path: Path):
         }
         assert depth == {"ready": 0, "scheduled": 1, "locked": 0}
         assert jobs_left(db) == 3
+        assert daemon.stop() == 0
+
+
+#: Every per-task series, by the sample name a scrape shows (counters end in _total).
+TASK_SERIES = (
+    "kongtaskd_jobs_started_total",
+    "kongtaskd_jobs_succeeded_total",
+    "kongtaskd_jobs_failed_total",
+    "kongtaskd_jobs_retried_total",
+    "kongtaskd_jobs_timed_out_total",
+    "kongtaskd_job_duration_seconds_count",
+)
+
+
+def test_every_known_task_has_its_series_at_zero_before_its_first_job(db: str, tmp_path: Path):
+    # Absent series break rate() and alerts: each task the daemon runs (configured, found by
+    # @kongtaskd.task in a task module, added by a reload) is exported at 0 from the start.
+    port = free_port()
+    tasks = {"remember": "handlers:remember", "fail": "handlers:fail"}
+    metrics = {"host": "127.0.0.1", "port": port}
+    config = write_config(tmp_path, db, tasks=tasks, task_modules=["handlers"], metrics=metrics)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        samples = scrape(port)
+        for name in ("remember", "fail", "decorated"):
+            for series in TASK_SERIES:
+                assert samples.get((series, (("task", name),))) == 0, (series, name)
+        for reason in ("start_failed", "timeout", "died", "recycled", "reload"):
+            assert samples[("kongtaskd_child_restarts_total", (("reason", reason),))] == 0
+        config = write_config(
+            tmp_path, db, tasks={**tasks, "noop": "handlers:noop"}, task_modules=[], metrics=metrics
+        )
+        daemon.signal(signal.SIGHUP)
+        wait_for(
+            lambda: ("kongtaskd_jobs_succeeded_total", (("task", "noop"),)) in scrape(port),
+            timeout=30,
+            what="the series of the task the reload added",
+        )
+        samples = scrape(port)
+        for series in TASK_SERIES:
+            assert samples[(series, (("task", "noop"),))] == 0, series
+        # A task no longer configured keeps its series (counters never go back).
+        assert samples[("kongtaskd_jobs_started_total", (("task", "decorated"),))] == 0
+        job_id = add_job(db, "noop", {})
+        wait_for(lambda: job_row(db, job_id) is None, what="a noop job")
+        wait_for(
+            lambda: scrape(port)[("kongtaskd_jobs_succeeded_total", (("task", "noop"),))] == 1,
+            what="the first noop success counted",
+        )
         assert daemon.stop() == 0
 
 

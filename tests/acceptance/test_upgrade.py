@@ -192,3 +192,86 @@ def test_upgraded_jobs_work_with_the_new_functions(database_factory: Callable[[]
             assert cur.fetchone() == (0,)
     finally:
         conn.close()
+
+
+def kongtaskd_functions(dsn: str) -> dict[str, str]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "select p.proname, pg_get_functiondef(p.oid) from pg_proc p"
+                " join pg_namespace n on n.oid = p.pronamespace"
+                " where n.nspname = 'graphile_worker' and p.proname like 'kongtaskd%'"
+            )
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def test_kongtaskd_migration_2_upgrades_to_3_with_a_job_held(
+    database_factory: Callable[[], str],
+) -> None:
+    """A database of the previous kongtaskd (its own migrations 1 and 2, the frozen files,
+    applied with its ledger protocol) while that kongtaskd holds a job: the upgrade adds the
+    one claim (kongtaskd_claim), replaces kongtaskd_get_job, keeps every row, and the held
+    job's outcome and the next claims work as on a fresh install."""
+    from kongtaskd.schema.files import bind, load_migrations, load_statements
+
+    dsn = database_factory()
+    schema_only(dsn)
+    fill(dsn, LATEST_GRAPHILE_MIGRATION)
+    conn = psycopg2.connect(dsn)
+    pool = "pool-0123456789abcdef01"
+    try:
+        quoted = '"graphile_worker"'
+        statements = load_statements()
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                bind(statements["bootstrap_kongtaskd_ledger"], quoted, with_parameters=True)
+            )
+            for migration in load_migrations("kongtaskd")[:2]:
+                cur.execute(
+                    bind(statements["insert_kongtaskd_migration"], quoted, with_parameters=True),
+                    {"id": migration.number},
+                )
+                cur.execute(bind(migration.text, quoted, with_parameters=False))
+            cur.execute(
+                "select (graphile_worker.kongtaskd_get_job(%s, array['queued'])).id", (pool,)
+            )
+            (held,) = cur.fetchone()
+        assert held is not None
+        before = contents(dsn, LATEST_GRAPHILE_MIGRATION)
+
+        report = migrate(conn)
+
+        assert report.applied == [] and report.applied_kongtaskd == [3]
+        assert contents(dsn, LATEST_GRAPHILE_MIGRATION) == before
+        with conn, conn.cursor() as cur:
+            # Queue q1 is held with its first job and q2 by the stale worker: the claim
+            # takes the two free jobs. `keyed` is for 2031, `failed` has no attempts left.
+            cur.execute("select (graphile_worker.kongtaskd_get_job(%s)).task_id", (pool,))
+            first = cur.fetchone()[0]
+            cur.execute(
+                "select task_id from graphile_worker.kongtaskd_claim(%s, null, null, 5)", (pool,)
+            )
+            cur.execute(
+                "select identifier from graphile_worker._private_tasks where id = any(%s)",
+                ([first, *(row[0] for row in cur.fetchall())],),
+            )
+            assert sorted(row[0] for row in cur.fetchall()) == ["flagged", "plain"]
+            cur.execute("select (graphile_worker.kongtaskd_complete_job(%s, %s)).id", (pool, held))
+            assert cur.fetchone() == (held,)
+            cur.execute(
+                "select kind, id from graphile_worker.kongtaskd_claim(%s, null, null, 5)", (pool,)
+            )
+            (claimed,) = cur.fetchall()
+            assert claimed[0] == "claimed"  # q1's second job, now that its queue is free
+    finally:
+        conn.close()
+    fresh = database_factory()
+    conn = psycopg2.connect(fresh)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    assert kongtaskd_functions(dsn) == kongtaskd_functions(fresh)

@@ -553,7 +553,14 @@ def test_starter_config_lists_every_key_with_its_default(tmp_path: Path) -> None
         for field in dataclasses.fields(loaded)
         if getattr(loaded, field.name) != getattr(defaults, field.name)
     }
-    assert different == {"tasks", "python_path", "source", "base_dir", "locations"}
+    assert different == {
+        "tasks",
+        "python_path",
+        "source",
+        "base_dir",
+        "locations",
+        "python_path_where",
+    }
     data = yaml.safe_load(text)
     assert data["tasks"] == {starter.EXAMPLE_TASK: f"tasks:{starter.EXAMPLE_TASK}"}
 

@@ -341,7 +341,12 @@ def unusable(request: pytest.FixtureRequest, queue_dsn: str) -> Any:
         (("t" * 129,), {}, InvalidJobArgument, "identifier must be at most 128 characters"),
         ((5,), {}, InvalidJobArgumentType, "identifier must be a string, got int"),
         (("t", {1, 2}), {}, InvalidJobArgumentType, "payload is not JSON-serialisable: "),
-        (("t", {"x": float("nan")}), {}, InvalidJobArgument, "payload is not JSON-serialisable"),
+        (
+            ("t", {"x": float("nan")}),
+            {},
+            InvalidJobArgument,
+            "payload['x'] is not JSON-serialisable: nan is not a JSON number",
+        ),
         (("t",), {"queue_name": 7}, InvalidJobArgumentType, "queue_name must be a string or None"),
         (("t",), {"queue_name": "q" * 129}, InvalidJobArgument, "queue_name must be at most 128"),
         (
@@ -392,7 +397,7 @@ def test_remove_job_validates_before_touching_the_database(unusable: Any) -> Non
 
 
 def test_wrong_target_type() -> None:
-    with pytest.raises(TypeError, match="conn_or_dsn must be a psycopg2 connection or a DSN"):
+    with pytest.raises(TypeError, match="conn_or_dsn must be a psycopg2 or psycopg 3 connection"):
         add_job(42, "t")  # type: ignore[arg-type]
 
 

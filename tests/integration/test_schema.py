@@ -46,7 +46,12 @@ GRAPHILE_FUNCTIONS = {
     "remove_job",
     "reschedule_jobs",
 }
-KONGTASKD_FUNCTIONS = {"kongtaskd_get_job", "kongtaskd_complete_job", "kongtaskd_fail_job"}
+KONGTASKD_FUNCTIONS = {
+    "kongtaskd_claim",
+    "kongtaskd_get_job",
+    "kongtaskd_complete_job",
+    "kongtaskd_fail_job",
+}
 
 
 @pytest.fixture()
@@ -165,6 +170,9 @@ def test_heartbeat_table_has_the_agreed_columns(conn, fresh_dsn: str) -> None:
         ("jobs_done", "bigint", True, "0"),
         ("started_at", "timestamp with time zone", True, "now()"),
         ("last_beat_at", "timestamp with time zone", True, "now()"),
+        ("last_reload_at", "timestamp with time zone", False, None),
+        ("last_reload_error", "text", False, None),
+        ("degraded", "text", False, None),
     ]
 
 

@@ -40,7 +40,9 @@ def test_files_only_name_the_schema_through_the_placeholder() -> None:
 
 def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
     created = [
-        re.findall(r"create (?:table|function|index) (?:\{\{schema\}\}\.)?(\w+)", m.text)
+        re.findall(
+            r"create (?:or replace )?(?:table|function|index) (?:\{\{schema\}\}\.)?(\w+)", m.text
+        )
         for m in load_migrations("kongtaskd")
     ]
     assert created == [
@@ -51,6 +53,8 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
             "kongtaskd_fail_job",
         ],
         ["_kongtaskd_jobs_ready"],
+        ["kongtaskd_claim", "kongtaskd_get_job"],
+        [],  # 000004: adds the reload columns to _kongtaskd_heartbeats
     ]
 
 
@@ -68,6 +72,8 @@ def test_ledger_statements_are_all_present() -> None:
         "read_kongtaskd_ledger",
         "bootstrap_kongtaskd_ledger",
         "insert_kongtaskd_migration",
+        "set_lock_timeout",
+        "lock_wait",
     }
 
 

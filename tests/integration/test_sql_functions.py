@@ -23,6 +23,7 @@ import pytest
 from kongtaskd.schema import migrate
 from tests.support import wait_for
 from tests.support.graphile import schema_only
+from tests.support.plans import explain_analyze, index_scans, shared_buffers_hit
 
 T1 = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
 T2 = dt.datetime(2032, 2, 2, tzinfo=dt.timezone.utc)
@@ -657,6 +658,107 @@ def test_get_job_runs_a_named_queue_one_job_at_a_time(kt_cur) -> None:
     assert get_job(kt_cur, OTHER)["id"] == free["id"]
     one(kt_cur, "select * from graphile_worker.kongtaskd_complete_job(%s, %s)", (POOL, first["id"]))
     assert get_job(kt_cur, OTHER)["id"] == second["id"]
+
+
+def test_get_job_follows_priority_then_run_at_across_tasks(kt_cur) -> None:
+    """Many priorities, tasks we ask for and one we do not, jobs for later: the order is
+    graphile-worker's, computed here from the table with the rules in plain SQL."""
+    for n in range(150):
+        add(
+            kt_cur,
+            ["a", "b", "c"][n % 3],
+            priority=(n * 7) % 11 - 5,
+            run_at=T1
+            if n % 10 == 9
+            else dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)
+            + dt.timedelta(seconds=(n * 37) % 150),
+        )
+    expected = [
+        row["id"]
+        for row in all_rows(
+            kt_cur,
+            "select j.id from graphile_worker._private_jobs j"
+            " join graphile_worker._private_tasks t on t.id = j.task_id"
+            " where t.identifier in ('a', 'b') and j.run_at <= now()"
+            " order by j.priority, j.run_at",
+        )
+    ]
+    claimed = [get_job(kt_cur, tasks=["a", "b"])["id"] for _ in range(len(expected) + 1)]
+    assert claimed == [*expected, None]
+
+
+def test_get_job_skips_rows_another_transaction_holds_without_waiting(kt_cur, kt_db) -> None:
+    held = add(kt_cur, "t", run_at=dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc))
+    queued = add(
+        kt_cur, "t", queue_name="q", run_at=dt.datetime(2001, 1, 2, tzinfo=dt.timezone.utc)
+    )
+    free = add(kt_cur, "t", run_at=dt.datetime(2001, 1, 3, tzinfo=dt.timezone.utc))
+    holder = psycopg2.connect(kt_db)
+    try:
+        with holder.cursor() as hold:
+            # A concurrent claimer in the middle of its transaction: the best job's row and
+            # the named queue's row are locked, neither is taken by anyone yet.
+            hold.execute(
+                "select id from graphile_worker._private_jobs where id = %s for update",
+                (held["id"],),
+            )
+            hold.execute("select id from graphile_worker._private_job_queues for update")
+        # Waiting instead of skipping would fail with lock_timeout instead of hanging.
+        kt_cur.execute("set lock_timeout = '5s'")
+        assert get_job(kt_cur)["id"] == free["id"]
+        assert get_job(kt_cur)["id"] is None
+    finally:
+        holder.rollback()
+        holder.close()
+    assert get_job(kt_cur)["id"] == held["id"]
+    assert get_job(kt_cur)["id"] == queued["id"]
+
+
+@pytest.mark.parametrize("layout", ["other tasks ahead", "ours scheduled for later"])
+def test_get_job_does_not_walk_the_backlog(kt_cur, kt_db, layout: str) -> None:
+    """100,000 waiting jobs get_job cannot take are not read one by one, when it finds
+    nothing (the idle poll) and when its job sits behind them, with the custom plans a new
+    session starts with and the generic plan it may settle on. Counted in buffers: the old
+    get_job read every waiting job in its (priority, run_at) order up to ours."""
+    add(kt_cur, "noop")
+    add(kt_cur, "other")
+    kt_cur.execute("truncate graphile_worker._private_jobs")
+    if layout == "other tasks ahead":
+        backlog_task, backlog_at = "other", "now() - interval '1 hour'"
+    else:
+        backlog_task, backlog_at = "noop", "now() + interval '1 day'"
+    kt_cur.execute(
+        "insert into graphile_worker._private_jobs (task_id, payload, run_at)"
+        " select t.id, '{}', " + backlog_at + " + n * interval '1 ms'"
+        " from generate_series(1, 100000) as n, graphile_worker._private_tasks t"
+        " where t.identifier = %s",
+        (backlog_task,),
+    )
+    kt_cur.execute("vacuum analyze graphile_worker._private_jobs")
+    conn = psycopg2.connect(kt_db)
+    conn.autocommit = True
+    statement = "select * from graphile_worker.kongtaskd_get_job(%s, array['noop'])"
+
+    def assert_cheap(what: str) -> None:
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            with conn.cursor() as cur:
+                cur.execute(f"set plan_cache_mode = {mode}")
+            explain_analyze(conn, statement, (POOL,))  # the session's first call plans
+            plan = explain_analyze(conn, statement, (POOL,))
+            assert shared_buffers_hit(plan) < 400, f"{what}, {mode}:\n{plan}"
+
+    try:
+        scans_before = index_scans(conn, "_kongtaskd_jobs_ready")
+        assert_cheap("nothing due")
+        assert get_job(kt_cur, tasks=["noop"])["id"] is None
+        # Behind the backlog in graphile-worker's (priority, run_at) order.
+        mine = add(kt_cur, "noop", priority=1)
+        assert_cheap("one due")
+        assert index_scans(conn, "_kongtaskd_jobs_ready") > scans_before
+    finally:
+        conn.close()
+    assert get_job(kt_cur, tasks=["noop"])["id"] == mine["id"]
+    assert get_job(kt_cur, tasks=["noop"])["id"] is None
 
 
 @pytest.mark.parametrize("pool", [None, "", "short"])

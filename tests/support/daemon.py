@@ -179,7 +179,15 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def children(self) -> list[int]:
-        """Pids of the daemon's child processes, from /proc."""
+        """Pids of the daemon's child processes (not its zygotes), from /proc."""
+        return [pid for pid in self.processes() if not _is_zygote(pid)]
+
+    def zygotes(self) -> list[int]:
+        """Pids of the daemon's zygotes (the template processes children fork from)."""
+        return [pid for pid in self.processes() if _is_zygote(pid)]
+
+    def processes(self) -> list[int]:
+        """Pids of every process whose parent is the daemon, from /proc."""
         kids: list[int] = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -205,6 +213,13 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_zygote(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"kongtaskd: zygote")
+    except OSError:
+        return False
 
 
 def _clean_up(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kongtaskd.cli import EXIT_INTERRUPTED, VERBS, build_parser
+from kongtaskd.cli import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, VERBS, build_parser
 from kongtaskd.config import KEYS, Section
 from kongtaskd.docgen import GENERATED_BY, render
 from kongtaskd.errors import ExitCode
@@ -328,7 +328,7 @@ def test_the_perf_options_table_matches_perf_run() -> None:
 
 
 def exit_codes() -> set[int]:
-    return {int(code) for code in ExitCode} | {EXIT_INTERRUPTED}
+    return {int(code) for code in ExitCode} | {EXIT_INTERRUPTED, EXIT_BROKEN_PIPE}
 
 
 def test_the_exit_code_table_lists_every_code_and_no_other() -> None:

@@ -44,3 +44,33 @@ def test_the_admin_verbs_still_find_their_modules() -> None:
 def test_the_dashboard_and_the_jobs_verbs_find_their_modules() -> None:
     loaded = modules_after("import kongtaskd.web.serve")
     assert set(WEB_ONLY) <= loaded
+
+
+#: Drivers an application may or may not use: kongtaskd detects them by class name.
+DRIVERS = ("psycopg", "sqlalchemy", "asyncpg", "django", "psycopg_pool")
+
+
+def test_import_kongtaskd_imports_no_optional_driver() -> None:
+    loaded = modules_after(
+        "import kongtaskd, kongtaskd.drivers\n"
+        "try:\n"
+        "    kongtaskd.add_job(object(), 't')\n"
+        "except TypeError:\n"
+        "    pass"
+    )
+    assert "kongtaskd.drivers" in loaded  # detection ran, and still imported none of them
+    assert sorted(name for name in loaded if name.split(".")[0] in DRIVERS) == []
+
+
+def test_a_psycopg3_caller_imports_no_other_driver() -> None:
+    loaded = modules_after(
+        "import kongtaskd, psycopg\n"
+        "try:\n"
+        "    kongtaskd.add_job(psycopg.connect('host=/nonexistent connect_timeout=1'), 't')\n"
+        "except psycopg.Error:\n"
+        "    pass"
+    )
+    assert "psycopg" in loaded
+    assert (
+        sorted({name.split(".")[0] for name in loaded} & {"sqlalchemy", "asyncpg", "django"}) == []
+    )

@@ -31,6 +31,8 @@ def test_unit_keeps_the_lifecycle_contract():
     assert service["Restart"] == "on-failure"
     prevented = {int(code) for code in service["RestartPreventExitStatus"].split()}
     assert prevented == {ExitCode.USAGE, ExitCode.SCHEMA_TOO_NEW}
+    # A SIGTERM during start-up's migration exits 130 (rolled back): a clean stop.
+    assert {int(code) for code in service["SuccessExitStatus"].split()} == {ExitCode.INTERRUPTED}
     # The daemon's own drain (shutdown_timeout 30 s by default + 5 s kill grace) must end
     # before systemd's SIGKILL.
     assert int(service["TimeoutStopSec"]) > 35

@@ -1,0 +1,1 @@
+"""Integrations with application frameworks; each is optional and imports its framework."""

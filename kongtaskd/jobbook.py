@@ -1,0 +1,240 @@
+"""The supervisor's job bookkeeping and dispatch policy: pure, no I/O, no clock of its own.
+
+``JobBook`` holds what the supervisor knows about jobs between the database and the
+children, and decides how much to claim and how to share it out:
+
+* outcomes reported by children and not yet written (``outcomes``, see ``settle.Outcomes``);
+* jobs claimed but not started (``prefetched``), handed back when they wait longer than
+  ``PREFETCH_MAX_WAIT`` (``expire``) or when a drain starts (``release_prefetched``);
+* the task of every job between its hand-over and the write of its outcome (``job_tasks``,
+  for metrics and logs);
+* moving averages of job durations, overall and per task (``ewma``), from which come the
+  batch size (``batch_size``), the prefetch target (``prefetch_target``) and the claim
+  size (``claim_size``);
+* whether a claim is wanted (``want_claim``: a NOTIFY, a poll, a full claim, an outcome that
+  may have unlocked a queue) and the next poll.
+
+Claims are sized to the idle children plus, only while jobs are short, a prefetch, so a
+child that finishes gets its next ids at once. A claimed job never waits for a child while
+another is idle (idle children are served first, best jobs first, shared out evenly by
+``deal``). While jobs take well under a couple of milliseconds, a child is handed a small
+batch of ids (about ``BATCH_TARGET_SECONDS`` of work), cut at a task that is slow or not
+yet measured. Times are passed in (``now``), so tests drive the policy with real numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+from dataclasses import dataclass, field
+
+from kongtaskd import tunables
+from kongtaskd.settle import FailedJob, Outcomes, SettleResult
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchedJob:
+    """A job claimed for this pool that no child has started yet."""
+
+    id: int
+    task: str
+    priority: int
+    run_at: datetime.datetime
+    claimed_at: float
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one round trip changed, for the supervisor to log and count."""
+
+    #: Failures written, with their task (``""`` when unknown).
+    failed: list[tuple[FailedJob, str]] = field(default_factory=list)
+    #: Outcomes the database no longer let us write (a sweeper took the job away).
+    lost: list[int] = field(default_factory=list)
+    claimed: int = 0
+    #: It carried at least one outcome.
+    wrote: bool = False
+
+
+def ewma(previous: float | None, value: float) -> float:
+    """Moving average of job durations: recent jobs count most, one outlier does not rule."""
+    return value if previous is None else 0.8 * previous + 0.2 * value
+
+
+class JobBook:
+    """Outcomes, prefetched jobs, durations and the claim/dispatch policy of one supervisor."""
+
+    def __init__(self) -> None:
+        self.outcomes = Outcomes()
+        self.prefetched: collections.deque[PrefetchedJob] = collections.deque()
+        #: Task of every job between its hand-over to a child and the write of its outcome.
+        self.job_tasks: dict[int, str] = {}
+        self.average_job_seconds: float | None = None
+        #: The same per task: batches are cut at a task that is slow or not yet measured.
+        self.task_seconds: dict[str, float] = {}
+        self.want_claim = True
+        self.next_poll = 0.0
+
+    # ---- outcomes -------------------------------------------------------------------------
+    def succeeded(self, job_id: int, task: str, seconds: float) -> None:
+        self.outcomes.completed.append(job_id)
+        self.record_duration(task, seconds)
+
+    def failed(self, job_id: int, task: str, text: str, seconds: float | None = None) -> None:
+        """A failed attempt (raised, timed out, its child died: then ``seconds`` is None)."""
+        self.outcomes.failed[job_id] = text
+        if seconds is not None:
+            self.record_duration(task, seconds)
+
+    def hand_back(self, job_ids: list[int] | tuple[int, ...]) -> None:
+        """Jobs no child started: back to the queue with the next write, attempt refunded."""
+        self.outcomes.released.extend(job_ids)
+
+    def skipped(self, job_id: int) -> None:
+        """A child found the job gone (deleted meanwhile): nothing to write."""
+        self.job_tasks.pop(job_id, None)
+
+    def record_duration(self, task: str, seconds: float) -> None:
+        self.average_job_seconds = ewma(self.average_job_seconds, seconds)
+        self.task_seconds[task] = ewma(self.task_seconds.get(task), seconds)
+
+    def known_ids(self) -> list[int]:
+        """Every job this book holds (prefetched or with an outcome not yet written)."""
+        outcomes = self.outcomes
+        known = [job.id for job in self.prefetched]
+        return known + outcomes.completed + list(outcomes.failed) + outcomes.released
+
+    # ---- claims ---------------------------------------------------------------------------
+    def poll(self, now: float, interval: float) -> None:
+        """Without a NOTIFY, look for jobs every ``poll_interval`` anyway."""
+        if now >= self.next_poll:
+            self.want_claim = True
+            self.next_poll = now + interval
+
+    def batch_size(self) -> int:
+        """Jobs per hand-over: 1, or while jobs take well under a millisecond or two, as
+        many as fill ``BATCH_TARGET_SECONDS`` of work (capped). One batch costs the child a
+        single row-load round trip and the supervisor a single pipe write."""
+        average = self.average_job_seconds
+        if average is None or average > tunables.BATCH_MAX_AVERAGE_JOB_SECONDS:
+            return 1
+        fill = int(tunables.BATCH_TARGET_SECONDS / max(average, 1e-6))
+        return max(1, min(tunables.BATCH_MAX_JOBS, fill))
+
+    def prefetch_target(self, concurrency: int) -> int:
+        """How many claimed-but-unstarted jobs to keep in hand.
+
+        Only when jobs are short: then a child frees up within milliseconds and a job in
+        hand starts "soon". With long jobs a prefetched job would sit locked while another
+        daemon could have run it, so then we claim only for idle children.
+        """
+        average = self.average_job_seconds
+        if average is None or average > tunables.PREFETCH_MAX_AVERAGE_JOB_SECONDS:
+            return 0
+        return concurrency * self.batch_size()
+
+    def claim_size(self, idle_children: int, concurrency: int) -> int:
+        """Work for the idle children, plus the prefetch target, minus what is in hand."""
+        wanted = idle_children * self.batch_size() + self.prefetch_target(concurrency)
+        return max(0, wanted - len(self.prefetched))
+
+    def claim_due(self, idle_children: int, concurrency: int) -> bool:
+        """A claim is wanted and would ask for something: the loop must not sleep."""
+        return self.want_claim and self.claim_size(idle_children, concurrency) > 0
+
+    def settled(
+        self,
+        outcomes: Outcomes,
+        want: int,
+        result: SettleResult,
+        task_names: dict[int, str],
+        now: float,
+    ) -> Settled:
+        """Book what one round trip wrote and claimed; ``outcomes`` were its input."""
+        if outcomes is self.outcomes:
+            self.outcomes = Outcomes()
+        failed = [(job, self.job_tasks.pop(job.id, "")) for job in result.failed]
+        for job_id in result.completed + result.released:
+            self.job_tasks.pop(job_id, None)
+        lost = sorted(outcomes.ids() - result.written())
+        for job_id in lost:
+            self.job_tasks.pop(job_id, None)
+        claimed = [
+            PrefetchedJob(
+                job.id, task_names.get(job.task_id, str(job.task_id)), job.priority, job.run_at, now
+            )
+            for job in result.claimed
+        ]
+        if want:
+            # A short claim means nothing more was ready for us, as this statement saw it,
+            # unless it says that it left ready jobs behind.
+            self.want_claim = len(claimed) >= want or result.more
+            claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
+            self.prefetched.extend(claimed)
+        wrote = bool(outcomes)
+        if wrote:
+            # The claim in this statement could not see the queues these outcomes unlocked
+            # (one snapshot): claim again next turn, or a queue's next job would wait for
+            # the next poll.
+            self.want_claim = True
+        return Settled(failed=failed, lost=lost, claimed=len(claimed), wrote=wrote)
+
+    # ---- dispatch -------------------------------------------------------------------------
+    def deal(self, idle_children: int) -> list[list[PrefetchedJob]]:
+        """Batches for up to ``idle_children`` children, best jobs first, shared out evenly
+        (no child idles while another holds a batch). The caller assigns them in order."""
+        if not self.prefetched or idle_children <= 0:
+            return []
+        share = min(self.batch_size(), -(-len(self.prefetched) // idle_children))
+        batches = []
+        for _ in range(idle_children):
+            batch = self.take_batch(share)
+            if not batch:
+                break
+            batches.append(batch)
+        return batches
+
+    def take_batch(self, most: int) -> list[PrefetchedJob]:
+        """Up to ``most`` prefetched jobs for one child, about ``BATCH_TARGET_SECONDS`` of work.
+
+        Judged per task: a job whose task is slow, or not yet measured, ends the batch, so
+        nothing ever waits behind it while another child could have run it.
+        """
+        batch: list[PrefetchedJob] = []
+        budget = tunables.BATCH_TARGET_SECONDS
+        while self.prefetched and len(batch) < most:
+            job = self.prefetched.popleft()
+            batch.append(job)
+            seconds = self.task_seconds.get(job.task)
+            if seconds is None or seconds > tunables.BATCH_MAX_AVERAGE_JOB_SECONDS:
+                break
+            budget -= seconds
+            if budget <= 0:
+                break
+        return batch
+
+    def assigned(self, batch: list[PrefetchedJob]) -> None:
+        """A child took the batch: its jobs' tasks are remembered until their outcomes."""
+        for job in batch:
+            self.job_tasks[job.id] = job.task
+
+    # ---- prefetch expiry and hand-back ----------------------------------------------------
+    def release_prefetched(self) -> int:
+        """Give back jobs claimed but not started (attempt refunded on the next write)."""
+        count = len(self.prefetched)
+        self.hand_back([job.id for job in self.prefetched])
+        self.prefetched.clear()
+        return count
+
+    def expire(self, now: float) -> int:
+        """Jobs that waited too long in hand (children got slow) go back; how many did."""
+        deadline = self.next_deadline()
+        if deadline is None or now <= deadline:
+            return 0
+        return self.release_prefetched()
+
+    def next_deadline(self) -> float | None:
+        """When the oldest prefetched job must go back, if there is one."""
+        if not self.prefetched:
+            return None
+        return self.prefetched[0].claimed_at + tunables.PREFETCH_MAX_WAIT

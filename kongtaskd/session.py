@@ -1,0 +1,207 @@
+"""The supervisor's database session: connect, reconnect with back-off, LISTEN, task ids.
+
+One autocommit connection with the supervisor's statements PREPAREd (``queries.py``), the
+settle round trip (``settle.Settle``), the task identifiers this daemon claims and their
+ids in ``_private_tasks``, and the NOTIFYs that wake the loop. When a statement fails the
+connection is dropped (``lost``) and ``maybe_reconnect`` opens a new one after a jittered,
+doubling delay; the rest of the supervisor only asks ``connected``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import selectors
+import time
+
+import psycopg2
+from psycopg2 import extensions
+
+from kongtaskd import tunables
+from kongtaskd.errors import KongtaskError
+from kongtaskd.queries import Queries
+from kongtaskd.settle import Outcomes, Settle, SettleResult, Want
+
+log = logging.getLogger("kongtaskd.supervisor")
+
+#: What the supervisor PREPAREs on its connection.
+SUPERVISOR_STATEMENTS = (
+    "settle",
+    "register_tasks",
+    "heartbeat",
+    "sweep",
+    "sweep_expired",
+    "forget_pool",
+    "release_unknown",
+    "queue_depth",
+)
+
+#: The channels it LISTENs on (graphile-worker's): new jobs, and another process migrating.
+JOBS_INSERT, WORKER_MIGRATE = "jobs:insert", "worker:migrate"
+
+
+class Session:
+    """The supervisor's connection and what hangs off it."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        pool_id: str,
+        selector: selectors.BaseSelector,
+        *,
+        listen: bool,
+        tasks: list[str],
+    ) -> None:
+        self.dsn, self.schema, self.pool_id = dsn, schema, pool_id
+        self.selector = selector
+        self.listen = listen
+        self.conn: extensions.connection | None = None
+        self.conn_fd: int | None = None
+        self.queries: Queries | None = None
+        self.round_trip: Settle | None = None
+        #: Task identifiers to claim, and their ids in _private_tasks.
+        self.wanted_tasks: list[str] = sorted(tasks)
+        self.task_ids: dict[str, int] = {}
+        self.task_names: dict[int, str] = {}
+        self.claimable_task_ids: list[int] = []
+        self.reconnect_at = 0.0
+        self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
+    def next_deadline(self) -> float | None:
+        """The next reconnect attempt, while there is no connection."""
+        return None if self.connected else self.reconnect_at
+
+    # ---- connect --------------------------------------------------------------------------
+    def connect(self, known_ids: list[int]) -> extensions.connection:
+        """(Re)open the connection: PREPARE, register tasks, hand back unknown claims, LISTEN.
+
+        ``known_ids``: every job the supervisor holds; any other job locked by this pool is
+        a claim whose answer was lost with the old connection, and goes back to the queue.
+        """
+        from kongtaskd.dsn import connect
+
+        conn = connect(self.dsn, application_name="kongtaskd supervisor", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                # The claim's array parameters make the planner re-plan it on every call
+                # (custom plans); the generic plan is as good and halves the round trip.
+                cur.execute("SET plan_cache_mode = force_generic_plan")
+            queries = Queries(conn, self.schema, names=SUPERVISOR_STATEMENTS)
+            self.conn, self.queries = conn, queries
+            self.round_trip = Settle(queries, self.pool_id)
+            self.conn_fd = conn.fileno()  # kept: a broken connection cannot tell it any more
+            self.register_tasks()
+            self.release_unknown(known_ids)
+            if self.listen:
+                with conn.cursor() as cur:
+                    cur.execute(f'LISTEN "{JOBS_INSERT}"; LISTEN "{WORKER_MIGRATE}"')
+                self.selector.register(conn.fileno(), selectors.EVENT_READ, "database")
+        except BaseException:
+            self.close()
+            conn.close()  # also when it failed before it became self.conn
+            raise
+        return conn
+
+    def release_unknown(self, known_ids: list[int]) -> None:
+        """Hand back jobs locked by this pool that we do not know of (a claim's lost answer)."""
+        assert self.queries is not None
+        rows = self.queries.fetchall("release_unknown", self.pool_id, known_ids)
+        if rows:
+            log.warning("handed back %d jobs claimed for this pool but never started", len(rows))
+
+    def register_tasks(self) -> None:
+        """Make sure our task identifiers exist in _private_tasks and learn their ids."""
+        assert self.queries is not None
+        identifiers = self.wanted_tasks
+        for _ in range(2):  # a concurrent insert can hide a row from our snapshot; re-read once
+            rows = self.queries.fetchall("register_tasks", identifiers)
+            self.task_ids = {name: task_id for task_id, name in rows}
+            if len(self.task_ids) >= len(set(identifiers)):
+                break
+        self.task_names = {task_id: name for name, task_id in self.task_ids.items()}
+        self.claimable_task_ids = sorted(self.task_names)
+
+    def want_tasks(self, wanted: list[str]) -> None:
+        """Claim these tasks from now on (registered at once when connected)."""
+        if wanted == self.wanted_tasks:
+            return
+        self.wanted_tasks = wanted
+        if self.queries is not None:
+            try:
+                self.register_tasks()
+            except psycopg2.Error as exc:
+                self.lost(exc)
+
+    def settle(self, outcomes: Outcomes, want: Want) -> SettleResult:
+        """The loop turn's round trip (``settle.Settle.settle``); psycopg2.Error when it fails."""
+        assert self.round_trip is not None, "settle() without a connection"
+        return self.round_trip.settle(outcomes, want)
+
+    # ---- lose and reconnect ---------------------------------------------------------------
+    def lost(self, exc: BaseException) -> None:
+        """A statement failed: drop the connection; ``maybe_reconnect`` opens a new one."""
+        log.error(
+            "database connection lost: %s", str(exc).strip().splitlines()[0] if str(exc) else exc
+        )
+        self.close()
+        self.schedule_reconnect()
+
+    def close(self) -> None:
+        if self.conn_fd is not None:
+            try:
+                self.selector.unregister(self.conn_fd)
+            except (KeyError, ValueError):
+                pass
+            self.conn_fd = None
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg2.Error:
+                pass
+        self.conn = self.queries = self.round_trip = None
+
+    def schedule_reconnect(self) -> None:
+        jitter = 0.5 + random.random() / 2
+        self.reconnect_at = time.monotonic() + self.reconnect_delay * jitter
+        self.reconnect_delay = min(self.reconnect_delay * 2, tunables.RECONNECT_BACKOFF_MAX)
+
+    def reconnect_now(self) -> None:
+        """Shutdown's last attempts: no back-off wait before the next try."""
+        self.reconnect_at = 0.0
+
+    def reconnect_due(self) -> bool:
+        return self.conn is None and time.monotonic() >= self.reconnect_at
+
+    def reconnect_failed(self, exc: KongtaskError | psycopg2.Error) -> None:
+        message = exc.message if isinstance(exc, KongtaskError) else str(exc).strip()
+        log.warning("reconnect failed: %s", message)
+        self.schedule_reconnect()
+
+    def reconnected(self) -> None:
+        log.info("database connection re-established")
+        self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
+
+    # ---- notifications --------------------------------------------------------------------
+    def poll(self) -> list[extensions.Notify]:
+        """The socket is readable: read it and return the NOTIFYs that arrived."""
+        if self.conn is None:
+            return []
+        try:
+            self.conn.poll()
+        except psycopg2.Error as exc:
+            self.lost(exc)
+            return []
+        return self.notifications()
+
+    def notifications(self) -> list[extensions.Notify]:
+        """NOTIFYs that arrived with the last statement's answer (taken: each is seen once)."""
+        if self.conn is None or not self.conn.notifies:
+            return []
+        notes = list(self.conn.notifies)
+        self.conn.notifies.clear()
+        return notes

@@ -1,0 +1,164 @@
+"""The supervisor's one round trip, typed: ``settle(outcomes, want) -> SettleResult``.
+
+``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
+jobs in one statement (one transaction, one commit). Its parameters are positional
+(``$1..$8``) and its answer is a union of row kinds; this module is the only place that
+knows either shape, so callers deal in named fields:
+
+* the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
+* a child whose supervisor is gone: ``Settle.record(outcomes)`` writes its outcome itself,
+  ``Settle.hand_back(job_ids)`` returns unstarted jobs (no claim: ``want`` is ``NO_CLAIM``).
+
+The statement's parameter types are declared once, here (``PARAM_TYPES``); ``queries.py``
+PREPAREs it with them. No import of ``queries`` at run time: it imports this module.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kongtaskd.queries import Queries
+
+#: The statement's name (``sql/settle.sql``) and the PostgreSQL types of ``$1..$8``, in order:
+#: completed ids, failed ids, their error texts, handed-back ids, pool id, claimable task
+#: ids, forbidden flags (or null), how many jobs to claim.
+NAME = "settle"
+PARAM_TYPES = (
+    "bigint[]",
+    "bigint[]",
+    "text[]",
+    "bigint[]",
+    "text",
+    "integer[]",
+    "text[]",
+    "int",
+)
+
+
+@dataclass
+class Outcomes:
+    """Outcomes reported by children and not yet written to the database."""
+
+    completed: list[int] = field(default_factory=list)
+    #: job id -> error text (``last_error``), in the order the failures arrived.
+    failed: dict[int, str] = field(default_factory=dict)
+    #: Claimed but never started: back to the queue, attempt refunded.
+    released: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.completed or self.failed or self.released)
+
+    def ids(self) -> set[int]:
+        """Every job these outcomes are about."""
+        return set(self.completed) | set(self.failed) | set(self.released)
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """What to claim in the same round trip: up to ``count`` jobs of these tasks."""
+
+    count: int
+    task_ids: list[int]
+    forbidden_flags: list[str] | None = None
+
+
+#: No claim at all (a child handing jobs back, the final flush).
+NO_CLAIM = Want(0, [], None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """One job the statement locked for this pool."""
+
+    id: int
+    task_id: int
+    priority: int
+    run_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    """One failure written: the row stays, retried at ``run_at`` unless attempts ran out."""
+
+    id: int
+    attempts: int
+    max_attempts: int
+    run_at: datetime.datetime
+
+    @property
+    def permanent(self) -> bool:
+        return self.attempts >= self.max_attempts
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    """What the statement did: outcomes it wrote (only rows this pool still held) and claims."""
+
+    completed: list[int] = field(default_factory=list)
+    failed: list[FailedJob] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    claimed: list[ClaimedJob] = field(default_factory=list)
+    #: The claim left ready jobs behind (several were in one named queue): claim again.
+    more: bool = False
+
+    def written(self) -> set[int]:
+        """Ids whose outcome reached the database."""
+        return set(self.completed) | {job.id for job in self.failed} | set(self.released)
+
+
+def parse(rows: list[tuple[Any, ...]]) -> SettleResult:
+    """The statement's rows ``(kind, id, task_id, priority, run_at, attempts, max_attempts)``."""
+    completed: list[int] = []
+    failed: list[FailedJob] = []
+    released: list[int] = []
+    claimed: list[ClaimedJob] = []
+    more = False
+    for kind, job_id, task_id, priority, run_at, attempts, max_attempts in rows:
+        if kind == "claimed":
+            claimed.append(ClaimedJob(job_id, task_id, priority, run_at))
+        elif kind == "completed":
+            completed.append(job_id)
+        elif kind == "failed":
+            failed.append(FailedJob(job_id, attempts, max_attempts, run_at))
+        elif kind == "released":
+            released.append(job_id)
+        elif kind == "more":
+            more = True
+        else:
+            raise ValueError(f"sql/settle.sql returned a row of unknown kind {kind!r}")
+    return SettleResult(completed, failed, released, claimed, more)
+
+
+class Settle:
+    """The settle statement of one connection, for one pool."""
+
+    def __init__(self, queries: Queries, pool_id: str) -> None:
+        self.queries = queries
+        self.pool_id = pool_id
+
+    def settle(self, outcomes: Outcomes, want: Want) -> SettleResult:
+        """Write ``outcomes`` and claim ``want.count`` jobs, in one statement."""
+        failed_ids = list(outcomes.failed)
+        rows = self.queries.fetchall(
+            NAME,
+            outcomes.completed,
+            failed_ids,
+            [outcomes.failed[job_id] for job_id in failed_ids],
+            outcomes.released,
+            self.pool_id,
+            want.task_ids,
+            want.forbidden_flags,
+            want.count,
+        )
+        return parse(rows)
+
+    def record(self, outcomes: Outcomes) -> SettleResult:
+        """Write outcomes, claim nothing."""
+        return self.settle(outcomes, NO_CLAIM)
+
+    def hand_back(self, job_ids: list[int]) -> SettleResult:
+        """Return jobs this pool claimed but never started (attempts refunded)."""
+        return self.settle(Outcomes(released=list(job_ids)), NO_CLAIM)
