@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -391,3 +392,57 @@ def test_a_database_only_graphile_worker_migrated_still_has_pages(
         assert "node_task" in server.get("/").text
         assert "graphile-worker only" in server.get("/").text
         assert "No kongtaskd heartbeat table" in server.get("/daemons").text
+
+
+SLEEPY_TASK = """\
+module.exports = async () => {
+  await new Promise((resolve) => setTimeout(resolve, 60000));
+};
+"""
+
+
+@pytest.mark.interop
+def test_beside_a_running_graphile_worker_and_a_kongtaskd_daemon(
+    web: Web, web_dsn: str, tmp_path: Path
+) -> None:
+    from tests.support.graphile import start_graphile
+
+    node = tmp_path / "node"
+    (node / "tasks").mkdir(parents=True)
+    (node / "tasks" / "sleepy.js").write_text(SLEEPY_TASK)
+    (node / "package.json").write_text('{"type": "commonjs"}')
+    [job] = add(web_dsn, "sleepy", queue_name="slow")
+    worker = start_graphile(["--jobs", "1"], web_dsn, cwd=node)
+    config = write_config(tmp_path, web_dsn, heartbeat_interval=1, stale_after=10)
+    try:
+
+        def locked_by() -> str | None:
+            if worker.poll() is not None:
+                raise AssertionError(f"graphile-worker exited: {worker.communicate()}")
+            rows = query(
+                web_dsn, "select locked_by from graphile_worker._private_jobs where id=%s", (job,)
+            )
+            return rows[0][0] if rows else None
+
+        pool = wait_for(locked_by, timeout=30, what="graphile-worker to claim the job")
+        with Daemon(config) as daemon:
+            daemon.wait_ready()
+            [(kongtaskd_pool,)] = query(
+                web_dsn, "select pool_id from graphile_worker._kongtaskd_heartbeats"
+            )
+            daemons = web.get("/daemons").text
+            assert kongtaskd_pool in daemons  # the kongtaskd daemon, from its heartbeat
+            assert f"/jobs/{job}" in daemons and pool in daemons  # the Node worker's job
+            page = web.get(f"/jobs/{job}").text
+            assert "running" in page and "no kongtaskd heartbeat" in page and pool in page
+            queues = web.get("/queues").text
+            assert "slow" in queues and f"/jobs/{job}" in queues  # who holds the queue
+            overview = web.get("/").text
+            assert "sleepy" in overview
+            token = web.get(f"/jobs/{job}").csrf(f"/jobs/{job}/fail")
+            refused = web.post(f"/jobs/{job}/fail", {"csrf": token, "confirmed": "yes"})
+            assert "is running (locked by" in refused.text  # left alone, said so
+            daemon.stop()
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
