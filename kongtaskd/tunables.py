@@ -201,8 +201,9 @@ WEB_LOGIN_WINDOW = 300.0
 #: Open forms (one-time CSRF tokens) remembered per process; the oldest go first.
 WEB_MAX_FORMS = 10_000
 
-#: A daemon whose heartbeat is older than this many heartbeat intervals is drawn red on the
-#: overview before stale_after declares it dead.
+#: A daemon whose heartbeat is older than this many heartbeat intervals (the dashboard's
+#: configuration's heartbeat_interval) is drawn red on the overview before stale_after
+#: declares it dead: two missed beats are a daemon in trouble, one may be a slow database.
 WEB_LATE_BEATS = 2
 
 #: A named queue held longer than this (seconds) while jobs wait behind it is a red line.

@@ -422,7 +422,7 @@ class Dashboard:
         overview = self.data.overview()
         pools = self.data.pools()
         stats = self.data.task_stats(hours=1)
-        late_after = self.data.stale_after / 2
+        late_after = self.data.late_after
         problems: list[str] = []
         for pool in pools:
             if pool.stale:

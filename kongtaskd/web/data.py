@@ -337,10 +337,20 @@ def like_pattern(text: str) -> str:
 class Data:
     """The queries of the dashboard's pages, for one database and schema."""
 
-    def __init__(self, pool: Pool, schema: str, *, refresh: float, stale_after: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        schema: str,
+        *,
+        refresh: float,
+        stale_after: float,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
         self.pool = pool
         self.schema = schema
         self.stale_after = stale_after
+        #: A heartbeat older than this is late (drawn red) before it is stale.
+        self.late_after = min(stale_after, heartbeat_interval * tunables.WEB_LATE_BEATS)
         self.cache = Cache(refresh)
         self.queries = 0
         self._count_lock = threading.Lock()

@@ -86,7 +86,13 @@ def serve(config: Config, *, host: str | None, port: int | None, insecure_no_aut
     connect(config.dsn, application_name="kongtaskd web").close()
     sock = listen(settings.host, settings.port, "web", where)
     pool = Pool(config.dsn)
-    data = Data(pool, config.schema, refresh=settings.refresh, stale_after=config.stale_after)
+    data = Data(
+        pool,
+        config.schema,
+        refresh=settings.refresh,
+        stale_after=config.stale_after,
+        heartbeat_interval=config.heartbeat_interval,
+    )
     app = Dashboard(data, settings, tokens=tokens)
     server = waitress.server.create_server(
         app,

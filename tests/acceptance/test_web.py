@@ -446,3 +446,31 @@ def test_beside_a_running_graphile_worker_and_a_kongtaskd_daemon(
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.communicate(timeout=30)
+
+
+def test_red_lines_for_a_stale_daemon_a_held_queue_and_a_failing_task(
+    web: Web, web_dsn: str
+) -> None:
+    query(
+        web_dsn,
+        "insert into graphile_worker._kongtaskd_heartbeats (pool_id, hostname, pid, version, "
+        "concurrency, last_beat_at) values "
+        "('pool-stale00000000000001', 'gone-host', 1, 'x', 2, now() - interval '5 minutes'), "
+        "('pool-late000000000000001', 'slow-host', 2, 'x', 2, now() - interval '25 seconds')",
+    )
+    [held] = add(web_dsn, "queued", queue_name="stuck-queue")
+    query(
+        web_dsn,
+        "update graphile_worker._private_job_queues set locked_by = 'pool-x', "
+        "locked_at = now() - interval '20 minutes'",
+    )
+    failing = add(web_dsn, "flaky", 30)
+    fail(web_dsn, failing[:20])
+    add(web_dsn, "healthy", 30)
+    alerts = re.findall(r'<p class="alert">(.*?)</p>', web.get("/").text)
+    assert any("pool-stale00000000000001" in a and "stale" in a for a in alerts), alerts
+    assert any("pool-late000000000000001" in a and "late" in a for a in alerts), alerts
+    assert any("queue stuck-queue" in a and "20m" in a for a in alerts), alerts
+    assert any("task flaky: 20 of its 30 newest jobs" in a for a in alerts), alerts
+    assert not any("healthy" in a for a in alerts)
+    assert held
