@@ -49,6 +49,21 @@ def failed_jobs(dsn: str, task: str, count: int) -> list[int]:
     return ids
 
 
+def shown(browser: Any, selector: str) -> str:
+    """The text of ``selector`` once the page that has it has loaded (a click that submits
+    a form may return before the next page is there)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    located = (By.CSS_SELECTOR, selector)
+    return (
+        WebDriverWait(browser, 30)
+        .until(expected_conditions.presence_of_element_located(located))
+        .text
+    )
+
+
 def runs(dsn: str) -> set[int]:
     return {row[0] for row in query(dsn, "select job_id from kt_runs")}
 
@@ -79,7 +94,7 @@ def test_overview_filter_job_retry_and_bulk_retry(browser: Any, dsn: str, tmp_pa
         assert "partner API timed out" in browser.find_element(By.CSS_SELECTOR, "pre.error").text
         browser.find_element(By.XPATH, "//button[text()='Retry now']").click()
         browser.switch_to.alert.accept()  # app.js asks before the POST
-        assert f"retried job {job}" in browser.find_element(By.CSS_SELECTOR, "p.done").text
+        assert f"retried job {job}" in shown(browser, "p.done")
         wait_for(lambda: job in runs(dsn), timeout=30, what="the retried job to run")
         browser.get(f"{base}/jobs/{job}")
         assert "completed" in browser.find_element(By.CSS_SELECTOR, "p.problem").text
@@ -88,10 +103,10 @@ def test_overview_filter_job_retry_and_bulk_retry(browser: Any, dsn: str, tmp_pa
         browser.get(f"{base}/jobs?task=bulk_import&state=failed")
         Select(browser.find_element(By.NAME, "action")).select_by_value("retry")
         browser.find_element(By.XPATH, "//button[starts-with(text(), 'Continue')]").click()
-        question = browser.find_element(By.CSS_SELECTOR, "p.question").text
+        question = shown(browser, "p.question")
         assert "50 jobs" in question, question
         browser.find_element(By.XPATH, "//button[starts-with(text(), 'Yes')]").click()
-        assert "retried 50 of the 50 jobs" in browser.find_element(By.CSS_SELECTOR, "p.done").text
+        assert "retried 50 of the 50 jobs" in shown(browser, "p.done")
         wait_for(lambda: set(bulk) <= runs(dsn), timeout=60, what="the 50 retried jobs to run")
         daemon.stop()
 
@@ -114,8 +129,9 @@ def test_a_logged_out_browser_is_refused(browser: Any, dsn: str, tmp_path: Path)
         box = browser.find_element(By.NAME, "token")
         box.send_keys("correct-horse-battery-staple")
         box.submit()
-        assert "private_task" in browser.find_element(By.TAG_NAME, "main").text
+        assert "private_task" in shown(browser, "main")
         browser.find_element(By.XPATH, "//button[text()='Log out']").click()
+        shown(browser, "input[name=token]")
         browser.get(base + "/jobs")
         assert browser.find_elements(By.NAME, "token")
         assert "private_task" not in browser.page_source
