@@ -37,18 +37,24 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing
 from typing import Any, TextIO
 
-import psycopg2
-import psycopg2.errors
-from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from kongtaskd import tunables
-from kongtaskd.errors import DatabaseError
-from kongtaskd.queries import statement
+from kongtaskd.actions import (
+    ActionResult,
+    Lock,
+    fail_jobs,
+    remove_jobs,
+    reschedule_jobs,
+    retry_jobs,
+)
+from kongtaskd.actions import execute as _execute
+from kongtaskd.actions import has_heartbeats as _has_heartbeats
+from kongtaskd.actions import transaction as _transaction
 
 __all__ = [
     "LIST_FILTERS",
@@ -56,6 +62,7 @@ __all__ = [
     "CleanupReport",
     "JobListing",
     "ListedJob",
+    "Lock",
     "QueueCounts",
     "Status",
     "Written",
@@ -82,47 +89,6 @@ ERROR_COLUMN_WIDTH = 60
 
 
 # --- plumbing -------------------------------------------------------------------------------
-
-
-def _execute(cur: Cursor, name: str, schema: str, params: Mapping[str, Any]) -> None:
-    """Run ``sql/<name>.sql`` with the schema bound as an identifier; values as parameters."""
-    cur.execute(statement(name, schema, cur.connection), params)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-@contextmanager
-def _transaction(conn: Connection, schema: str, *, read_only: bool = False) -> Iterator[Cursor]:
-    """One transaction (committed when the block succeeds); a missing schema is one line.
-
-    Read-only commands use REPEATABLE READ so every query sees the same moment: the counts
-    of ``status`` add up, and now() is the same in all of them.
-    """
-    try:
-        with conn, conn.cursor() as cur:
-            if read_only:
-                cur.execute("set transaction isolation level repeatable read, read only")
-            yield cur
-    except (
-        psycopg2.errors.UndefinedTable,
-        psycopg2.errors.UndefinedFunction,
-        psycopg2.errors.InvalidSchemaName,
-    ) as error:
-        raise DatabaseError(
-            f"schema {schema} holds no graphile-worker queue ({_first_line(error)}); "
-            "run 'kongtaskd migrate' first, or pass the right --schema"
-        ) from None
-
-
-def _has_heartbeats(cur: Cursor, schema: str) -> bool:
-    """Whether kongtaskd's heartbeat table exists (not in a schema only Node workers made)."""
-    name = sql.Identifier(schema, "_kongtaskd_heartbeats").as_string(cur.connection)
-    cur.execute("select to_regclass(%s) is not null", (name,))
-    row = cur.fetchone()
-    return bool(row and row[0])
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -400,201 +366,8 @@ def format_jobs(listing: JobListing) -> str:
 
 
 # --- jobs retry / fail / remove / reschedule ------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Lock:
-    locked_by: str | None
-    locked_at: dt.datetime | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ActionResult:
-    """What one of the job actions did with the ids it was given."""
-
-    #: Past tense of the action, for messages: retried, failed, removed, rescheduled.
-    action: str
-    changed: list[int]
-    #: Changed, but a lock older than four hours stays (graphile-worker's functions do not
-    #: release it): the job runs once the stale-lock sweep or force_unlock_workers frees it.
-    still_locked: dict[int, Lock]
-    #: Not changed: a worker is running the job.
-    running: dict[int, Lock]
-    #: Not changed: no such job.
-    missing: list[int]
-
-    @property
-    def complete(self) -> bool:
-        return not self.running and not self.missing
-
-    def summary(self) -> str | None:
-        """One line for stdout about what was done, or None if nothing was."""
-        if not self.changed:
-            return None
-        line = f"{self.action} {'job' if len(self.changed) == 1 else 'jobs'} {_ids(self.changed)}"
-        if self.still_locked:
-            notes = [
-                f"job {job_id} keeps its stale lock by {lock.locked_by} from "
-                f"{_when(lock.locked_at)}"
-                for job_id, lock in sorted(self.still_locked.items())
-            ]
-            line += (
-                f" ({'; '.join(notes)}: it runs once graphile-worker's four-hour sweep or "
-                "force_unlock_workers releases it)"
-            )
-        return line
-
-    def problems(self) -> str | None:
-        """One line naming every id that was not acted on, or None."""
-        parts = []
-        if self.missing:
-            verb = "does" if len(self.missing) == 1 else "do"
-            noun = "job" if len(self.missing) == 1 else "jobs"
-            parts.append(f"{noun} {_ids(self.missing)} {verb} not exist")
-        for job_id, lock in sorted(self.running.items()):
-            if lock.locked_by is None:
-                # Released between the action and our look-up: it was running a moment ago.
-                parts.append(f"job {job_id} was running a moment ago, not {self.action}; retry")
-            else:
-                parts.append(
-                    f"job {job_id} is running (locked by {lock.locked_by} since "
-                    f"{_when(lock.locked_at)}), not {self.action}"
-                )
-        return "; ".join(parts) if parts else None
-
-
-def _unique(ids: Sequence[int]) -> list[int]:
-    for job_id in ids:
-        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
-            raise ValueError(f"job ids are positive integers, got {job_id!r}")
-    return list(dict.fromkeys(ids))
-
-
-def _act(
-    conn: Connection,
-    schema: str,
-    ids: Sequence[int],
-    *,
-    action: str,
-    statement: str,
-    params: Mapping[str, Any],
-    stale_after: float,
-    stale_locks_matter: bool,
-) -> ActionResult:
-    wanted = _unique(ids)
-    with _transaction(conn, schema) as cur:
-        held: set[int] = set()
-        if wanted and _has_heartbeats(cur, schema):
-            _execute(
-                cur,
-                "admin_held_by_live_pools",
-                schema,
-                {"ids": wanted, "stale_after": stale_after},
-            )
-            held = {row[0] for row in cur.fetchall()}
-        _execute(cur, statement, schema, {**params, "ids": [i for i in wanted if i not in held]})
-        done = cur.fetchall()
-        changed_ids = {row[0] for row in done}
-        rest = [i for i in wanted if i not in changed_ids]
-        found: dict[int, Lock] = {}
-        if rest:
-            _execute(cur, "admin_job_locks", schema, {"ids": rest})
-            found = {row[0]: Lock(row[1], row[2]) for row in cur.fetchall()}
-    still_locked = (
-        {row[0]: Lock(row[1], row[2]) for row in done if row[2] is not None}
-        if stale_locks_matter
-        else {}
-    )
-    return ActionResult(
-        action=action,
-        changed=[i for i in wanted if i in changed_ids],
-        still_locked=still_locked,
-        running={i: found[i] for i in rest if i in found},
-        missing=[i for i in rest if i not in found],
-    )
-
-
-def retry_jobs(
-    conn: Connection, schema: str, ids: Sequence[int], *, stale_after: float = 60.0
-) -> ActionResult:
-    """Run the jobs again now with their attempts reset to 0 (permanently failed ones too).
-
-    ``last_error`` is kept: it is the record of why the job failed until it fails again or
-    succeeds. Jobs a worker is running are left alone and reported in ``running``.
-    """
-    return _act(
-        conn,
-        schema,
-        ids,
-        action="retried",
-        statement="admin_reschedule",
-        params={"run_now": True, "run_at": None, "priority": None, "attempts": 0},
-        stale_after=stale_after,
-        stale_locks_matter=True,
-    )
-
-
-def reschedule_jobs(
-    conn: Connection,
-    schema: str,
-    ids: Sequence[int],
-    *,
-    run_at: dt.datetime | None = None,
-    priority: int | None = None,
-    stale_after: float = 60.0,
-) -> ActionResult:
-    """Move the jobs to ``run_at`` and/or give them ``priority`` (None: keep as it is)."""
-    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
-        raise ValueError(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
-    return _act(
-        conn,
-        schema,
-        ids,
-        action="rescheduled",
-        statement="admin_reschedule",
-        params={"run_now": False, "run_at": run_at, "priority": priority, "attempts": None},
-        stale_after=stale_after,
-        stale_locks_matter=True,
-    )
-
-
-def fail_jobs(
-    conn: Connection,
-    schema: str,
-    ids: Sequence[int],
-    *,
-    message: str | None = None,
-    stale_after: float = 60.0,
-) -> ActionResult:
-    """Fail the jobs permanently (no more attempts); ``last_error`` = ``message``, or
-    graphile-worker's 'Manually marked as failed'."""
-    return _act(
-        conn,
-        schema,
-        ids,
-        action="failed",
-        statement="admin_fail",
-        params={"message": message},
-        stale_after=stale_after,
-        stale_locks_matter=False,
-    )
-
-
-def remove_jobs(
-    conn: Connection, schema: str, ids: Sequence[int], *, stale_after: float = 60.0
-) -> ActionResult:
-    """Delete the jobs (graphile-worker's ``complete_jobs``)."""
-    return _act(
-        conn,
-        schema,
-        ids,
-        action="removed",
-        statement="admin_remove",
-        params={},
-        stale_after=stale_after,
-        stale_locks_matter=False,
-    )
-
+# These live in kongtaskd.actions, the one action layer the CLI, the dashboard and the
+# Django admin share; the names stay importable from here for existing callers.
 
 # --- status ---------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import getpass
 import json
 import logging
 import os
@@ -704,8 +705,37 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
         arguments(sub)
 
 
+def _cli_operator() -> str:
+    """Who a CLI action's audit line names: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name for this uid (containers): the uid still says who
+        return f"cli:uid {os.getuid()}"
+
+
+def _audit_to_syslog() -> None:
+    """The CLI's audit lines go to syslog (the journal on systemd hosts), not to stderr:
+    the verbs' output and one-line errors stay what scripts parse. Without /dev/log
+    (containers) they are dropped unless the log level is debug."""
+    import logging.handlers
+
+    from kongtaskd.actions import AUDIT_LOGGER
+
+    audit = logging.getLogger(AUDIT_LOGGER)
+    if logging.getLogger().level <= logging.DEBUG:
+        return  # debug: everything, the audit line included, goes to stderr
+    audit.propagate = False
+    if os.path.exists("/dev/log") and not audit.handlers:
+        try:
+            handler = logging.handlers.SysLogHandler(address="/dev/log")
+        except OSError:
+            return
+        handler.setFormatter(logging.Formatter("kongtaskd: %(message)s"))
+        audit.addHandler(handler)
+
+
 def _jobs(args: argparse.Namespace) -> int:
-    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+    from kongtaskd import actions  # imported here, not at the top: `run` starts faster
 
     action: str = args.action
     # Flags are checked before connecting: a typo costs no connection attempt.
@@ -720,24 +750,18 @@ def _jobs(args: argparse.Namespace) -> int:
     try:
         if action == "list":
             return _jobs_list(conn, config, args)
-        stale_after = config.stale_after
-        if action == "retry":
-            result = admin.retry_jobs(conn, config.schema, args.ids, stale_after=stale_after)
-        elif action == "fail":
-            result = admin.fail_jobs(
-                conn, config.schema, args.ids, message=args.message, stale_after=stale_after
-            )
-        elif action == "remove":
-            result = admin.remove_jobs(conn, config.schema, args.ids, stale_after=stale_after)
-        else:
-            result = admin.reschedule_jobs(
-                conn,
-                config.schema,
-                args.ids,
-                run_at=run_at,
-                priority=args.priority,
-                stale_after=stale_after,
-            )
+        _audit_to_syslog()
+        result = actions.apply(
+            conn,
+            config.schema,
+            actions.Action[action.upper()],
+            actions.Ids(tuple(args.ids)),
+            who=_cli_operator(),
+            run_at=run_at,
+            priority=args.priority if action == "reschedule" else None,
+            message=args.message if action == "fail" else None,
+            stale_after=config.stale_after,
+        )
     finally:
         conn.close()
     summary = result.summary()
@@ -913,6 +937,52 @@ def _init(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _web_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("hash-password",),
+        help="hash-password: read a password (stdin, or asked twice on a terminal) and "
+        "print the hash for web.auth.basic.password_hash",
+    )
+    parser.add_argument("--host", help="address to bind (default: web.host, else 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, help="TCP port to listen on (default: web.port, else 8080)"
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback address without web.auth (only when something in front, "
+        "e.g. an authenticating proxy, guards it)",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def _web(args: argparse.Namespace) -> int:
+    try:
+        from kongtaskd.web import serve
+    except ImportError as error:
+        raise ConfigError(
+            f"kongtaskd web needs the web extra ({error.name or error} is missing): "
+            "pip install 'kongtaskd[web]'"
+        ) from None
+    if args.action == "hash-password":
+        return serve.hash_password_command()
+    config = _with_database(_load(args))
+    return serve.serve(
+        config, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Verb:
     """One subcommand: its name, a one-line help, its arguments and what runs it."""
@@ -982,6 +1052,15 @@ VERBS: tuple[Verb, ...] = (
         "kongtaskd cleanup -c kongtask.yaml\n  kongtaskd cleanup -c kongtask.yaml --permafailed",
         _cleanup_arguments,
         _cleanup,
+    ),
+    Verb(
+        "web",
+        "serve the web dashboard (its own process; see docs/operations.md)",
+        "kongtaskd web -c kongtask.yaml\n"
+        "  kongtaskd web -c kongtask.yaml --host 0.0.0.0 --port 8080\n"
+        "  kongtaskd web hash-password < password.txt",
+        _web_arguments,
+        _web,
     ),
     Verb(
         "init",

@@ -73,6 +73,33 @@ class MetricsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebAuth:
+    """``web.auth``: a token file (exchanged for a session cookie) or HTTP basic."""
+
+    #: Absolute path of the token file, or None for basic auth.
+    token_file: Path | None = None
+    basic_user: str | None = None
+    #: ``scrypt$N$r$p$salt$hash`` from ``kongtaskd web hash-password``.
+    basic_password_hash: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "token" if self.token_file is not None else "basic"
+
+
+@dataclasses.dataclass(frozen=True)
+class WebConfig:
+    host: str
+    port: int
+    base_path: str
+    read_only: bool
+    show_payloads: bool
+    refresh: float
+    auth: WebAuth | None
+    trusted_proxies: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class LogConfig:
     level: str
     format: str
@@ -368,6 +395,68 @@ class StrList(ValueType):
         return tuple(items)
 
 
+#: What ``kongtaskd web hash-password`` writes: scrypt, its cost parameters, salt and hash
+#: (base64). Checked at load time so a pasted-wrong hash fails at start, not at login.
+_PASSWORD_HASH = re.compile(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Auth(ValueType):
+    """``web.auth``: ``{token_file: PATH}`` or ``{basic: {user, password_hash}}``; null: none."""
+
+    def describe(self) -> str:
+        return "{token_file: path} or {basic: {user, password_hash}} or null"
+
+    def check(self, value: Any, path: str, origin: Origin) -> WebAuth | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise Invalid(path, f"expected {self.describe()}, got {_shown(value)}")
+        for sub in value:
+            if sub not in ("token_file", "basic"):
+                raise _unknown_key(path, sub, ["token_file", "basic"])
+        if ("token_file" in value) == ("basic" in value):
+            raise Invalid(path, "give exactly one of token_file and basic")
+        if "token_file" in value:
+            file = FilePath().check(value["token_file"], f"{path}.token_file", origin)
+            return WebAuth(token_file=file)
+        basic = value["basic"]
+        where = f"{path}.basic"
+        if not isinstance(basic, Mapping):
+            raise Invalid(where, f"expected {{user, password_hash}}, got {_shown(basic)}")
+        for sub in basic:
+            if sub not in ("user", "password_hash"):
+                raise _unknown_key(where, sub, ["user", "password_hash"])
+        user = basic.get("user")
+        if not isinstance(user, str) or not user or ":" in user:
+            raise Invalid(f"{where}.user", f"expected a user name without ':', got {_shown(user)}")
+        hashed = basic.get("password_hash")
+        if not isinstance(hashed, str) or not _PASSWORD_HASH.fullmatch(hashed):
+            raise Invalid(
+                f"{where}.password_hash",
+                "expected a hash made by 'kongtaskd web hash-password' (scrypt$N$r$p$salt$hash)",
+            )
+        return WebAuth(basic_user=user, basic_password_hash=hashed)
+
+
+@dataclasses.dataclass(frozen=True)
+class BasePath(ValueType):
+    """A URL path prefix: starts with '/', no trailing '/' except for '/' itself."""
+
+    def describe(self) -> str:
+        return "URL path starting with /"
+
+    def check(self, value: Any, path: str, origin: Origin) -> str:
+        if not isinstance(value, str) or not value.startswith("/") or "//" in value:
+            raise Invalid(path, f"expected a URL path starting with '/', got {_shown(value)}")
+        if any(c in value for c in '?#%"\\<> ') or not value.isprintable():
+            raise Invalid(path, f"expected a plain URL path, got {_shown(value)}")
+        return value.rstrip("/") or "/"
+
+    def from_env(self, text: str) -> Any:
+        return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Tasks(ValueType):
     """``identifier: "module:function"`` or ``identifier: {handler: ..., timeout: ...}``."""
@@ -500,6 +589,86 @@ METRICS_KEYS: tuple[Key, ...] = (
         9464,
         "TCP port of the endpoint. Default 9464, the port OpenTelemetry's Prometheus "
         "exporter uses; change it when several daemons share a host.",
+        env=False,
+    ),
+)
+
+
+def _web_secrets(value: Any, environ: Mapping[str, str]) -> Iterable[str]:
+    """A password hash is not the password, but it is what an offline attack starts from."""
+    if value is not None and value.auth is not None and value.auth.basic_password_hash:
+        return (value.auth.basic_password_hash,)
+    return ()
+
+
+WEB_KEYS: tuple[Key, ...] = (
+    Key(
+        "host",
+        Str(),
+        "127.0.0.1",
+        "Address the dashboard binds to. Default 127.0.0.1: only this host (or a reverse "
+        "proxy on it) reaches it. Any other address refuses to start without web.auth, "
+        "unless `kongtaskd web --insecure-no-auth` is given.",
+        env=False,
+    ),
+    Key(
+        "port",
+        Int(1, 65535),
+        8080,
+        "TCP port of the dashboard. Default 8080; each dashboard process on a host needs its own.",
+        env=False,
+    ),
+    Key(
+        "base_path",
+        BasePath(),
+        "/",
+        "URL prefix the dashboard is served under, for a reverse proxy that maps e.g. "
+        "/kongtask/ to it. Default /.",
+        env=False,
+    ),
+    Key(
+        "read_only",
+        Bool(),
+        False,
+        "true hides every action (retry, reschedule, fail, remove) and refuses their POSTs "
+        "with 403. Default false.",
+        env=False,
+    ),
+    Key(
+        "show_payloads",
+        Bool(),
+        True,
+        "false never shows a job's payload (for payloads holding personal data). Default "
+        "true: shown on the job page, folded away.",
+        env=False,
+    ),
+    Key(
+        "refresh",
+        Seconds(),
+        5.0,
+        "Seconds a page's answer is reused for every viewer, and how often the live pages "
+        "reload themselves. Default 5: ten open tabs cost the database what one does. "
+        "Shorter is fresher and costs more queries.",
+        env=False,
+    ),
+    Key(
+        "auth",
+        Auth(),
+        None,
+        "Who may look: {token_file: PATH} (the file holds one token per line, NAME:TOKEN "
+        "or just TOKEN; it must not be readable by group or others; a login with it gives a "
+        "session cookie) or {basic: {user, password_hash}} (HTTP basic; make the hash with "
+        "`kongtaskd web hash-password`). Default null: no login, allowed only on a "
+        "loopback host.",
+        env=False,
+    ),
+    Key(
+        "trusted_proxies",
+        StrList(),
+        [],
+        "Addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+        "believed (for the per-client login rate limit and Secure cookies). Default none: "
+        "the headers are ignored, so a client cannot pick the address it is limited as.",
         env=False,
     ),
 )
@@ -672,6 +841,16 @@ KEYS: tuple[Key, ...] = (
         env=False,
     ),
     Key(
+        "web",
+        Section(WEB_KEYS, nullable=True, factory=WebConfig),
+        None,
+        "The dashboard (`kongtaskd web`): {host, port, base_path, read_only, show_payloads, "
+        "refresh, auth, trusted_proxies}. Default null: `kongtaskd web` runs with the "
+        "defaults below; the daemon never reads it.",
+        env=False,
+        secret=_web_secrets,
+    ),
+    Key(
         "log",
         Section(LOG_KEYS, nullable=False, factory=LogConfig),
         {},
@@ -753,6 +932,7 @@ class Config:
     crontab_file: Path | None
     timezone: str
     metrics: MetricsConfig | None
+    web: WebConfig | None
     log: LogConfig
     stale_after: float
     heartbeat_interval: float

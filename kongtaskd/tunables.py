@@ -160,3 +160,75 @@ OUTPUT_LINE_MAX_BYTES = 16384
 #: How long a job boundary waits for the output reader to finish logging a chunk; only a
 #: log destination that stopped accepting writes makes it wait, and a job must not hang on it.
 OUTPUT_SYNC_TIMEOUT = 2.0
+
+#: Bulk actions (kongtaskd.actions) change at most this many jobs per transaction: each
+#: batch holds its row locks for a few milliseconds, so 100k jobs never lock the table for
+#: long, while one round trip per 500 jobs keeps a bulk retry of 100k to seconds.
+ACTION_BATCH = 500
+
+# --- the dashboard (kongtaskd.web) -----------------------------------------------------------
+
+#: Connections of one dashboard process. Its pages are cached per refresh interval, so a
+#: handful serves any number of viewers; the pool never grows the database's load with them.
+WEB_POOL_MAX = 4
+
+#: Worker threads of the HTTP server: more than the pool, so a request waiting for a
+#: connection does not hold up static files and cached pages.
+WEB_THREADS = 8
+
+#: Pages that cannot use an index look at the newest this-many jobs (by id, from the primary
+#: key) and say so: "searched the newest 20,000 jobs", with a link to the next 20,000. About
+#: 30 ms per query at any table size (measured at 1M jobs; 50,000 took 80 ms, too much for
+#: an overview of three such queries within 200 ms).
+WEB_WINDOW_ROWS = 20_000
+
+#: Counts on the overview stop at this many and show "10,000+": an exact count of a big
+#: state would scan it whole on every refresh.
+WEB_COUNT_CAP = 10_000
+
+#: ...and all the overview's index counts together read at most this many index entries
+#: (about 1 ms per thousand, measured): with many (priority, task) pairs each count gets
+#: a smaller cap ("1,000+"), so the page's cost does not grow with the number of tasks.
+WEB_COUNT_BUDGET = 120_000
+
+#: At most this many (priority, task) pairs are counted on the overview; more is a schema
+#: with thousands of task identifiers, and the page says it cut the list.
+WEB_MAX_TASK_PAIRS = 500
+
+#: Rows on one page of /jobs, /queues and /cron.
+WEB_PAGE_ROWS = 50
+
+#: The CSRF token of a form, and the session of a token login, expire after these seconds.
+WEB_FORM_SECONDS = 3600.0
+WEB_SESSION_SECONDS = 12 * 3600.0
+
+#: Failed logins per client address allowed in WEB_LOGIN_WINDOW seconds; more get 429 until
+#: the window has passed. Five is enough for typos, far too few for guessing.
+WEB_LOGIN_FAILURES = 5
+WEB_LOGIN_WINDOW = 300.0
+
+#: Open forms (one-time CSRF tokens) remembered per process; the oldest go first.
+WEB_MAX_FORMS = 10_000
+
+#: A daemon whose heartbeat is older than this many heartbeat intervals (the dashboard's
+#: configuration's heartbeat_interval) is drawn red on the overview before stale_after
+#: declares it dead: two missed beats are a daemon in trouble, one may be a slow database.
+WEB_LATE_BEATS = 2
+
+#: A named queue held longer than this (seconds) while jobs wait behind it is a red line.
+WEB_STUCK_QUEUE_SECONDS = 600.0
+
+#: scrypt cost of `kongtaskd web hash-password` (stored in the hash, so it can be raised
+#: later without breaking old hashes): N=2^15, r=8, p=1 takes 32 MiB and tens of
+#: milliseconds per check. OWASP suggests N=2^17 (128 MiB); 2^15 keeps a login cheap on a
+#: small host next to the daemon, and the per-client rate limit bounds online guessing.
+WEB_SCRYPT_N = 2**15
+WEB_SCRYPT_R = 8
+WEB_SCRYPT_P = 1
+
+#: A dashboard query running longer than this (milliseconds) is cancelled by PostgreSQL:
+#: a page must never hold a connection (or the database) for long; the page shows an error.
+WEB_STATEMENT_TIMEOUT_MS = 10_000
+
+#: Answers the dashboard's cache keeps (filters make keys); expired ones go first.
+WEB_CACHE_ENTRIES = 2_000

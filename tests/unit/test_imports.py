@@ -13,6 +13,9 @@ import sys
 
 ONLY_WHEN_NEEDED = ("kongtaskd.admin", "kongtaskd.cron", "prometheus_client", "http.server")
 
+#: The dashboard (kongtaskd[web]) and the action layer: never on the daemon's path.
+WEB_ONLY = ("kongtaskd.actions", "kongtaskd.web", "werkzeug", "jinja2", "waitress")
+
 
 def modules_after(code: str) -> set[str]:
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
@@ -26,6 +29,9 @@ def test_the_run_path_imports_no_admin_cron_or_metrics_code() -> None:
     loaded = modules_after("import kongtaskd.cli, kongtaskd.supervisor, kongtaskd.child")
     assert "kongtaskd.supervisor" in loaded  # the probe did import what it should
     assert sorted(loaded & set(ONLY_WHEN_NEEDED)) == []
+    assert (
+        sorted(name for name in loaded if name.split(".")[0] in WEB_ONLY or name in WEB_ONLY) == []
+    )
 
 
 def test_the_admin_verbs_still_find_their_modules() -> None:
@@ -33,6 +39,11 @@ def test_the_admin_verbs_still_find_their_modules() -> None:
         "import kongtaskd.admin, kongtaskd.cron, kongtaskd.metrics as m\nm.Metrics()"
     )
     assert set(ONLY_WHEN_NEEDED) <= loaded
+
+
+def test_the_dashboard_and_the_jobs_verbs_find_their_modules() -> None:
+    loaded = modules_after("import kongtaskd.web.serve")
+    assert set(WEB_ONLY) <= loaded
 
 
 #: Drivers an application may or may not use: kongtaskd detects them by class name.

@@ -57,3 +57,34 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path):
         line for line in (result.stdout + result.stderr).splitlines() if "kongtaskd.service" in line
     ]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+WEB_UNIT = UNIT.with_name("kongtaskd-web.service")
+
+
+def test_the_web_unit_runs_the_dashboard_as_its_own_notify_service():
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(WEB_UNIT)
+    service = dict(parser["Service"])
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert service["ExecStart"].endswith("kongtaskd -c /etc/kongtask.yaml web")
+    assert {int(code) for code in service["RestartPreventExitStatus"].split()} == {ExitCode.USAGE}
+    assert service["User"] and service["User"] != "root"
+    assert service["ProtectSystem"] == "strict"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_web_unit(tmp_path: Path):
+    executable = shutil.which("kongtaskd") or f"{sys.executable} -m kongtaskd"
+    unit = tmp_path / "kongtaskd-web.service"
+    unit.write_text(WEB_UNIT.read_text().replace("/usr/local/bin/kongtaskd", executable))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "kongtaskd-web.service" in line
+    ]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr
