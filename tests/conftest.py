@@ -216,3 +216,15 @@ def dsn(database_factory) -> str:  # type: ignore[no-untyped-def]
 def fresh_dsn(database_factory) -> str:  # type: ignore[no-untyped-def]
     """A fresh empty database for this one test."""
     return database_factory()
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """The secrets registry (kongtaskd/redact.py) is per process, as a daemon has one
+    configuration; a test process loads many, so each test starts with none registered.
+    Otherwise a password one test registered scrubs fragments of another test's messages."""
+    from kongtaskd import redact
+
+    redact.forget_secrets()
+    yield
+    redact.forget_secrets()

@@ -93,6 +93,7 @@ def migrate(
     *,
     logger: logging.Logger | None = None,
     target: int = LATEST_GRAPHILE_MIGRATION,
+    kongtaskd_target: int | None = None,
     lock_timeout: float | None = None,
     should_stop: StopCheck | None = None,
     observer: ObserverFactory | None = None,
@@ -103,7 +104,8 @@ def migrate(
     ``conn`` must not be inside a transaction; migrate runs its own transactions and restores
     the connection's autocommit and isolation settings afterwards. ``target`` below the
     latest (tests, staged upgrades) stops early and skips kongtaskd's own migrations, which
-    need the latest layout.
+    need the latest layout. ``kongtaskd_target`` stops kongtaskd's own migrations after that
+    number (tests of an upgrade from an older kongtaskd; None: all of them).
 
     ``lock_timeout``: seconds one step may wait for a lock in all (None: as long as it
     takes); the wait itself is a series of short tries, so the application's statements are
@@ -141,7 +143,7 @@ def migrate(
             observer=observer,
         ) as waiter:
             migrator.waiter = waiter
-            return migrator.run(target)
+            return migrator.run(target, kongtaskd_target)
     finally:
         # On a broken connection there is nothing left to restore; the error that broke it
         # is the one to report.
@@ -176,7 +178,7 @@ class _Migrator:
 
     # -- the whole run --------------------------------------------------------------------
 
-    def run(self, target: int) -> MigrationReport:
+    def run(self, target: int, kongtaskd_target: int | None = None) -> MigrationReport:
         latest, latest_breaking = self._read_ledger()
         newer_non_breaking: list[int] = []
         if latest is not None and latest > LATEST_GRAPHILE_MIGRATION:
@@ -198,7 +200,7 @@ class _Migrator:
 
         applied_kongtaskd: list[int] = []
         if target == LATEST_GRAPHILE_MIGRATION:
-            applied_kongtaskd = self._apply_kongtaskd()
+            applied_kongtaskd = self._apply_kongtaskd(kongtaskd_target)
         return MigrationReport(applied, applied_kongtaskd, newer_non_breaking)
 
     # -- graphile-worker's ledger ------------------------------------------------------------
@@ -419,16 +421,17 @@ class _Migrator:
 
     # -- kongtaskd's ledger ------------------------------------------------------------------
 
-    def _apply_kongtaskd(self) -> list[int]:
-        migrations = load_migrations("kongtaskd")
+    def _apply_kongtaskd(self, upto: int | None = None) -> list[int]:
+        known = load_migrations("kongtaskd")
+        migrations = known[:upto]
         latest = self._read_kongtaskd_ledger()
-        if latest > len(migrations):
+        if latest > len(known):
             self.log.warning(
                 "schema %s has kongtaskd migration %d, newer than this kongtaskd knows (%d);"
                 " continuing",
                 self.quoted,
                 latest,
-                len(migrations),
+                len(known),
             )
         applied: list[int] = []
         for migration in migrations[latest:]:

@@ -32,8 +32,9 @@ FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "startstop": ("system", ("exec_to_ready_s", "sigterm_to_exit_s", "once_empty_queue_s")),
 }
 
-#: Generous: the smoke plan takes 2-5 s per scenario; this only catches a plan that grew.
-MAX_SECONDS_PER_SCENARIO = 30
+#: The smoke plan's counts stay tiny (seconds per scenario), checked on the plan itself
+#: rather than by timing the run on a shared machine.
+MAX_SMOKE_JOBS = 1_000
 
 
 def test_smoke_run_reports_every_scenario(admin_dsn: str, tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ def test_smoke_run_reports_every_scenario(admin_dsn: str, tmp_path: Path) -> Non
     for scenario, (label, keys) in FIGURES.items():
         result = report["scenarios"][scenario]
         assert "error" not in result, f"{scenario}: {result['error']}"
-        assert result["duration_s"] < MAX_SECONDS_PER_SCENARIO, (scenario, result["duration_s"])
+        assert result["duration_s"] > 0, scenario
         assert result["rows"], f"{scenario}: no rows"
         for row in result["rows"]:
             for key in keys:
@@ -101,3 +102,21 @@ def test_claim_bench_runs(admin_dsn: str, workload: str) -> None:
     assert done.returncode == 0, done.stderr
     (line,) = [line for line in done.stdout.splitlines() if "settle.sql" in line]
     assert float(line.split("median ")[1].split(" ms")[0]) > 0, done.stdout
+
+
+def test_the_smoke_plan_stays_small() -> None:
+    sys.path.insert(0, str(REPO / "perf"))
+    try:
+        from scenarios import Plan
+    finally:
+        sys.path.pop(0)
+    plan = Plan.smoke(server=None, workdir=REPO, cores=2, cpus=None, graphile=False)
+    counts = [
+        *plan.throughput_jobs,
+        plan.latency_jobs,
+        *plan.backlog_sizes,
+        plan.backlog_measured_jobs,
+        plan.cpu_jobs,
+        *plan.memory_checkpoints,
+    ]
+    assert plan.runs == 1 and max(counts) <= MAX_SMOKE_JOBS, counts

@@ -123,13 +123,18 @@ def test_command_errors_name_the_problem(django_env: dict[str, str]) -> None:
     )
 
 
-def test_the_daemons_config_file_is_private_and_holds_no_password(django_dsn: str) -> None:
+def test_the_daemons_config_file_is_private_and_holds_no_password(
+    django_dsn: str, tmp_path: Path
+) -> None:
     from django.test import override_settings
 
     from kongtaskd.contrib.django.daemon import invocation
 
     connection = "host=127.0.0.1 dbname=somewhere user=app password=pw-Zq81-never-shown"
-    setting = {"connection": connection, "python_path": ["lib"], "tasks": {"mine": "m:f"}}
+    # python_path must exist: the verbs that run handlers refuse a missing directory.
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    setting = {"connection": connection, "python_path": [str(lib)], "tasks": {"mine": "m:f"}}
     with override_settings(KONGTASKD=setting):
         argv, environ, path = invocation(["emails"], once=True, concurrency=3, environ={})
     try:
@@ -154,6 +159,6 @@ def test_the_daemons_config_file_is_private_and_holds_no_password(django_dsn: st
         assert list(config.tasks) == ["django.tasks:emails", "mine"]
         assert config.task_modules == ("kongtaskd.contrib.django.worker",)
         assert config.django_settings == "tests.django_tests.settings"
-        assert config.python_path == (str(Path.cwd() / "lib"),)
+        assert config.python_path == (str(lib),)
     finally:
         path.unlink()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from kongtaskd.schema.files import load_migrations
 from tests.support.daemon import query
 
 #: Python 3.12 warns about fork() in a process with threads. The only other thread a test
@@ -108,21 +109,34 @@ def _index_exists(dsn: str) -> bool:
 
 
 def _downgrade_to_kongtaskd_migration_1(dsn: str) -> None:
-    """The database as an older kongtaskd release left it: without migration 2."""
-    query(dsn, "drop index graphile_worker._kongtaskd_jobs_ready")
-    query(dsn, "delete from graphile_worker._kongtaskd_migrations where id = 2")
+    """The database as an older kongtaskd release left it: only its migration 1 applied."""
+    import psycopg2
+
+    from kongtaskd.schema import migrate
+
+    query(dsn, "drop schema graphile_worker cascade")
+    conn = psycopg2.connect(dsn)
+    try:
+        migrate(conn, kongtaskd_target=1)
+    finally:
+        conn.close()
+    assert _kongtaskd_level(dsn) == [1]
+
+
+#: Every kongtaskd migration this release has.
+ALL_KONGTASKD = [m.number for m in load_migrations("kongtaskd")]
 
 
 def test_manage_py_migrate_installs_and_upgrades_the_schema(django_dsn: str) -> None:
     from django.core.management import call_command
 
     # The session's `migrate` installed everything.
-    assert _kongtaskd_level(django_dsn) == [1, 2]
+    assert _kongtaskd_level(django_dsn) == ALL_KONGTASKD
     _downgrade_to_kongtaskd_migration_1(django_dsn)
     assert not _index_exists(django_dsn)
-    # Django has nothing left to do, kongtaskd's migrator still runs and applies 2.
+    # Django has nothing left to do, kongtaskd's migrator still runs and applies the rest.
     call_command("migrate", verbosity=0)
-    assert _kongtaskd_level(django_dsn) == [1, 2]
+    assert _kongtaskd_level(django_dsn) == ALL_KONGTASKD
     assert _index_exists(django_dsn)
 
 
@@ -135,7 +149,7 @@ def test_manage_py_kongtaskd_migrate_upgrades_too(django_dsn: str) -> None:
     out = StringIO()
     call_command("kongtaskd", "migrate", stdout=out)
     assert out.getvalue().strip() == (
-        "schema graphile_worker is up to date (applied kongtaskd migrations 2-2)"
+        f"schema graphile_worker is up to date (applied kongtaskd migrations 2-{ALL_KONGTASKD[-1]})"
     )
     assert _index_exists(django_dsn)
 
