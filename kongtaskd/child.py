@@ -49,6 +49,7 @@ from kongtaskd.logs import job_context
 from kongtaskd.output import OutputCapture
 from kongtaskd.queries import Queries
 from kongtaskd.registry import Handler, load_handlers
+from kongtaskd.settle import Outcomes, Settle
 
 log = logging.getLogger("kongtaskd.child")
 
@@ -465,7 +466,7 @@ class Child:
             self.restore_autocommit()  # we may still be inside the handler's transaction
             self.ensure_connection()
             assert self.queries is not None
-            self.queries.fetchall("settle", [], [], [], job_ids, self.settings.pool_id, [], None, 0)
+            Settle(self.queries, self.settings.pool_id).hand_back(job_ids)
             log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
             log.error("supervisor gone and jobs %s could not be returned: %s", job_ids, exc)
@@ -511,17 +512,13 @@ class Child:
         try:
             self.ensure_connection()
             assert self.queries is not None
-            failed_ids, errors = ([failed[0]], [failed[1]]) if failed else ([], [])
-            self.queries.fetchall(
-                "settle",
-                completed,
-                failed_ids,
-                errors,
-                unstarted,
-                self.settings.pool_id,
-                [],
-                None,
-                0,
+            failed_ids = [failed[0]] if failed else []
+            Settle(self.queries, self.settings.pool_id).record(
+                Outcomes(
+                    completed=list(completed),
+                    failed=dict([failed]) if failed else {},
+                    released=list(unstarted),
+                )
             )
             if completed or failed_ids:
                 log.warning(
