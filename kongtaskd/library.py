@@ -111,13 +111,28 @@ def run(
         if identifier not in registry._DECORATED:
             added.append(identifier)
         registry.task(identifier)(func)  # the zygote, forked from here, finds it there
-    from kongtaskd.cli import _close_embedded, _with_database
     from kongtaskd.supervisor import run as supervise
 
+    servers: list[Any] = []
+
+    def with_database(loaded: Config) -> Config:
+        """``connection: embedded[:PATH]``: that server, started (or reused) for this run."""
+        if not loaded.is_embedded or loaded.connection is None:
+            return loaded
+        from kongtaskd.embedded import data_dir_of
+        from kongtaskd.embedded import start as start_embedded
+
+        data_dir = data_dir_of(loaded.connection)
+        server = next((s for s in servers if s.data_dir == data_dir), None)
+        if server is None:
+            server = start_embedded(data_dir)
+            servers.append(server)
+        return dataclasses.replace(loaded, connection=server.uri)
+
     try:
-        resolved = _with_database(first)  # connection: embedded -> that server's URI
-        return supervise(resolved, once=once, reload=lambda: _with_database(complete()))
+        return supervise(with_database(first), once=once, reload=lambda: with_database(complete()))
     finally:
-        _close_embedded()
+        for server in servers:
+            server.close()
         for identifier in added:  # a later run in this process starts from a clean table
             registry._DECORATED.pop(identifier, None)
