@@ -176,3 +176,21 @@ def test_bad_arguments_get_clear_errors(db: str, conn: psycopg2.extensions.conne
     conn.autocommit = True
     with pytest.raises(ValueError, match="autocommit mode"):
         kongtaskd.run_jobs(conn, TASKS)
+
+
+def test_with_a_dsn_a_failure_commits_its_row_but_not_its_writes(db: str) -> None:
+    kongtaskd.add_job(db, "write_then_fail", {"n": 1}, max_attempts=5)
+    kongtaskd.add_job(db, "remember", {"n": 2})
+    summary = kongtaskd.run_jobs(db, {**TASKS, "write_then_fail": write_then_fail})
+    assert (len(summary.succeeded), len(summary.failed)) == (1, 1)
+    assert runs(db) == [("remember", '{"n": 2}', 1)]  # committed; the failure's write not
+    assert [row[:5] for row in jobs(db)] == [(None, 1, 5, "RuntimeError: wrote, then failed", None)]
+
+
+def test_an_async_handler_is_awaited(db: str) -> None:
+    async def remember_async(payload: Any, ctx: Any) -> None:
+        handlers.record(payload, ctx)
+
+    kongtaskd.add_job(db, "remember_async", {"n": 1})
+    assert len(kongtaskd.run_jobs(db, {"remember_async": remember_async}).succeeded) == 1
+    assert runs(db) == [("remember_async", '{"n": 1}', 1)]
