@@ -139,6 +139,12 @@ def _refuse_autocommit(conn: Any) -> None:
             "run_jobs: the connection is in autocommit mode, so there is no transaction to "
             "run the jobs in: turn autocommit off, or pass a DSN"
         )
+    if kind == "django" and not getattr(conn, "in_atomic_block", True):
+        raise ValueError(
+            "run_jobs: Django's connection is in autocommit mode outside transaction.atomic(), "
+            "so there is no transaction to run the jobs in: call it inside atomic() (a "
+            "TestCase is), or pass a DSN"
+        )
 
 
 class _Runner:

@@ -47,3 +47,10 @@ def test_run_jobs_inside_an_atomic_block(django_dsn: str) -> None:
         raise Rollback
     assert query(django_dsn, "select count(*) from testapp_note") == [(0,)]
     assert query(django_dsn, "select count(*) from graphile_worker.jobs") == [(0,)]
+
+
+def test_outside_atomic_run_jobs_asks_for_a_transaction(django_dsn: str) -> None:
+    from django.db import connection
+
+    with pytest.raises(ValueError, match=r"outside transaction.atomic\(\)"):
+        kongtaskd.run_jobs(connection, {"make_note": make_note})
