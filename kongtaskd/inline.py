@@ -184,12 +184,15 @@ class _Runner:
     def claim_of(self, task_ids: list[int]) -> int | None:
         if not task_ids:  # no task rows: none of ours has a job
             return None
-        while True:
+        # 'more' with nothing claimed: the jobs it locked were behind one named queue's
+        # head; the daemon claims again next turn, and so does this, once.
+        for _ in range(2):
             result = self.settle.settle(settle_sql.Outcomes(), settle_sql.Want(1, task_ids))
             if result.claimed:
                 return result.claimed[0].id
             if not result.more:
-                return None
+                break
+        return None
 
     def load(self, job_id: int) -> Job:
         rows = self.fetch(
