@@ -194,3 +194,33 @@ def test_an_async_handler_is_awaited(db: str) -> None:
     kongtaskd.add_job(db, "remember_async", {"n": 1})
     assert len(kongtaskd.run_jobs(db, {"remember_async": remember_async}).succeeded) == 1
     assert runs(db) == [("remember_async", '{"n": 1}', 1)]
+
+
+def test_a_sqlalchemy_session(db: str) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session
+
+    from kongtaskd.dsn import connect
+
+    def follow(payload: Any, ctx: Any) -> None:
+        ctx.add_job("note", {"after": payload["n"]})  # on the Session: same transaction
+
+    def note(payload: Any, ctx: Any) -> None:  # ctx.connection is the Session given
+        ctx.connection.execute(
+            sqlalchemy.text(
+                "insert into kt_runs (job_id, task, payload, pid, attempts, started_at)"
+                " values (:id, 'note', :payload, 0, :attempts, now())"
+            ),
+            {"id": ctx.job.id, "payload": '{"after": 1}', "attempts": ctx.job.attempts},
+        )
+
+    engine = sqlalchemy.create_engine("postgresql+psycopg2://", creator=lambda: connect(db))
+    with Session(engine) as session:
+        kongtaskd.add_job(session, "follow", {"n": 1})
+        summary = kongtaskd.run_jobs(session, {"follow": follow, "note": note})
+        assert (len(summary.succeeded), summary.failed) == (2, [])
+        seen = session.execute(sqlalchemy.text("select task from kt_runs")).all()
+        assert [tuple(row) for row in seen] == [("note",)]
+        session.rollback()
+    engine.dispose()
+    assert jobs(db) == [] and runs(db) == []
