@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import kongtaskd
+from tests.support import kill_process_group, wait_for
 from tests.support.daemon import FIXTURES, prepare_database, query
 
 PROGRAM = """
@@ -87,3 +89,35 @@ def test_run_refuses_a_bad_config_and_other_threads(tmp_path: Path) -> None:
         "(it installs signal handlers)"
     )
     assert lines[2].startswith("empty: kongtaskd.run(config): no tasks to run"), lines
+
+
+def test_run_blocks_until_sigterm_and_drains(fresh_dsn: str, tmp_path: Path) -> None:
+    prepare_database(fresh_dsn)
+    script = tmp_path / "program.py"
+    script.write_text(
+        textwrap.dedent(PROGRAM.format(dsn=fresh_dsn, fixtures=str(FIXTURES))).replace(
+            "once=True", "once=False"
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        kongtaskd.add_job(fresh_dsn, "in_main", {"n": 1})
+        wait_for(
+            lambda: query(fresh_dsn, "select count(*) from kt_runs") == [(1,)],
+            timeout=60,
+            what="the running kongtaskd.run to take the job",
+        )
+        assert proc.poll() is None  # still serving: it blocks until told to stop
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out + err
+        assert out.startswith("exit 0 supervisor")
+    finally:
+        kill_process_group(proc)
