@@ -15,6 +15,12 @@ imports none of those drivers.
 
     @kongtaskd.task("send_email")
     def send_email(payload, ctx): ...
+
+    kongtaskd.run("kongtaskd.yaml", tasks={"send_email": send_email})  # the daemon, here
+    kongtaskd.run_jobs(conn_or_dsn, {"send_email": send_email})  # ready jobs, inline, now
+
+``run``, ``run_jobs`` and ``RunSummary`` are loaded on first use (``__getattr__``), so
+``import kongtaskd`` costs no more than the enqueue API.
 """
 
 from __future__ import annotations
@@ -33,9 +39,29 @@ from kongtaskd.enqueue import (
 from kongtaskd.job import Job
 from kongtaskd.registry import task
 
+#: Loaded on first use: name -> module that defines it.
+_LAZY = {
+    "run": "kongtaskd.library",
+    "run_jobs": "kongtaskd.inline",
+    "RunSummary": "kongtaskd.inline",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kongtaskd' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "Job",
     "JobSpec",
+    "RunSummary",
     "__version__",
     "add_job",
     "add_job_async",
@@ -43,5 +69,7 @@ __all__ = [
     "add_jobs_async",
     "remove_job",
     "remove_job_async",
+    "run",
+    "run_jobs",
     "task",
 ]

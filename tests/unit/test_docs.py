@@ -394,10 +394,23 @@ def sql_functions() -> set[str]:
     return found
 
 
+def plugin_names() -> set[str]:
+    """The fixtures and ini options of the pytest plugin kongtaskd/testing.py
+    (``kongtaskd_db``, ``kongtaskd_dsn``: not metrics)."""
+    text = (REPO / "kongtaskd" / "testing.py").read_text()
+    fixtures = {
+        node.name
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef)
+        and any("fixture" in ast.unparse(decorator) for decorator in node.decorator_list)
+    }
+    return fixtures | set(re.findall(r'addini\(\s*"(\w+)"', text))
+
+
 def documented_metrics() -> Iterator[tuple[Snippet, str]]:
     """Metric names in inline spans; ``_succeeded_total`` after ``kongtaskd_jobs_started_total``
     on the same line is short for ``kongtaskd_jobs_succeeded_total``."""
-    functions = sql_functions()
+    functions = sql_functions() | plugin_names()
     prefix = ""
     for snippet in snippets():
         if snippet.language:

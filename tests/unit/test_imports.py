@@ -74,3 +74,12 @@ def test_a_psycopg3_caller_imports_no_other_driver() -> None:
     assert (
         sorted({name.split(".")[0] for name in loaded} & {"sqlalchemy", "asyncpg", "django"}) == []
     )
+
+
+def test_run_and_run_jobs_load_on_first_use() -> None:
+    loaded = modules_after("import kongtaskd")
+    assert sorted(loaded & {"kongtaskd.inline", "kongtaskd.library", "kongtaskd.supervisor"}) == []
+    used = modules_after(
+        "import kongtaskd\nkongtaskd.run_jobs, kongtaskd.run, kongtaskd.RunSummary"
+    )
+    assert {"kongtaskd.inline", "kongtaskd.library"} <= used
