@@ -255,7 +255,7 @@ def test_each_job_is_a_span_child_of_the_enqueuers_flushed_at_child_exit(
 class Envelopes(http.server.BaseHTTPRequestHandler):
     received: list[bytes]
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         encoding = self.headers.get("Content-Encoding", "")
         if encoding == "gzip":
