@@ -524,7 +524,8 @@ SENTRY_KEYS: tuple[Key, ...] = (
         "environment",
         Str(nullable=True),
         None,
-        "Sentry's environment tag (production, staging). Default null: the SDK's default.",
+        "Sentry's environment of every event (production, staging), to tell deployments "
+        "apart. Default null: the SDK's own default (SENTRY_ENVIRONMENT, else production).",
         env=False,
     ),
 )

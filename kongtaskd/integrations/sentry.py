@@ -1,7 +1,7 @@
 """Failed jobs to Sentry: with ``sentry-sdk`` initialised in the child (by the app's hook or
 handler modules, or by ``sentry: {dsn: ...}`` in the config), every failed job is captured
 with its exception and, as tags, ``kongtaskd.job_id``, ``kongtaskd.task``,
-``kongtaskd.attempts`` and ``kongtaskd.queue``; the ``kongtaskd job`` context adds
+``kongtaskd.attempts`` and ``kongtaskd.queue``; the ``kongtaskd`` context adds
 max_attempts, will_retry and payload_bytes (the payload itself is not sent: it may hold
 personal data). Flushed before the child exits (``os._exit`` skips the SDK's atexit flush).
 """
@@ -52,7 +52,7 @@ class SentryIntegration:
             if job.queue_name:
                 scope.set_tag("kongtaskd.queue", job.queue_name)
             scope.set_context(
-                "kongtaskd job",
+                "kongtaskd",
                 {
                     "id": job.id,
                     "task": job.task_identifier,

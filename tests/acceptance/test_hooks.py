@@ -38,7 +38,7 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-RECORDING_HOOKS = '''
+RECORDING_HOOKS = """
 import json, os
 
 OUT = {out!r}
@@ -55,7 +55,7 @@ def on_job_success(job, seconds):
 
 def on_job_failure(job, error, will_retry):
     _write(hook="failure", id=job.id, error=repr(error), will_retry=will_retry)
-'''
+"""
 
 RAISING_HOOKS = """
 def on_job_start(job):
@@ -117,9 +117,7 @@ def test_a_raising_hook_is_logged_and_changes_no_outcome(db: str, tmp_path: Path
             return len(rows) == 1 and rows[0][1] is not None
 
         wait_for(settled, timeout=60, what="the ok job gone, the failing one failed")
-        wait_for(
-            lambda: "failure hook broke" in daemon.log(), timeout=30, what="the failure hook"
-        )
+        wait_for(lambda: "failure hook broke" in daemon.log(), timeout=30, what="the failure hook")
         assert daemon.stop() == 0
         log = daemon.log()
     ((job_id, last_error),) = query(db, "select id, last_error from graphile_worker._private_jobs")
@@ -146,7 +144,7 @@ def test_a_hooks_module_that_does_not_import_fails_the_start(db: str, tmp_path: 
 
 # --- OpenTelemetry ------------------------------------------------------------------------
 
-OTEL_HOOKS = '''
+OTEL_HOOKS = """
 import json
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -184,7 +182,7 @@ def on_job_start(job):
     with open(OUT + ".start", "a") as f:
         f.write(json.dumps({{"id": job.id, "recording": span.is_recording(),
                              "payload": job.payload}}) + "\\n")
-'''
+"""
 
 
 def test_each_job_is_a_span_child_of_the_enqueuers_flushed_at_child_exit(
@@ -317,15 +315,13 @@ def test_a_failed_job_reaches_sentry_with_its_tags_and_context(
         wait_for(lambda: events_in(received), timeout=60, what="an event in the envelopes")
         assert daemon.stop() == 0
         log = daemon.log()
-    failures = [
-        e for e in events_in(received) if e.get("tags", {}).get("kongtaskd.task") == "fail"
-    ]
+    failures = [e for e in events_in(received) if e.get("tags", {}).get("kongtaskd.task") == "fail"]
     assert failures, events_in(received)
     event = failures[0]
     assert event["tags"]["kongtaskd.job_id"] == str(failing)
     assert event["tags"]["kongtaskd.attempts"] == "1"
     assert event["environment"] == "kt-test"
-    context = event["contexts"]["kongtaskd job"]
+    context = event["contexts"]["kongtaskd"]
     assert context["id"] == failing and context["will_retry"] is True
     assert context["payload_bytes"] == len(json.dumps({"blob": "x" * 100}, separators=(",", ":")))
     (exception,) = event["exception"]["values"]

@@ -63,3 +63,19 @@ def test_a_psycopg3_caller_imports_no_other_driver() -> None:
     assert (
         sorted({name.split(".")[0] for name in loaded} & {"sqlalchemy", "asyncpg", "django"}) == []
     )
+
+
+#: What the hooks' integrations use, when the app does: kongtaskd never imports them first.
+INTEGRATIONS = ("sentry_sdk", "opentelemetry")
+
+
+def test_a_child_and_an_enqueue_import_no_integration_the_app_does_not_use() -> None:
+    loaded = modules_after(
+        "import kongtaskd, kongtaskd.child, kongtaskd.hooks\n"
+        "hooks = kongtaskd.hooks.build(None)\n"
+        "assert not hooks\n"
+        "from kongtaskd.enqueue import _check_spec, JobSpec\n"
+        "_check_spec('', JobSpec('t', {'a': 1}))"
+    )
+    assert "kongtaskd.integrations.otel" in loaded  # the child's payload split is there
+    assert sorted(name for name in loaded if name.split(".")[0] in INTEGRATIONS) == []
