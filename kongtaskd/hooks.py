@@ -30,7 +30,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from kongtaskd import tunables
 from kongtaskd.job import Job
@@ -40,12 +40,6 @@ log = logging.getLogger("kongtaskd.hooks")
 
 #: The functions a user hook module may define.
 HOOK_NAMES = ("on_job_start", "on_job_success", "on_job_failure")
-
-
-class Integration(Protocol):
-    """An internal hook object: any of the user hooks, plus ``around`` and ``flush``."""
-
-    name: str
 
 
 def load_module(name: str) -> Any:
@@ -85,8 +79,9 @@ class Hooks:
         """The integrations' context managers around the handler call (the first outermost).
 
         Unlike the user hooks these see the handler's exception pass through them (a Django
-        transaction rolls back, a span records it); their own failure on entry or exit is
-        logged and swallowed like a hook's, except what the handler raised.
+        transaction rolls back, a span records it). One that fails on entry is logged and
+        left out; one that raises on exit fails the job, as it should: that is a commit of
+        the handler's writes that did not happen.
         """
         with contextlib.ExitStack() as stack:
             for member in self.members:
