@@ -43,12 +43,20 @@ HOOK_NAMES = ("on_job_start", "on_job_success", "on_job_failure")
 
 
 def load_module(name: str) -> Any:
-    """Import the ``hooks:`` module; a TaskImportError names it (and file:line) if that fails."""
-    module = import_module(name, "hooks: ")
-    if not any(callable(getattr(module, hook, None)) for hook in HOOK_NAMES):
-        from kongtaskd.errors import TaskImportError
+    """Import the ``hooks:`` module; a TaskImportError names it (and file:line) if that fails.
 
-        raise TaskImportError(f"hooks: module {name!r} defines none of {', '.join(HOOK_NAMES)}")
+    A module may define no hook at all (it only initialises Sentry or OpenTelemetry), but an
+    ``on_job_*`` name that is not a hook is a typo that would never be called: refused.
+    """
+    module = import_module(name, "hooks: ")
+    for attribute in dir(module):
+        if attribute.startswith("on_job_") and attribute not in HOOK_NAMES:
+            from kongtaskd.errors import TaskImportError
+
+            raise TaskImportError(
+                f"hooks: module {name!r} defines {attribute}, which is not a hook "
+                f"(the hooks are {', '.join(HOOK_NAMES)})"
+            )
     return module
 
 

@@ -129,6 +129,18 @@ def test_a_raising_hook_is_logged_and_changes_no_outcome(db: str, tmp_path: Path
     assert f"hook raising_hooks.on_job_failure raised for job {failing}" in log
 
 
+def test_a_hooks_module_with_a_misspelt_hook_fails_the_start(db: str, tmp_path: Path) -> None:
+    (tmp_path / "typo_hooks.py").write_text("def on_job_fail(job, error, will_retry):\n    pass\n")
+    config = write_config(
+        tmp_path, db, python_path=[str(FIXTURES), str(tmp_path)], hooks="typo_hooks"
+    )
+    with Daemon(config) as daemon:
+        code = daemon.wait(timeout=60)
+        log = daemon.log()
+    assert code != 0
+    assert "hooks: module 'typo_hooks' defines on_job_fail, which is not a hook" in log
+
+
 def test_a_hooks_module_that_does_not_import_fails_the_start(db: str, tmp_path: Path) -> None:
     (tmp_path / "broken_hooks.py").write_text("def on_job_start(job):\n    pass\nboom = 1 / 0\n")
     config = write_config(
@@ -296,16 +308,29 @@ def events_in(received: list[bytes]) -> list[dict[str, Any]]:
     return events
 
 
+SENTRY_HOOKS = """
+import sentry_sdk
+
+sentry_sdk.init(dsn={dsn!r}, environment="kt-test")
+"""
+
+
+@pytest.mark.parametrize("initialised_by", ["config", "hooks module"])
 def test_a_failed_job_reaches_sentry_with_its_tags_and_context(
-    db: str, tmp_path: Path, sentry_server: tuple[str, list[bytes]]
+    db: str, tmp_path: Path, sentry_server: tuple[str, list[bytes]], initialised_by: str
 ) -> None:
     dsn, received = sentry_server
+    if initialised_by == "config":
+        sentry: dict[str, Any] = {"sentry": {"dsn": dsn, "environment": "kt-test"}}
+    else:  # imported by the zygote, before the children fork from it
+        (tmp_path / "sentry_hooks.py").write_text(SENTRY_HOOKS.format(dsn=dsn))
+        sentry = {"hooks": "sentry_hooks", "python_path": [str(FIXTURES), str(tmp_path)]}
     config = write_config(
         tmp_path,
         db,
         concurrency=1,
         max_jobs_per_child=1,  # the event must leave before the child's os._exit
-        sentry={"dsn": dsn, "environment": "kt-test"},
+        **sentry,
     )
     failing = add_job(db, "fail", {"blob": "x" * 100}, max_attempts=3)
     add_job(db, "noop", {})
@@ -327,4 +352,5 @@ def test_a_failed_job_reaches_sentry_with_its_tags_and_context(
     (exception,) = event["exception"]["values"]
     assert exception["type"] == "RuntimeError"
     assert exception["value"] == "asked to fail (attempt 1)"
-    assert "k7publickey" not in log  # the DSN's key is a secret
+    if initialised_by == "config":
+        assert "k7publickey" not in log  # the DSN's key is a secret
