@@ -67,6 +67,10 @@ class Hooks:
     #: Objects with any of HOOK_NAMES, ``around(job, trace)`` and ``flush(seconds)``.
     members: Sequence[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Looked up once: a child without integrations pays a falsy check per job, no more.
+        self.arounds = [m for m in self.members if getattr(m, "around", None) is not None]
+
     def __bool__(self) -> bool:
         return bool(self.members)
 
@@ -82,8 +86,16 @@ class Hooks:
         for member in reversed(self.members):
             self._call(member, "on_job_failure", job, error, will_retry)
 
+    def around(
+        self, job: Job, trace: Mapping[str, str] | None
+    ) -> contextlib.AbstractContextManager[None]:
+        """See :meth:`stacked`; a no-op context when no integration wraps the handler."""
+        if not self.arounds:
+            return contextlib.nullcontext()
+        return self.stacked(job, trace)
+
     @contextlib.contextmanager
-    def around(self, job: Job, trace: Mapping[str, str] | None) -> Iterator[None]:
+    def stacked(self, job: Job, trace: Mapping[str, str] | None) -> Iterator[None]:
         """The integrations' context managers around the handler call (the first outermost).
 
         Unlike the user hooks these see the handler's exception pass through them (a Django
@@ -92,10 +104,8 @@ class Hooks:
         the handler's writes that did not happen.
         """
         with contextlib.ExitStack() as stack:
-            for member in self.members:
-                enter: Callable[..., Any] | None = getattr(member, "around", None)
-                if enter is None:
-                    continue
+            for member in self.arounds:
+                enter: Callable[..., Any] = member.around
                 try:
                     stack.enter_context(enter(job, trace))
                 except Exception:
