@@ -413,17 +413,24 @@ class Child:
         else:
             self.report_failed(job_id, seconds, failure.text)
         # 4. The end-of-job hooks, once the outcome is on its way: a slow hook delays the
-        #    next job only, and nothing a hook does can change this one's outcome.
+        #    next job only, and nothing a hook does can change this one's outcome. A SIGTERM
+        #    waits for them (REPORTING): ending the child from the signal handler while a
+        #    hook holds Sentry's or a span processor's lock would deadlock the exit flush.
         if self.hooks:
-            with job_context(job.id, job.task_identifier):
-                if output is not None:
-                    output.set_job((job.id, job.task_identifier))
-                if failure is None:
-                    self.hooks.succeeded(job, seconds)
-                else:
-                    self.hooks.failed(job, failure.error, job.attempts < job.max_attempts)
-                if output is not None:
-                    output.set_job(None)
+            held = self.holdings
+            self.holdings = held.entering(Phase.REPORTING)
+            try:
+                with job_context(job.id, job.task_identifier):
+                    if output is not None:
+                        output.set_job((job.id, job.task_identifier))
+                    if failure is None:
+                        self.hooks.succeeded(job, seconds)
+                    else:
+                        self.hooks.failed(job, failure.error, job.attempts < job.max_attempts)
+                    if output is not None:
+                        output.set_job(None)
+            finally:
+                self.holdings = held
 
     def load(self, job_ids: tuple[int, ...]) -> dict[int, tuple[Any, ...]]:
         """Read the job rows, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""

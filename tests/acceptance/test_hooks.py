@@ -354,3 +354,53 @@ def test_a_failed_job_reaches_sentry_with_its_tags_and_context(
     assert exception["value"] == "asked to fail (attempt 1)"
     if initialised_by == "config":
         assert "k7publickey" not in log  # the DSN's key is a secret
+
+
+SLOW_HOOKS = """
+import json, os, time
+
+OUT = {out!r}
+
+def on_job_success(job, seconds):
+    with open(OUT, "a") as f:
+        f.write(json.dumps({{"in_hook": os.getpid()}}) + "\\n")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(OUT + ".release") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(OUT, "a") as f:
+        f.write(json.dumps({{"hook_done": os.getpid()}}) + "\\n")
+"""
+
+
+def test_a_sigterm_during_an_end_hook_waits_for_it(db: str, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    out = tmp_path / "slow.jsonl"
+    (tmp_path / "slow_hooks.py").write_text(SLOW_HOOKS.format(out=str(out)))
+    config = write_config(
+        tmp_path,
+        db,
+        concurrency=1,
+        python_path=[str(FIXTURES), str(tmp_path)],
+        hooks="slow_hooks",
+    )
+    add_job(db, "noop", {})
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: lines_of(out), timeout=60, what="the hook running")
+        child = lines_of(out)[0]["in_hook"]
+        wait_for(lambda: jobs_left(db) == 0, timeout=60, what="the outcome written first")
+        os.kill(child, signal.SIGTERM)
+        (tmp_path / "slow.jsonl.release").write_text("")
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(gone, timeout=60, what="the child to exit after its hook")
+        assert daemon.stop() == 0
+    assert lines_of(out) == [{"in_hook": child}, {"hook_done": child}]
