@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import enum
 import inspect
 import logging
@@ -44,6 +45,9 @@ from setproctitle import setproctitle
 from kongtaskd import protocol, redact, tunables
 from kongtaskd.context import JobContext
 from kongtaskd.errors import KongtaskError
+from kongtaskd.hooks import Hooks
+from kongtaskd.hooks import build as build_hooks
+from kongtaskd.integrations.otel import split_trace_context
 from kongtaskd.job import Job
 from kongtaskd.logs import job_context
 from kongtaskd.output import OutputCapture
@@ -75,6 +79,18 @@ class ChildSettings:
     python_path: Sequence[str] = ()
     max_jobs: int | None = None
     max_memory_mib: int | None = None
+    #: Django mode: the settings module set up before any handler import (contrib.django).
+    django_settings: str | None = None
+    #: The ``hooks:`` module (kongtaskd.hooks) and the ``sentry`` section (a SentryConfig).
+    hooks: str | None = None
+    sentry: Any = None
+
+
+class Failure(NamedTuple):
+    """A handler's failure: the ``last_error`` text, and the exception for the hooks."""
+
+    text: str
+    error: BaseException
 
 
 class JobInterrupted(BaseException):
@@ -156,6 +172,8 @@ class Child:
         self.jobs_done = 0
         #: fds 1 and 2 of this child, into the log (output.py); None until ``start``.
         self.output: OutputCapture | None = None
+        #: The job hooks and integrations (kongtaskd.hooks); empty until ``start``.
+        self.hooks = Hooks()
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,8 +182,17 @@ class Child:
         self.set_title("starting")
         self.install_signals()
         try:
+            if self.settings.django_settings:  # before any handler import: models need it
+                from kongtaskd.contrib.django import runtime
+
+                runtime.setup(self.settings.django_settings)
             self.handlers = load_handlers(
                 self.settings.tasks, self.settings.task_modules, self.settings.python_path
+            )
+            self.hooks = build_hooks(
+                self.settings.hooks,
+                django_settings=self.settings.django_settings,
+                sentry=self.settings.sentry,
             )
         except KongtaskError as exc:
             self.die(exc.message, protocol.FATAL_IMPORT)
@@ -353,6 +380,10 @@ class Child:
             self.report(protocol.encode_skipped(job_id, "the job is gone or no longer ours"))
             return
         job = Job(*row[:-1], flags=sorted(row[-1]) if row[-1] else None)
+        # The trace context kongtaskd.add_job stored in the payload is ours, not the app's.
+        payload, trace = split_trace_context(job.payload)
+        if trace is not None:
+            job = dataclasses.replace(job, payload=payload)
         handler = self.handlers.get(job.task_identifier)
         if handler is None:  # the supervisor only claims tasks every child has
             self.report_failed(job_id, 0.0, f"no handler for task {job.task_identifier!r}")
@@ -368,20 +399,39 @@ class Child:
             job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
             if output is not None:
                 output.set_job((job.id, job.task_identifier))  # its prints name it too
-            error = self.call(handler, job, job_log)
+            failure = self.call(handler, job, job_log, trace)
             if output is not None:
                 output.set_job(None)
             seconds = time.perf_counter() - started
             self.jobs_done += 1
-            if error is None:
+            if failure is None:
                 job_log.info("job succeeded in %.3fs", seconds)
             else:
-                job_log.warning("job failed in %.3fs: %s", seconds, error.splitlines()[0])
+                job_log.warning("job failed in %.3fs: %s", seconds, failure.text.splitlines()[0])
         # 3. Report. The supervisor writes the outcome (batched with other children's).
-        if error is None:
+        if failure is None:
             self.report_done(job_id, seconds)
         else:
-            self.report_failed(job_id, seconds, error)
+            self.report_failed(job_id, seconds, failure.text)
+        # 4. The end-of-job hooks, once the outcome is on its way: a slow hook delays the
+        #    next job only, and nothing a hook does can change this one's outcome. A SIGTERM
+        #    waits for them (REPORTING): ending the child from the signal handler while a
+        #    hook holds Sentry's or a span processor's lock would deadlock the exit flush.
+        if self.hooks:
+            held = self.holdings
+            self.holdings = held.entering(Phase.REPORTING)
+            try:
+                with job_context(job.id, job.task_identifier):
+                    if output is not None:
+                        output.set_job((job.id, job.task_identifier))
+                    if failure is None:
+                        self.hooks.succeeded(job, seconds)
+                    else:
+                        self.hooks.failed(job, failure.error, job.attempts < job.max_attempts)
+                    if output is not None:
+                        output.set_job(None)
+            finally:
+                self.holdings = held
 
     def load(self, job_ids: tuple[int, ...]) -> dict[int, tuple[Any, ...]]:
         """Read the job rows, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""
@@ -401,20 +451,35 @@ class Child:
                     raise
                 time.sleep(tunables.RECONNECT_BACKOFF_FIRST)
 
-    def call(self, handler: Handler, job: Job, job_log: logging.LoggerAdapter[Any]) -> str | None:
-        """Run the handler in its transaction. Returns None on success, else the error text."""
+    def call(
+        self,
+        handler: Handler,
+        job: Job,
+        job_log: logging.LoggerAdapter[Any],
+        trace: Mapping[str, str] | None = None,
+    ) -> Failure | None:
+        """Run the handler in its transaction, inside the integrations' ``around`` (Django's
+        atomic block, the job's span). Returns None on success, else the failure."""
         conn = self.conn
         assert conn is not None
-        ctx = JobContext(job=job, logger=job_log, connection=conn, schema=self.settings.schema)
+        ctx = JobContext(
+            job=job,
+            logger=job_log,
+            connection=conn,
+            schema=self.settings.schema,
+            django=bool(self.settings.django_settings),
+        )
         conn.autocommit = False
         try:
             # From this store on a SIGTERM interrupts the handler, whose except clause below
             # hands the jobs back if the supervisor is gone.
             self.holdings = self.holdings.entering(Phase.RUNNING)
             try:
-                result = handler(job.payload, ctx)
-                if inspect.isawaitable(result):
-                    result = self.event_loop().run_until_complete(result)
+                with self.hooks.around(job, trace):
+                    self.hooks.started(job)  # in the job's span and Django transaction
+                    result = handler(job.payload, ctx)
+                    if inspect.isawaitable(result):
+                        result = self.event_loop().run_until_complete(result)
             finally:
                 self.holdings = self.holdings.entering(Phase.REPORTING)
             if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
@@ -425,10 +490,10 @@ class Child:
             self.end_transaction()
             if os.getppid() != self.supervisor_pid:
                 self.hand_back(list(self.holdings.jobs))  # this job and the rest
-            return format_error(exc, f"job interrupted by {exc}")
+            return Failure(format_error(exc, f"job interrupted by {exc}"), exc)
         except BaseException as exc:
             self.end_transaction()
-            return format_error(exc)
+            return Failure(format_error(exc), exc)
         finally:
             self.restore_autocommit()
 
@@ -557,7 +622,10 @@ class Child:
         self.leave(code)
 
     def leave(self, code: int) -> NoReturn:
-        """End the process (``os._exit``: no finalisers), after logging its last output."""
+        """End the process (``os._exit``: no finalisers, no atexit), after flushing what the
+        hooks' integrations buffer and logging its last output."""
+        hooks, self.hooks = self.hooks, Hooks()  # once, even if a flush is interrupted
+        hooks.flush()
         if self.output is not None:
             self.output.close()
         else:

@@ -105,6 +105,13 @@ class LogConfig:
     format: str
 
 
+@dataclasses.dataclass(frozen=True)
+class SentryConfig:
+    #: None: the SDK reads SENTRY_DSN from the environment.
+    dsn: str | None
+    environment: str | None
+
+
 # --- where a value came from ------------------------------------------------------------
 
 
@@ -673,6 +680,32 @@ WEB_KEYS: tuple[Key, ...] = (
     ),
 )
 
+SENTRY_KEYS: tuple[Key, ...] = (
+    Key(
+        "dsn",
+        Str(nullable=True),
+        None,
+        "The project's DSN. Default null: the SDK reads SENTRY_DSN from the environment. "
+        "Registered as a secret: no log line or error message shows it.",
+        env=False,
+    ),
+    Key(
+        "environment",
+        Str(nullable=True),
+        None,
+        "Sentry's environment of every event (production, staging), to tell deployments "
+        "apart. Default null: the SDK's own default (SENTRY_ENVIRONMENT, else production).",
+        env=False,
+    ),
+)
+
+
+def _sentry_secrets(value: Any, environ: Mapping[str, str]) -> list[str]:
+    from kongtaskd.integrations.sentry import secrets
+
+    return secrets(value, environ)
+
+
 KEYS: tuple[Key, ...] = (
     Key(
         "connection",
@@ -885,6 +918,28 @@ KEYS: tuple[Key, ...] = (
         "Django. See docs/django.md.",
         env=False,
     ),
+    Key(
+        "hooks",
+        Str(nullable=True),
+        None,
+        "Module (package.module) of job hooks, imported with the handlers: any of "
+        "on_job_start(job), on_job_success(job, seconds), on_job_failure(job, error, "
+        "will_retry), called in the child. Default null. A hook that raises is logged and "
+        "never changes the job's outcome; a slow one delays the child's next job (not the "
+        "outcome, which is reported first). The place to initialise Sentry or "
+        "OpenTelemetry. See docs/hooks.md.",
+    ),
+    Key(
+        "sentry",
+        Section(SENTRY_KEYS, nullable=True, factory=SentryConfig),
+        None,
+        "Initialise sentry-sdk (an optional dependency: kongtaskd[sentry]) in every child: "
+        "{dsn, environment}. Default null: Sentry only if the app's hooks or handlers "
+        "initialise it. Either way, with a Sentry client active, every failed job is "
+        "captured with its id, task, attempts and payload size. See docs/hooks.md.",
+        env=False,
+        secret=_sentry_secrets,
+    ),
 )
 
 
@@ -938,6 +993,10 @@ class Config:
     heartbeat_interval: float
     #: Django mode (kongtaskd.contrib.django): the settings module children set up.
     django_settings: str | None
+    #: Module of job hooks (``kongtaskd.hooks``), imported with the handlers.
+    hooks: str | None
+    #: Initialise Sentry in every child (``kongtaskd.integrations.sentry``).
+    sentry: SentryConfig | None
     #: The config file as given, or None when there was none.
     source: str | None = None
     #: Directory relative paths were resolved against (the file's, else the cwd).

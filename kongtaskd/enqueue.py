@@ -25,6 +25,10 @@ adapter: besides JSON's own types it takes ``datetime``/``date`` (ISO 8601 text)
 ``Decimal`` (its exact digits as a string) and ``UUID`` (its canonical string), and refuses
 anything else (sets, bytes, arbitrary objects, NaN/Infinity, non-string keys other than
 JSON's int/float/bool/None) naming where in the payload it is.
+
+With OpenTelemetry imported by the app and a span active, an object (or null) payload gets
+the span's W3C ``traceparent`` under the reserved key ``_kongtaskd`` (see
+:mod:`kongtaskd.integrations.otel`); kongtaskd's children remove it before the handler runs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -282,6 +287,16 @@ class _CheckedSpec:
     flags: list[str] | None
 
 
+def _traced(payload: Any) -> Any:
+    """The payload with the current span's trace context (``kongtaskd.integrations.otel``),
+    only if the app has imported OpenTelemetry: otherwise not even its import is paid."""
+    if "opentelemetry.trace" not in sys.modules:
+        return payload
+    from kongtaskd.integrations.otel import with_trace_context
+
+    return with_trace_context(payload)
+
+
 def _check_spec(prefix: str, spec: JobSpec) -> _CheckedSpec:
     identifier = _check_str(
         f"{prefix}identifier", spec.identifier, MAX_IDENTIFIER_LENGTH, optional=False
@@ -289,7 +304,7 @@ def _check_spec(prefix: str, spec: JobSpec) -> _CheckedSpec:
     assert identifier is not None
     return _CheckedSpec(
         identifier=identifier,
-        payload=_check_payload(f"{prefix}payload", spec.payload),
+        payload=_check_payload(f"{prefix}payload", _traced(spec.payload)),
         queue_name=_check_str(
             f"{prefix}queue_name", spec.queue_name, MAX_QUEUE_NAME_LENGTH, optional=True
         ),

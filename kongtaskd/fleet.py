@@ -227,6 +227,9 @@ class Fleet:
             python_path=tuple(str(p) for p in self.config.python_path),
             max_jobs=max_jobs,
             max_memory_mib=self.config.max_memory_per_child,
+            django_settings=self.config.django_settings,
+            hooks=self.config.hooks,
+            sentry=self.config.sentry,
         )
 
     def forget_in_child(self) -> None:

@@ -98,6 +98,11 @@ FINAL_FLUSH_RETRY_MAX = 1.0
 #: gives up on the job it holds and reports it failed.
 CHILD_DB_RETRY_SECONDS = 120.0
 
+#: Before a child exits (``os._exit``), the hooks' integrations get this many seconds, each,
+#: to push out what they buffer (Sentry's event queue, OpenTelemetry's span processors).
+#: Longer risks slowing a shutdown behind an unreachable collector; shorter loses events.
+HOOK_FLUSH_SECONDS = 2.0
+
 #: A metrics scrape must send its request and take its answer within this many seconds.
 METRICS_SEND_TIMEOUT = 1.0
 

@@ -92,6 +92,10 @@ class HandlerSpec:
     tasks: Mapping[str, str]
     task_modules: tuple[str, ...] = ()
     python_path: tuple[str, ...] = ()
+    #: Django mode: ``django.setup()`` before the first handler import.
+    django_settings: str | None = None
+    #: The ``hooks:`` module, imported after the handlers (its import error refuses too).
+    hooks: str | None = None
 
     @classmethod
     def of(cls, config: Config) -> HandlerSpec:
@@ -99,6 +103,8 @@ class HandlerSpec:
             tasks={name: spec.handler for name, spec in config.tasks.items()},
             task_modules=tuple(config.task_modules),
             python_path=tuple(str(p) for p in config.python_path),
+            django_settings=config.django_settings,
+            hooks=config.hooks,
         )
 
 
@@ -292,7 +298,15 @@ def _zygote_main(control: socket.socket, spec: HandlerSpec, supervisor: int) -> 
     from kongtaskd.registry import load_handlers
 
     try:
+        if spec.django_settings:  # the app registry before any model is imported
+            from kongtaskd.contrib.django import runtime
+
+            runtime.setup(spec.django_settings)
         handlers = load_handlers(spec.tasks, spec.task_modules, spec.python_path)
+        if spec.hooks:
+            from kongtaskd.hooks import load_module
+
+            load_module(spec.hooks)
     except KongtaskError as exc:
         _report(control, ("failed", exc.message))
         os._exit(EXIT_IMPORT_FAILED)

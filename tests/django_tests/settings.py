@@ -48,5 +48,8 @@ KONGTASKD = {
     "concurrency": 2,
     "poll_interval": 0.5,
     "shutdown_timeout": 5,
-    "tasks": {"testapp.plain": "tests.django_tests.testapp.handlers:plain"},
+    "tasks": {
+        "testapp.plain": "tests.django_tests.testapp.handlers:plain",
+        "testapp.note_and_follow_up": "tests.django_tests.testapp.handlers:note_and_follow_up",
+    },
 }

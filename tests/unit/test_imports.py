@@ -83,3 +83,19 @@ def test_run_and_run_jobs_load_on_first_use() -> None:
         "import kongtaskd\nkongtaskd.run_jobs, kongtaskd.run, kongtaskd.RunSummary"
     )
     assert {"kongtaskd.inline", "kongtaskd.library"} <= used
+
+
+#: What the hooks' integrations use, when the app does: kongtaskd never imports them first.
+INTEGRATIONS = ("sentry_sdk", "opentelemetry")
+
+
+def test_a_child_and_an_enqueue_import_no_integration_the_app_does_not_use() -> None:
+    loaded = modules_after(
+        "import kongtaskd, kongtaskd.child, kongtaskd.hooks\n"
+        "hooks = kongtaskd.hooks.build(None)\n"
+        "assert not hooks\n"
+        "from kongtaskd.enqueue import _check_spec, JobSpec\n"
+        "_check_spec('', JobSpec('t', {'a': 1}))"
+    )
+    assert "kongtaskd.integrations.otel" in loaded  # the child's payload split is there
+    assert sorted(name for name in loaded if name.split(".")[0] in INTEGRATIONS) == []

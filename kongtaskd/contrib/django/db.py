@@ -9,23 +9,19 @@ Both of Django's PostgreSQL drivers work: psycopg2 and psycopg 3 differ only in 
 schema name is quoted (each driver's ``sql.Identifier``, then the one binder,
 :func:`kongtaskd.queries.bind`); both take the statements' ``%(name)s`` parameters.
 
-Interim: until the driver-independent ``kongtaskd.add_job(django.db.connection, ...)`` of
-issue #15 section 1 lands in ``kongtaskd/enqueue.py``, :func:`add_job` is the Django path.
-It uses ``enqueue``'s own argument checks and SQL files, so the rows, the NOTIFY and the
-error messages are the same as every other producer's.
+:func:`add_job` is ``kongtaskd.add_job(connections[using], ...)``: the drivers layer
+(``kongtaskd.drivers``) runs it on Django's cursor, with the same checks, SQL, rows, NOTIFY
+and error messages as every other producer's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from kongtaskd.enqueue import check_job_arguments
-from kongtaskd.errors import DatabaseError
 from kongtaskd.job import Job
 from kongtaskd.queries import bind, source
 
@@ -99,17 +95,9 @@ def add_job(
 ) -> Job:
     """``kongtaskd.add_job`` on Django's connection ``using`` (default "default"), in its
     current transaction; ``options`` are ``add_job``'s (queue_name, run_at, priority, ...)."""
-    spec, mode, schema = check_job_arguments(identifier, payload, schema=schema, **options)
-    wrapper = _wrapper(using)
-    with wrapper.cursor() as cursor:
-        cursor.execute(
-            statement("add_job", schema, using),
-            {**dataclasses.asdict(spec), "job_key_mode": mode},
-        )
-        jobs = fetch_jobs(cursor, schema, using)
-    if not jobs:
-        raise DatabaseError(f"{schema}.add_job({identifier!r}) returned no job")
-    return jobs[0]
+    from kongtaskd.enqueue import add_job as add
+
+    return add(_wrapper(using), identifier, payload, schema=schema, **options)
 
 
 def get_job(

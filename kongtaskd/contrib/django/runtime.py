@@ -20,9 +20,9 @@ and drops every inherited Django connection: its file descriptor is closed under
 driver object, and the object is kept referenced, so no finaliser runs (children end in
 ``os._exit``). The next ORM query opens the child's own connection.
 
-The daemon's ``django.tasks`` handler (:mod:`kongtaskd.contrib.django.worker`) calls these
-itself; plain kongtaskd handlers that use the ORM get them from the child once its call
-sites exist (see docs/django.md).
+The child of a Django-mode daemon calls these for every handler, plain or ``django.tasks``
+(``kongtaskd.integrations.django``, with the handler in ``transaction.atomic()``); the
+zygote and the child call :func:`setup` before importing any handler (docs/django.md).
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ imported with the app registry ready.
 Each run is one ``transaction.atomic`` on the backend's database: the task's ORM writes and
 the tasks it enqueues commit together when it returns and roll back together when it raises
 (the job is then retried as graphile-worker retries any failed job). Around it, Django's
-connection hygiene of a request (:func:`runtime.before_job` / :func:`runtime.after_job`) and
-Django's ``task_started`` / ``task_finished`` signals.
+``task_started`` / ``task_finished`` signals; around those, the child's Django mode
+(``kongtaskd.integrations.django``): the request cycle's connection hygiene
+(:func:`runtime.before_job` / :func:`runtime.after_job`) and the handler's atomic block on
+"default" (this one is then a savepoint of it when the backend's database is "default").
 """
 
 from __future__ import annotations
@@ -63,33 +65,35 @@ def _task_of(payload: Any, job_id: int) -> tuple[Any, list[Any], dict[str, Any],
 
 
 def run_task(payload: Any, ctx: Any) -> None:
-    """Run the Django task a ``django.tasks:<queue>`` job names (a kongtaskd handler)."""
-    runtime.before_job()
+    """Run the Django task a ``django.tasks:<queue>`` job names (a kongtaskd handler).
+
+    The child of a Django-mode daemon already runs every handler between
+    ``runtime.before_job()`` and ``runtime.after_job()``, inside ``transaction.atomic()``
+    on "default" (``kongtaskd.integrations.django``): calling ``close_old_connections``
+    again in here, inside that atomic block, would close the connection under it.
+    """
+    task, args, kwargs, alias = _task_of(payload, ctx.job.id)
+    backend = task_backends[alias]
+    if not isinstance(backend, KongtaskdBackend):
+        raise BadTaskPayload(f"job {ctx.job.id}: TASKS[{alias!r}] is not a kongtaskd backend")
+    queue = ctx.job.task_identifier[len(IDENTIFIER_PREFIX) :]
+    task = task.using(queue_name=queue, priority=max(-100, min(100, -ctx.job.priority)))
+    started = timezone.now()
+    job = dataclasses.replace(ctx.job, locked_at=ctx.job.locked_at or started)
+    result = result_from_job(task, job, alias)
+    object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+    task_started.send(type(backend), task_result=result)
     try:
-        task, args, kwargs, alias = _task_of(payload, ctx.job.id)
-        backend = task_backends[alias]
-        if not isinstance(backend, KongtaskdBackend):
-            raise BadTaskPayload(f"job {ctx.job.id}: TASKS[{alias!r}] is not a kongtaskd backend")
-        queue = ctx.job.task_identifier[len(IDENTIFIER_PREFIX) :]
-        task = task.using(queue_name=queue, priority=max(-100, min(100, -ctx.job.priority)))
-        started = timezone.now()
-        job = dataclasses.replace(ctx.job, locked_at=ctx.job.locked_at or started)
-        result = result_from_job(task, job, alias)
-        object.__setattr__(result, "status", TaskResultStatus.RUNNING)
-        task_started.send(type(backend), task_result=result)
-        try:
-            with transaction.atomic(using=backend.database):
-                if task.takes_context:
-                    task.call(TaskContext(task_result=result), *args, **kwargs)
-                else:
-                    task.call(*args, **kwargs)
-        except BaseException:
-            object.__setattr__(result, "status", TaskResultStatus.FAILED)
-            object.__setattr__(result, "finished_at", timezone.now())
-            task_finished.send(type(backend), task_result=result)
-            raise
-        object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+        with transaction.atomic(using=backend.database):
+            if task.takes_context:
+                task.call(TaskContext(task_result=result), *args, **kwargs)
+            else:
+                task.call(*args, **kwargs)
+    except BaseException:
+        object.__setattr__(result, "status", TaskResultStatus.FAILED)
         object.__setattr__(result, "finished_at", timezone.now())
         task_finished.send(type(backend), task_result=result)
-    finally:
-        runtime.after_job()
+        raise
+    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+    object.__setattr__(result, "finished_at", timezone.now())
+    task_finished.send(type(backend), task_result=result)
