@@ -89,6 +89,9 @@ def test_the_changelist_shows_every_state_and_escapes_hostile_strings(
     for hostile in (HOSTILE_TASK, HOSTILE_KEY, HOSTILE_ERROR):
         assert hostile not in body
         assert html.escape(hostile) in body
+    # Jobs change only through kongtaskd.actions: no ORM delete, no add.
+    assert 'value="delete_selected"' not in body
+    assert 'value="retry_now"' in body
     # Newest first.
     assert _ids_on_page(body) == sorted(found.values(), reverse=True)
 
@@ -215,3 +218,21 @@ def test_the_paginator_never_counts_the_jobs_view(django_dsn: str, client: Any) 
         texts = [q["sql"].lower() for q in captured.captured_queries]
         assert not [t for t in texts if "count(" in t], texts
         assert len(_ids_on_page(response.content.decode())) == 100
+
+
+def test_the_change_page_is_read_only(django_dsn: str, client: Any) -> None:
+    found = _one_of_each(django_dsn)
+    response = client.get(f"{URL}{found['failed']}/change/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert html.escape(HOSTILE_ERROR) in body and HOSTILE_ERROR not in body
+    assert 'name="_save"' not in body and "<textarea" not in body
+    # A POST cannot change the row through the ORM either.
+    before = query(
+        django_dsn, "select * from graphile_worker.jobs where id = %s", (found["failed"],)
+    )
+    client.post(f"{URL}{found['failed']}/change/", {"priority": "5", "_save": "Save"})
+    after = query(
+        django_dsn, "select * from graphile_worker.jobs where id = %s", (found["failed"],)
+    )
+    assert after == before
