@@ -236,3 +236,34 @@ def test_the_change_page_is_read_only(django_dsn: str, client: Any) -> None:
         django_dsn, "select * from graphile_worker.jobs where id = %s", (found["failed"],)
     )
     assert after == before
+
+
+def test_select_all_acts_on_the_filter_up_to_the_highest_id(
+    django_dsn: str, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    found = _one_of_each(django_dsn)
+    with caplog.at_level(logging.INFO, logger=actions.AUDIT_LOGGER):
+        response = client.post(
+            f"{URL}?task=report",
+            # Django's "select all N": one ticked id stands for the whole filtered list.
+            {
+                "action": "fail_permanently",
+                "select_across": "1",
+                "index": "0",
+                "_selected_action": [found["retrying"]],
+            },
+        )
+    assert response.status_code == 302
+    audits = [r.message for r in caplog.records if r.name == actions.AUDIT_LOGGER]
+    assert audits == [
+        f"audit: django:ops fail task='report' up to id {max(found.values())}: "
+        "1 changed, 1 running, 0 missing"
+    ]
+    rows = dict(query(django_dsn, "select id, attempts = max_attempts from graphile_worker.jobs"))
+    assert rows == {
+        found["ready"]: False,
+        found["scheduled"]: False,
+        found["running"]: False,
+        found["retrying"]: True,
+        found["failed"]: True,
+    }

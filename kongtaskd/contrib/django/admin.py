@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg2
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connections
 from django.db.models import Q, QuerySet
@@ -169,11 +169,12 @@ def _who(request: HttpRequest) -> str:
 def _run(
     request: HttpRequest,
     action: actions.Action,
-    ids: Sequence[int],
+    queryset: QuerySet[Any],
     **options: Any,
 ) -> actions.ActionResult:
-    """``action`` on ``ids`` through the action layer, on a connection of its own: each batch
-    commits by itself, whatever transaction the request's ORM work is in."""
+    """``action`` on the chosen jobs (:func:`_selection`) through the action layer, on a
+    connection of its own: each batch commits by itself, whatever transaction the request's
+    ORM work is in."""
     config = conf.load()
     conn = psycopg2.connect(config.connection)
     try:
@@ -181,11 +182,9 @@ def _run(
             conn,
             config.schema,
             action,
-            actions.Ids(tuple(ids)),
+            _selection(request, queryset, conn, config.schema),
             who=_who(request),
-            stale_after=config.heartbeat_stale_after
-            if hasattr(config, "heartbeat_stale_after")
-            else 60.0,
+            stale_after=config.stale_after,
             **options,
         )
     finally:
@@ -202,13 +201,31 @@ def _report(model_admin: admin.ModelAdmin, request: HttpRequest, result: Any) ->
         model_admin.message_user(request, "no job was changed", messages.INFO)
 
 
-def _ids(queryset: QuerySet[Any]) -> list[int]:
-    return list(queryset.order_by("id").values_list("id", flat=True))
+def _selection(
+    request: HttpRequest, queryset: QuerySet[Any], conn: Any, schema: str
+) -> actions.Selection:
+    """What the operator chose: the ticked ids, or with "select all" every job the list's
+    filters match, as :class:`kongtaskd.actions.Matching` up to the highest id now (jobs
+    added later are not touched; at 1M jobs no id list is read into the request).
+
+    The list's filters are exactly :class:`~kongtaskd.actions.JobFilter`'s task, queue, state
+    and key (search); a numeric search (id or key) selects a handful of rows, taken as ids.
+    """
+    term = (request.GET.get(SEARCH_VAR) or "").strip()
+    if request.POST.get("select_across") == "1" and not term.isdigit():
+        chosen = actions.JobFilter(
+            task=request.GET.get("task"),
+            queue=request.GET.get("queue"),
+            state=request.GET.get("state"),
+            key=term or None,
+        )
+        return actions.Matching(chosen, actions.highest_id(conn, schema))
+    return actions.Ids(tuple(queryset.order_by("id").values_list("id", flat=True)))
 
 
 @admin.action(description="Retry now (attempts reset)", permissions=["change"])
 def retry_now(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-    _report(model_admin, request, _run(request, actions.Action.RETRY, _ids(queryset)))
+    _report(model_admin, request, _run(request, actions.Action.RETRY, queryset))
 
 
 @admin.action(description="Reschedule (run at / priority from the bar)", permissions=["change"])
@@ -232,7 +249,11 @@ def reschedule(
     if run_at is not None and timezone.is_naive(run_at):
         run_at = timezone.make_aware(run_at)
     result = _run(
-        request, actions.Action.RESCHEDULE, _ids(queryset), run_at=run_at, priority=priority
+        request,
+        actions.Action.RESCHEDULE,
+        queryset,
+        run_at=run_at,
+        priority=priority,
     )
     _report(model_admin, request, result)
 
@@ -243,13 +264,15 @@ def fail_permanently(
 ) -> None:
     message = (request.POST.get("message") or "").strip() or None
     _report(
-        model_admin, request, _run(request, actions.Action.FAIL, _ids(queryset), message=message)
+        model_admin,
+        request,
+        _run(request, actions.Action.FAIL, queryset, message=message),
     )
 
 
 @admin.action(description="Remove", permissions=["change"])
 def remove(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-    _report(model_admin, request, _run(request, actions.Action.REMOVE, _ids(queryset)))
+    _report(model_admin, request, _run(request, actions.Action.REMOVE, queryset))
 
 
 #: The admin's actions. Flow control (issue #14) adds one entry each here once
