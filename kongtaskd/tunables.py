@@ -237,3 +237,12 @@ WEB_STATEMENT_TIMEOUT_MS = 10_000
 
 #: Answers the dashboard's cache keeps (filters make keys); expired ones go first.
 WEB_CACHE_ENTRIES = 2_000
+
+#: The Django admin's changelist counts a filtered list exactly up to this many jobs (one
+#: LIMITed read of ids, never a count(*)); beyond it the paginator uses the planner's
+#: estimate, as a 1M-job table cannot be counted on every page.
+DJANGO_ADMIN_EXACT_COUNT = 1_000
+
+#: At most this many task identifiers and queue names are offered in the Django admin's
+#: filters (a queue per customer makes thousands); others still work as URL parameters.
+DJANGO_ADMIN_FILTER_CHOICES = 200

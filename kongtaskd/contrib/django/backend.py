@@ -28,9 +28,14 @@ The mapping onto graphile-worker's job (one kongtaskd task identifier per Django
 
 Results: ``get_result(id)`` (the id is the job id) reads the job row. A job waiting or
 retrying is READY, one a daemon holds is RUNNING, one that used up its attempts is FAILED
-(with its last error as the traceback). A job that succeeded has left the table (graphile-
-worker's schema keeps no history), so ``TaskResultDoesNotExist`` is raised for it, as for
-an unknown id; return values are not stored.
+(with its last error as the traceback). A job that succeeded has left the table; where the
+daemons keep the completed-job history (``keep_completed``, table
+``_kongtaskd_completed_jobs``, checked with to_regclass) and it holds a record of the job,
+the result is SUCCESSFUL with the record's times. The history stores neither the payload
+nor a return value: such a result has no args, its ``return_value`` is None, and its task
+is :func:`completed_task` (so ``backend.get_result(id)`` answers, while
+``my_task.get_result(id)`` raises Django's ``TaskResultMismatch``). Without a record,
+``TaskResultDoesNotExist`` is raised, as for an unknown id.
 """
 
 from __future__ import annotations
@@ -74,6 +79,15 @@ class JobError(Exception):
     """Stands for a failed attempt's exception in a TaskResult's ``errors`` when its class
     is not a builtin: the job row stores ``Type: message`` and the traceback as text only,
     and the traceback names the real class."""
+
+
+def completed_task(*args: Any, **kwargs: Any) -> None:
+    """The task of a result read from the completed-job history, which does not record the
+    function that ran: calling it is an error, not a second run."""
+    raise RuntimeError(
+        "this result comes from kongtaskd's completed-job history, which does not record "
+        "the task function; the job has already run"
+    )
 
 
 def task_identifier(queue_name: str) -> str:
@@ -131,7 +145,8 @@ class KongtaskdBackend(BaseTaskBackend):  # type: ignore[misc]
 
     supports_defer = True  # run_after -> run_at
     supports_async_task = True  # coroutine functions run through Django's async_to_sync
-    # Only while the job row exists (waiting, running, failed); succeeded jobs are gone.
+    # While the job row exists (waiting, running, failed); a succeeded job only from the
+    # completed-job history (keep_completed).
     supports_get_result = True
     supports_priority = True
 
@@ -182,7 +197,9 @@ class KongtaskdBackend(BaseTaskBackend):  # type: ignore[misc]
             f"job {job_id} is not in the queue: it succeeded (kongtaskd keeps no results) "
             "or was removed, or never existed"
         )
-        if job is None or not job.task_identifier.startswith(IDENTIFIER_PREFIX):
+        if job is None:
+            return self._completed_result(job_id, gone)
+        if not job.task_identifier.startswith(IDENTIFIER_PREFIX):
             raise TaskResultDoesNotExist(gone)
         payload = job.payload if isinstance(job.payload, dict) else {}
         if payload.get("backend", self.alias) != self.alias:
@@ -199,6 +216,35 @@ class KongtaskdBackend(BaseTaskBackend):  # type: ignore[misc]
             priority=max(-100, min(100, -job.priority)),
         )
         return result_from_job(task, job, self.alias)
+
+    def _completed_result(self, job_id: int, gone: str) -> Any:
+        """The SUCCESSFUL result of a job the history (``keep_completed``) recorded, else
+        ``TaskResultDoesNotExist``."""
+        record = db.completed_job(job_id, using=self.database, schema=self.schema)
+        if record is None or not record.task_identifier.startswith(IDENTIFIER_PREFIX):
+            raise TaskResultDoesNotExist(gone)
+        queue_name = record.task_identifier[len(IDENTIFIER_PREFIX) :]
+        try:
+            # The history keeps no payload: which function ran is not known (module docstring).
+            task = Task(func=completed_task, backend=self.alias, queue_name=queue_name)
+        except InvalidTask as error:
+            raise TaskResultDoesNotExist(f"job {job_id} succeeded, but {error}") from None
+        # Which pools ran the earlier attempts is not recorded; the last one is pool_id.
+        workers = ["unknown"] * max(record.attempts - 1, 0) + [record.pool_id]
+        return TaskResult(
+            task=task,
+            id=str(job_id),
+            status=TaskResultStatus.SUCCESSFUL,
+            enqueued_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            last_attempted_at=record.started_at,
+            args=[],
+            kwargs={},
+            backend=self.alias,
+            errors=[],
+            worker_ids=workers,
+        )
 
     # No check() override: the app's system check reports backend problems once
     # (kongtaskd.contrib.django.checks), also where Django's own task check does not run.

@@ -109,3 +109,38 @@ def get_job(
         cursor.execute(statement("django_get_job", schema, using), {"id": job_id})
         jobs = fetch_jobs(cursor, schema, using)
     return jobs[0] if jobs else None
+
+
+#: The completed-job history table (``keep_completed``, kongtaskd migration 000005).
+HISTORY_TABLE = "_kongtaskd_completed_jobs"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompletedJob:
+    """The history record of a job that succeeded (no payload, no return value: the table
+    keeps neither)."""
+
+    id: int
+    task_identifier: str
+    queue_name: str | None
+    attempts: int
+    created_at: Any
+    started_at: Any
+    finished_at: Any
+    pool_id: str
+
+
+def completed_job(
+    job_id: int, *, using: str | None = None, schema: str = "graphile_worker"
+) -> CompletedJob | None:
+    """The history record of ``job_id`` (None: no record, or no history table in ``schema``)."""
+    wrapper = _wrapper(using)
+    with wrapper.cursor() as cursor:
+        table = f"{quoted_schema(schema, using)}.{HISTORY_TABLE}"
+        cursor.execute(statement("django_has_table", schema, using), {"table": table})
+        row = cursor.fetchone()
+        if not (row and row[0]):
+            return None
+        cursor.execute(statement("django_completed_job", schema, using), {"id": job_id})
+        found = cursor.fetchone()
+    return CompletedJob(*found) if found else None
