@@ -15,6 +15,11 @@ imports none of those drivers.
 
     @kongtaskd.task("send_email")
     def send_email(payload, ctx): ...
+
+    kongtaskd.pause(conn_or_dsn, tasks=["send_email"], queues=["billing"])  # fleet-wide
+    kongtaskd.resume(conn_or_dsn, tasks=["send_email"])
+
+(``pause``/``resume`` take a psycopg2 connection or a DSN; see kongtaskd.steer.)
 """
 
 from __future__ import annotations
@@ -33,6 +38,18 @@ from kongtaskd.enqueue import (
 from kongtaskd.job import Job
 from kongtaskd.registry import task
 
+#: Loaded on first use (kongtaskd.steer): ``import kongtaskd`` stays light.
+_LAZY = {"pause": "kongtaskd.steer", "resume": "kongtaskd.steer"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kongtaskd' has no attribute {name!r}")
+
+
 __all__ = [
     "Job",
     "JobSpec",
@@ -41,7 +58,9 @@ __all__ = [
     "add_job_async",
     "add_jobs",
     "add_jobs_async",
+    "pause",
     "remove_job",
     "remove_job_async",
+    "resume",
     "task",
 ]
