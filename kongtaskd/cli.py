@@ -827,7 +827,7 @@ def _steer_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help=f"a named queue to {verb} (repeatable)",
+        help=f"a named queue to {verb} (repeatable; default: none)",
     )
 
 
