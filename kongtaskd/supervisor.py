@@ -876,6 +876,9 @@ class Supervisor:
         """Make ``config`` current; children of older generations are then replaced."""
         self.use_config(config)
         self.metrics.know_tasks(config.tasks)
+        # Caps are written now, whether or not the tasks changed ("no cap" lifts one).
+        self.session.want_tasks(self.session.wanted_tasks, caps_of(config))
+        self.book.capped = frozenset(caps_of(config))
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat.interval = config.heartbeat_interval
         self.heartbeat.stale_after = config.stale_after

@@ -214,3 +214,38 @@ def test_a_killed_daemons_slots_come_back_after_the_sweep(db: str, tmp_path: Pat
         watcher.join(10)
     assert max(worst) <= 3, f"{max(worst)} capped jobs held at once"
     assert len({r[0] for r in task_runs(db, "capped")}) == 8
+
+
+def caps_row(dsn: str, task: str) -> tuple[Any, ...] | None:
+    rows = query(
+        dsn,
+        "select c.concurrency, c.rate_limit, c.rate_seconds, c.written_by"
+        " from graphile_worker._kongtaskd_task_caps c"
+        " join graphile_worker._private_tasks t on t.id = c.task_id where t.identifier = %s",
+        (task,),
+    )
+    return rows[0] if rows else None
+
+
+def test_caps_are_written_at_start_and_on_reload_last_writer_wins(db: str, tmp_path: Path):
+    first_config = config_with(tmp_path / "a", db, {"shared": {"concurrency": 2}})
+    second_config = config_with(tmp_path / "b", db, {"shared": {"concurrency": 5, "rate": "3/min"}})
+    with Daemon(first_config) as first:
+        first.wait_ready()
+        assert caps_row(db, "shared")[:3] == (2, None, None)
+        assert caps_row(db, "remember")[:3] == (None, None, None)  # "no cap" is written too
+        with Daemon(second_config) as second:
+            second.wait_ready()
+            assert caps_row(db, "shared")[:3] == (5, 3, 60)
+            assert "the last writer wins" in second.log()
+            assert second.stop() == 0
+        # The first daemon's config loses its cap; a reload lifts it fleet-wide.
+        config_with(tmp_path / "a", db, {"shared": {}})
+        first.signal(signal.SIGHUP)
+        wait_for(
+            lambda: caps_row(db, "shared")[:3] == (None, None, None),
+            timeout=30,
+            what="the reload's caps",
+        )
+        assert "concurrency=5 rate=3/min" in first.log()
+        assert first.stop() == 0
