@@ -19,7 +19,8 @@ imports none of those drivers.
     kongtaskd.pause(conn_or_dsn, tasks=["send_email"], queues=["billing"])  # fleet-wide
     kongtaskd.resume(conn_or_dsn, tasks=["send_email"])
 
-(``pause``/``resume`` take a psycopg2 connection or a DSN; see kongtaskd.steer.)
+(``pause``/``resume`` take what ``add_job`` takes and run in the caller's transaction;
+a DSN commits at once; see kongtaskd.steer.)
 """
 
 from __future__ import annotations

@@ -862,6 +862,7 @@ def _steer(args: argparse.Namespace, verb: str) -> int:
     try:
         act = steer.pause if verb == "pause" else steer.resume
         changed = act(conn, tasks=args.tasks, queues=args.queue, schema=config.schema)
+        conn.commit()  # the pause (and its NOTIFY) takes effect here
         listed = {(p.kind, p.name): p for p in steer.pauses(conn, schema=config.schema)}
     finally:
         conn.close()

@@ -9,6 +9,10 @@ finish. A paused named queue's row is also held with a far-future ``locked_at`` 
 locked_by ``kongtaskd pause``, which graphile-worker workers skip and neither fleet's sweeps
 release; ``resume`` releases only rows so held, never a queue whose job is running.
 
+``conn``: whatever ``add_job`` takes (psycopg2/psycopg 3 connection or cursor, SQLAlchemy,
+Django) runs the statement in the caller's transaction, which the caller commits (the pause
+takes effect then); a DSN gets its own connection, committed at once.
+
 Pausing a task no daemon has registered yet is allowed (it may have no daemon yet): the
 result says which names are not known yet.
 """
@@ -23,9 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.extensions
-
-from kongtaskd.queries import statement
+from kongtaskd.drivers import quote_identifier, sync_target
+from kongtaskd.queries import bind, source
 
 DEFAULT_SCHEMA = "graphile_worker"
 
@@ -80,21 +83,11 @@ def _targets(tasks: Iterable[str] | str | None, queues: Iterable[str] | str | No
 
 
 def _run(conn: Any, name: str, schema: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """One statement in its own transaction on a psycopg2 connection or a DSN."""
-    own = isinstance(conn, str)
-    if own:
-        from kongtaskd.dsn import connect
-
-        conn = connect(conn, application_name="kongtaskd steer")
-    assert isinstance(conn, psycopg2.extensions.connection), "a psycopg2 connection or a DSN"
-    try:
-        # Commit (the NOTIFY goes out with it) or roll back.
-        with conn, conn.cursor() as cur:
-            cur.execute(statement(name, schema, conn), params)
-            return cur.fetchall()
-    finally:
-        if own:
-            conn.close()
+    """One statement on the caller's connection, in its transaction (it commits, as for
+    ``add_job``), or on a DSN's own connection, committed."""
+    text = bind(source(name), quote_identifier(schema), with_parameters=True)
+    with sync_target(conn) as fetch:
+        return [tuple(row.values()) for row in fetch(text, params)]
 
 
 def _change(conn: Any, name: str, pairs: list, schema: str, by: str | None) -> Changed:

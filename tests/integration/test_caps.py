@@ -267,3 +267,21 @@ def test_bad_pause_input_changes_nothing(conn) -> None:
     with pytest.raises(ValueError, match="non-empty"):
         kongtaskd.pause(conn, tasks=[""])
     assert kongtaskd.steer.pauses(conn) == []
+
+
+def test_a_pause_on_the_callers_connection_takes_effect_when_it_commits(conn, fresh_dsn) -> None:
+    add(conn, "tx_task")
+    claimer = Claimer(fresh_dsn, "pool-caps-claimer-t", task_ids(conn, "tx_task"))
+    caller = psycopg2.connect(fresh_dsn)  # not autocommit: the caller's transaction
+    try:
+        kongtaskd.pause(caller, tasks=["tx_task"])
+        other = psycopg2.connect(fresh_dsn)
+        other.autocommit = True
+        assert kongtaskd.steer.pauses(other) == []  # not committed yet
+        caller.commit()
+        assert [p.name for p in kongtaskd.steer.pauses(other)] == ["tx_task"]
+        other.close()
+        assert claimer.claim(5) == []
+    finally:
+        caller.close()
+        claimer.conn.close()
