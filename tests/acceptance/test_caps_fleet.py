@@ -249,3 +249,20 @@ def test_caps_are_written_at_start_and_on_reload_last_writer_wins(db: str, tmp_p
         )
         assert "concurrency=5 rate=3/min" in first.log()
         assert first.stop() == 0
+
+
+def test_graphile_worker_skips_a_paused_queue(db: str, tmp_path: Path) -> None:
+    from tests.acceptance.test_mixed_fleet import graphile_workdir
+    from tests.support.graphile import require_graphile, run_graphile
+
+    require_graphile()
+    query(db, "select graphile_worker.add_job('remember', '{}', queue_name => 'held')")
+    query(db, "select graphile_worker.add_job('remember', '{}', queue_name => 'open')")
+    kongtaskd.pause(db, queues=["held"])
+    workdir = graphile_workdir(tmp_path / "gw")
+    run_graphile(["--once"], db, cwd=workdir)
+    left = query(db, "select queue_name from graphile_worker.jobs")
+    assert left == [("held",)]  # graphile-worker ran the open queue's job only
+    kongtaskd.resume(db, queues=["held"])
+    run_graphile(["--once"], db, cwd=workdir)
+    assert jobs_left(db) == 0
