@@ -18,9 +18,13 @@ imports none of those drivers.
 
     kongtaskd.run("kongtaskd.yaml", tasks={"send_email": send_email})  # the daemon, here
     kongtaskd.run_jobs(conn_or_dsn, {"send_email": send_email})  # ready jobs, inline, now
+    kongtaskd.pause(conn_or_dsn, tasks=["send_email"], queues=["billing"])  # fleet-wide
+    kongtaskd.resume(conn_or_dsn, tasks=["send_email"])
 
-``run``, ``run_jobs`` and ``RunSummary`` are loaded on first use (``__getattr__``), so
-``import kongtaskd`` costs no more than the enqueue API.
+``run``, ``run_jobs``, ``RunSummary``, ``pause`` and ``resume`` are loaded on first use
+(``__getattr__``), so ``import kongtaskd`` costs no more than the enqueue API.
+``pause``/``resume`` take what ``add_job`` takes and run in the caller's transaction; a
+DSN commits at once (kongtaskd.steer).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ _LAZY = {
     "run": "kongtaskd.library",
     "run_jobs": "kongtaskd.inline",
     "RunSummary": "kongtaskd.inline",
+    "pause": "kongtaskd.steer",
+    "resume": "kongtaskd.steer",
 }
 
 
@@ -67,8 +73,10 @@ __all__ = [
     "add_job_async",
     "add_jobs",
     "add_jobs_async",
+    "pause",
     "remove_job",
     "remove_job_async",
+    "resume",
     "run",
     "run_jobs",
     "task",

@@ -448,6 +448,29 @@ class Status:
     tasks: list[Counts]
     queues: list[QueueCounts]
     totals: Counts
+    #: Tasks and named queues paused fleet-wide (``kongtaskd pause``, migration 6).
+    pauses: list[PauseRow] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class PauseRow:
+    kind: str  # "task" or "queue"
+    name: str
+    paused_at: dt.datetime
+    paused_by: str
+    #: The task (queue) exists in the database yet; a pause may come before any job.
+    known: bool
+
+
+#: The locked_by of a paused queue's row (kongtaskd_pause_marker(), migration 6).
+PAUSE_MARKER = "kongtaskd pause"
+
+
+def _has_pauses(cur: Cursor, schema: str) -> bool:
+    name = sql.Identifier(schema, "_kongtaskd_pauses").as_string(cur.connection)
+    cur.execute("select to_regclass(%s) is not null", (name,))
+    row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def _counts(name: str, ready: int, scheduled: int, locked: int, failed: int) -> Counts:
@@ -493,7 +516,15 @@ def status(conn: Connection, schema: str, *, stale_after: float = 60.0) -> Statu
             {"stale_lock_seconds": tunables.STALE_LOCK_SECONDS},
         )
         known = {pool.pool_id for pool in pools}
-        holders = [LockHolder(*row) for row in cur.fetchall() if row[0] not in known]
+        holders = [
+            LockHolder(*row)
+            for row in cur.fetchall()
+            if row[0] not in known and row[0] != PAUSE_MARKER  # shown as pauses instead
+        ]
+        paused: list[PauseRow] = []
+        if _has_pauses(cur, schema):
+            _execute(cur, "steer_list", schema, {})
+            paused = [PauseRow(*row) for row in cur.fetchall()]
         _execute(cur, "admin_status_tasks", schema, {})
         tasks = [_counts(*row) for row in cur.fetchall()]
         _execute(cur, "admin_status_queues", schema, {})
@@ -520,6 +551,7 @@ def status(conn: Connection, schema: str, *, stale_after: float = 60.0) -> Statu
         tasks=tasks,
         queues=queues,
         totals=totals,
+        pauses=paused,
     )
 
 
@@ -566,6 +598,16 @@ def format_status(report: Status) -> str:
                 )
             if pool.degraded is not None:
                 lines.append(f"  {pool.pool_id}: DEGRADED: {_cell(pool.degraded)}")
+    if report.pauses:
+        lines += ["", "paused (fleet-wide: no new job of these starts until resumed):"]
+        for pause in report.pauses:
+            line = (
+                f"  {pause.kind} {_cell(pause.name)} since {_when(pause.paused_at)} "
+                f"by {_cell(pause.paused_by)}"
+            )
+            if not pause.known:
+                line += f" (no such {pause.kind} in the database yet)"
+            lines.append(line)
     if report.other_lock_holders:
         lines += ["", "other lock holders:"]
     for holder in report.other_lock_holders:

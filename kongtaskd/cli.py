@@ -844,6 +844,73 @@ def _status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _steer_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"task identifiers to {verb}")
+    parser.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"a named queue to {verb} (repeatable; default: none)",
+    )
+
+
+def _pause_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Pause tasks and/or named queues on every daemon on this database: no new job of\n"
+        "them is claimed once this commits (running jobs finish; jobs a daemon claimed but\n"
+        "had not started are handed back). Persisted: restarts stay paused. A paused named\n"
+        "queue's row is also held so graphile-worker workers skip it. A task no daemon has\n"
+        "registered yet may be paused (it is said so)."
+    )
+    _steer_arguments(parser, "pause")
+
+
+def _resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Lift pauses made by 'kongtaskd pause'; daemons claim at once."
+    _steer_arguments(parser, "resume")
+
+
+def _steer(args: argparse.Namespace, verb: str) -> int:
+    from kongtaskd import steer
+
+    if not args.tasks and not args.queue:
+        print(f"{PROG} {verb}: name at least one TASK or --queue NAME", file=sys.stderr)
+        return ExitCode.USAGE
+    for name in [*args.tasks, *args.queue]:
+        if not name.strip():
+            print(f"{PROG} {verb}: an empty name is not a task or queue", file=sys.stderr)
+            return ExitCode.USAGE
+    config = _load(args)
+    conn = _connect(config, f"kongtaskd {verb}")
+    try:
+        act = steer.pause if verb == "pause" else steer.resume
+        changed = act(conn, tasks=args.tasks, queues=args.queue, schema=config.schema)
+        conn.commit()  # the pause (and its NOTIFY) takes effect here
+        listed = {(p.kind, p.name): p for p in steer.pauses(conn, schema=config.schema)}
+    finally:
+        conn.close()
+    done = set(changed.changed)
+    for kind, name in [("task", t) for t in args.tasks] + [("queue", q) for q in args.queue]:
+        if verb == "pause":
+            state = "paused" if (kind, name) in done else "already paused"
+            known = listed.get((kind, name))
+            if known is not None and not known.known:
+                state += f" (no {kind} {name!r} in the database yet: it takes effect when one is)"
+        else:
+            state = "resumed" if (kind, name) in done else "was not paused"
+        print(f"{kind} {name}: {state}")
+    return ExitCode.OK
+
+
+def _pause(args: argparse.Namespace) -> int:
+    return _steer(args, "pause")
+
+
+def _resume(args: argparse.Namespace) -> int:
+    return _steer(args, "resume")
+
+
 def _cleanup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Clean the queue tables as graphile-worker's --cleanup does. Without flags:\n"
@@ -1045,6 +1112,22 @@ VERBS: tuple[Verb, ...] = (
         "  kongtaskd status --connection postgresql://app@db/app --json",
         _status_arguments,
         _status,
+    ),
+    Verb(
+        "pause",
+        "pause tasks or named queues fleet-wide (running jobs finish)",
+        "kongtaskd pause -c kongtask.yaml call_partner make_thumbnail\n"
+        "  kongtaskd pause -c kongtask.yaml --queue billing",
+        _pause_arguments,
+        _pause,
+    ),
+    Verb(
+        "resume",
+        "resume paused tasks or named queues",
+        "kongtaskd resume -c kongtask.yaml call_partner\n"
+        "  kongtaskd resume -c kongtask.yaml --queue billing",
+        _resume_arguments,
+        _resume,
     ),
     Verb(
         "cleanup",

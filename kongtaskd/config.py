@@ -64,6 +64,49 @@ class TaskSpec:
     handler: str
     #: Seconds; ``None`` means the global ``job_timeout`` applies.
     timeout: float | None = None
+    #: At most this many jobs of the task run at once across the fleet (``None``: no cap).
+    concurrency: int | None = None
+    #: At most ``rate.count`` starts per ``rate.seconds`` across the fleet (``None``: none).
+    rate: Rate | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """``rate: N/s | N/min | N/h`` of a task: a token bucket of N, refilled N per window."""
+
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        unit = {1: "s", 60: "min", 3600: "h"}[self.seconds]
+        return f"{self.count}/{unit}"
+
+
+#: The windows ``rate:`` accepts, in seconds.
+RATE_WINDOWS = {"s": 1, "min": 60, "h": 3600}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\w+)\s*")
+
+
+def parse_rate(value: Any, where: str) -> Rate:
+    """``"10/s"`` -> Rate(10, 1); anything else a one-line error naming ``where``."""
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(2) not in RATE_WINDOWS:
+        raise Invalid(where, f"expected a rate of the form N/s, N/min or N/h, got {_shown(value)}")
+    count = int(match.group(1))
+    if count <= 0:
+        raise Invalid(where, f"a rate must allow at least 1 start per window, got {_shown(value)}")
+    return Rate(count, RATE_WINDOWS[match.group(2)])
+
+
+def parse_concurrency(value: Any, where: str) -> int:
+    """A fleet-wide cap: an integer of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(where, f"expected a whole number of at least 1, got {_shown(value)}")
+    if value < 1:
+        raise Invalid(
+            where, f"a cap must be at least 1 (pause the task to stop it), got {_shown(value)}"
+        )
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,7 +512,9 @@ class Tasks(ValueType):
     """``identifier: "module:function"`` or ``identifier: {handler: ..., timeout: ...}``."""
 
     def describe(self) -> str:
-        return "mapping: task identifier -> 'module:function' or {handler, timeout}"
+        return (
+            "mapping: task identifier -> 'module:function' or {handler, timeout, concurrency, rate}"
+        )
 
     def check(self, value: Any, path: str, origin: Origin) -> dict[str, TaskSpec]:
         if value is None:
@@ -494,10 +539,17 @@ class Tasks(ValueType):
                     f"graphile-worker allows at most {MAX_TASK_IDENTIFIER_LENGTH}",
                 )
             timeout: float | None = None
+            concurrency: int | None = None
+            rate: Rate | None = None
             if isinstance(entry, Mapping):
+                subkeys = ["handler", "timeout", "concurrency", "rate"]
                 for sub in entry:
-                    if sub not in ("handler", "timeout"):
-                        raise _unknown_key(where, sub, ["handler", "timeout"])
+                    if sub not in subkeys:
+                        raise _unknown_key(where, sub, subkeys)
+                if entry.get("concurrency") is not None:
+                    concurrency = parse_concurrency(entry["concurrency"], f"{where}.concurrency")
+                if entry.get("rate") is not None:
+                    rate = parse_rate(entry["rate"], f"{where}.rate")
                 if "handler" not in entry:
                     raise Invalid(where, "missing 'handler: module:function'")
                 handler = entry["handler"]
@@ -510,7 +562,7 @@ class Tasks(ValueType):
                     handler_path,
                     f"expected a handler of the form 'module:function', got {_shown(handler)}",
                 )
-            specs[identifier] = TaskSpec(identifier, handler.strip(), timeout)
+            specs[identifier] = TaskSpec(identifier, handler.strip(), timeout, concurrency, rate)
         return specs
 
 
@@ -752,9 +804,13 @@ KEYS: tuple[Key, ...] = (
         "tasks",
         Tasks(),
         {},
-        "Task identifier -> handler 'package.module:function', or {handler, timeout} to "
-        "give the task its own job timeout in seconds. Default empty. The daemon needs "
-        "tasks or task_modules; migrate and add do not.",
+        "Task identifier -> handler 'package.module:function', or {handler, timeout, "
+        "concurrency, rate}: timeout is the task's own job timeout in seconds; concurrency: N "
+        "runs at most N of its jobs at once across every daemon on the database (not per "
+        "daemon); rate: N/s, N/min or N/h starts at most N per window fleet-wide (token "
+        "bucket, burst N). Caps are written to the database at start and on reload, the "
+        "last daemon to write wins. Default empty. The daemon needs tasks or task_modules; "
+        "migrate and add do not.",
         env=False,
     ),
     Key(

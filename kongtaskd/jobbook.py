@@ -74,6 +74,8 @@ class JobBook:
         self.task_seconds: dict[str, float] = {}
         self.want_claim = True
         self.next_poll = 0.0
+        #: Tasks with a fleet-wide cap or rate: never batched (each job is one slot).
+        self.capped: frozenset[str] = frozenset()
 
     # ---- outcomes -------------------------------------------------------------------------
     def succeeded(self, job_id: int, task: str, seconds: float) -> None:
@@ -93,6 +95,13 @@ class JobBook:
     def skipped(self, job_id: int) -> None:
         """A child found the job gone (deleted meanwhile): nothing to write."""
         self.job_tasks.pop(job_id, None)
+
+    def job_task(self, job_id: int) -> str:
+        """The task of a job this book holds (``""`` when unknown)."""
+        task = self.job_tasks.get(job_id)
+        if task is not None:
+            return task
+        return next((job.task for job in self.prefetched if job.id == job_id), "")
 
     def record_duration(self, task: str, seconds: float) -> None:
         self.average_job_seconds = ewma(self.average_job_seconds, seconds)
@@ -207,6 +216,8 @@ class JobBook:
             batch.append(job)
             seconds = self.task_seconds.get(job.task)
             if seconds is None or seconds > tunables.BATCH_MAX_AVERAGE_JOB_SECONDS:
+                break
+            if job.task in self.capped:  # its slot is held while it waits in a batch
                 break
             budget -= seconds
             if budget <= 0:

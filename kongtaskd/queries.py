@@ -57,6 +57,8 @@ STATEMENTS: dict[str, Statement] = {
         Statement("forget_pool", ("text",)),
         Statement("release_unknown", ("text", "bigint[]")),
         Statement("queue_depth", ()),
+        Statement("write_caps", ("text[]", "integer[]", "integer[]", "integer[]", "text")),
+        Statement("notify_steer", ("text",)),
     )
 }
 

@@ -18,6 +18,7 @@ import psycopg2
 from psycopg2 import extensions
 
 from kongtaskd import tunables
+from kongtaskd.config import Rate
 from kongtaskd.errors import KongtaskError
 from kongtaskd.queries import Queries
 from kongtaskd.settle import Outcomes, Settle, SettleResult, Want
@@ -34,10 +35,17 @@ SUPERVISOR_STATEMENTS = (
     "forget_pool",
     "release_unknown",
     "queue_depth",
+    "write_caps",
+    "notify_steer",
 )
 
 #: The channels it LISTENs on (graphile-worker's): new jobs, and another process migrating.
 JOBS_INSERT, WORKER_MIGRATE = "jobs:insert", "worker:migrate"
+#: kongtaskd's own (migration 6): a capped task's slot came free, a pause or resume.
+STEER = "kongtaskd:steer"
+
+#: A task's caps as the config gives them: (concurrency, rate); (None, None) is "no cap".
+Caps = tuple[int | None, "Rate | None"]
 
 
 class Session:
@@ -52,6 +60,7 @@ class Session:
         *,
         listen: bool,
         tasks: list[str],
+        caps: dict[str, Caps] | None = None,
     ) -> None:
         self.dsn, self.schema, self.pool_id = dsn, schema, pool_id
         self.selector = selector
@@ -65,6 +74,9 @@ class Session:
         self.task_ids: dict[str, int] = {}
         self.task_names: dict[int, str] = {}
         self.claimable_task_ids: list[int] = []
+        #: Caps of the tasks this daemon runs (any task absent: no cap), written to the
+        #: database for every task it claims at connect and whenever they change.
+        self.caps: dict[str, Caps] = dict(caps or {})
         self.reconnect_at = 0.0
         self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
 
@@ -96,10 +108,13 @@ class Session:
             self.round_trip = Settle(queries, self.pool_id)
             self.conn_fd = conn.fileno()  # kept: a broken connection cannot tell it any more
             self.register_tasks()
+            self.write_caps()
             self.release_unknown(known_ids)
             if self.listen:
                 with conn.cursor() as cur:
-                    cur.execute(f'LISTEN "{JOBS_INSERT}"; LISTEN "{WORKER_MIGRATE}"')
+                    cur.execute(
+                        f'LISTEN "{JOBS_INSERT}"; LISTEN "{WORKER_MIGRATE}"; LISTEN "{STEER}"'
+                    )
                 self.selector.register(conn.fileno(), selectors.EVENT_READ, "database")
         except BaseException:
             self.close()
@@ -126,16 +141,62 @@ class Session:
         self.task_names = {task_id: name for name, task_id in self.task_ids.items()}
         self.claimable_task_ids = sorted(self.task_names)
 
-    def want_tasks(self, wanted: list[str]) -> None:
-        """Claim these tasks from now on (registered at once when connected)."""
-        if wanted == self.wanted_tasks:
+    def want_tasks(self, wanted: list[str], caps: dict[str, Caps] | None = None) -> None:
+        """Claim these tasks from now on, with these caps (written at once when connected)."""
+        if wanted == self.wanted_tasks and (caps is None or caps == self.caps):
             return
+        tasks_changed = wanted != self.wanted_tasks
         self.wanted_tasks = wanted
+        if caps is not None:
+            self.caps = dict(caps)
         if self.queries is not None:
             try:
-                self.register_tasks()
+                if tasks_changed:
+                    self.register_tasks()
+                self.write_caps()
             except psycopg2.Error as exc:
                 self.lost(exc)
+
+    def capped(self, task: str) -> bool:
+        """The task has a fleet-wide cap or rate in this daemon's config."""
+        concurrency, rate = self.caps.get(task, (None, None))
+        return concurrency is not None or rate is not None
+
+    def write_caps(self) -> None:
+        """Write the caps of every task we claim ("no cap" too): the last writer wins, and
+        the log says when this write changed what another daemon (or config) had set."""
+        assert self.queries is not None
+        names = sorted(self.task_ids)
+        limits = [self.caps.get(name, (None, None)) for name in names]
+        rows = self.queries.fetchall(
+            "write_caps",
+            names,
+            [concurrency for concurrency, _ in limits],
+            [rate.count if rate else None for _, rate in limits],
+            [rate.seconds if rate else None for _, rate in limits],
+            self.pool_id,
+        )
+        for name, concurrency, rate_limit, rate_seconds, written_by in rows:
+            mine = self.caps.get(name, (None, None))
+            log.warning(
+                "task %s: caps were concurrency=%s rate=%s (written by %s), now "
+                "concurrency=%s rate=%s (this daemon's config; the last writer wins)",
+                name,
+                concurrency if concurrency is not None else "none",
+                str(Rate(rate_limit, rate_seconds)) if rate_limit else "none",
+                written_by,
+                mine[0] if mine[0] is not None else "none",
+                str(mine[1]) if mine[1] else "none",
+            )
+
+    def notify_steer(self, why: str) -> None:
+        """Wake every daemon's claim (a capped task's slot came free)."""
+        if self.queries is None:
+            return
+        try:
+            self.queries.fetchall("notify_steer", why)
+        except psycopg2.Error as exc:
+            self.lost(exc)
 
     def settle(self, outcomes: Outcomes, want: Want) -> SettleResult:
         """The loop turn's round trip (``settle.Settle.settle``); psycopg2.Error when it fails."""

@@ -103,6 +103,8 @@ class SettleResult:
     claimed: list[ClaimedJob] = field(default_factory=list)
     #: The claim left ready jobs behind (several were in one named queue): claim again.
     more: bool = False
+    #: A rate-limited task ran out of tokens: its next one comes at this time (migration 6).
+    wait_until: datetime.datetime | None = None
 
     def written(self) -> set[int]:
         """Ids whose outcome reached the database."""
@@ -116,6 +118,7 @@ def parse(rows: list[tuple[Any, ...]]) -> SettleResult:
     released: list[int] = []
     claimed: list[ClaimedJob] = []
     more = False
+    wait_until: datetime.datetime | None = None
     for kind, job_id, task_id, priority, run_at, attempts, max_attempts in rows:
         if kind == "claimed":
             claimed.append(ClaimedJob(job_id, task_id, priority, run_at))
@@ -127,9 +130,11 @@ def parse(rows: list[tuple[Any, ...]]) -> SettleResult:
             released.append(job_id)
         elif kind == "more":
             more = True
+        elif kind == "wait":
+            wait_until = run_at
         else:
             raise ValueError(f"sql/settle.sql returned a row of unknown kind {kind!r}")
-    return SettleResult(completed, failed, released, claimed, more)
+    return SettleResult(completed, failed, released, claimed, more, wait_until)
 
 
 class Settle:

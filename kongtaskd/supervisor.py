@@ -80,7 +80,7 @@ from kongtaskd.metrics import MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
 from kongtaskd.protocol import FATAL_DATABASE
 from kongtaskd.schema.check import require_current_schema
-from kongtaskd.session import JOBS_INSERT, WORKER_MIGRATE, Session
+from kongtaskd.session import JOBS_INSERT, STEER, WORKER_MIGRATE, Caps, Session
 from kongtaskd.settle import Want
 from kongtaskd.zygote import (
     DEGRADED,
@@ -131,6 +131,15 @@ def new_pool_id(once: bool = False) -> str:
     return ("otpool-" if once else "pool-") + secrets.token_hex(9)
 
 
+def caps_of(config: Config) -> dict[str, Caps]:
+    """The fleet-wide caps the config gives its tasks (only tasks that have any)."""
+    return {
+        name: (spec.concurrency, spec.rate)
+        for name, spec in config.tasks.items()
+        if spec.concurrency is not None or spec.rate is not None
+    }
+
+
 class Supervisor:
     def __init__(
         self, config: Config, *, once: bool = False, reload: Callable[[], Config] | None = None
@@ -156,7 +165,9 @@ class Supervisor:
             self.selector,
             listen=not once,
             tasks=sorted(config.tasks),
+            caps=caps_of(config),
         )
+        self.book.capped = frozenset(caps_of(config))
         # Parsed before any fork, so a bad crontab stops the start (exit 2).
         self.cron: CronScheduler | None = None
         self.replace_cron(crontab_of(config, once), config.timezone)
@@ -538,7 +549,8 @@ class Supervisor:
         """Claim only tasks every live child can run (they differ for a moment during a reload)."""
         known = [c.tasks for c in self.fleet.live() if c.tasks is not None]
         wanted = sorted(frozenset.intersection(*known)) if known else sorted(self.config.tasks)
-        self.session.want_tasks(wanted)
+        self.session.want_tasks(wanted, caps_of(self.config))
+        self.book.capped = frozenset(caps_of(self.config))
         self.metrics.know_tasks(frozenset().union(*known))  # also those of task_modules
 
     # ======================================================================================
@@ -590,11 +602,22 @@ class Supervisor:
         if not outcomes and want == 0:
             return
         claim = Want(want, self.session.claimable_task_ids, self.forbidden_flags)
+        # A capped task's job that ends frees a slot that any daemon may take: tell them
+        # (one extra statement, only then; uncapped tasks pay nothing).
+        frees_slot = self.book.capped and any(
+            self.session.capped(self.book.job_task(job_id)) for job_id in outcomes.ids()
+        )
         try:
             result = self.session.settle(outcomes, claim)
         except psycopg2.Error as exc:
             self.session.lost(exc)
             return
+        if frees_slot:
+            self.session.notify_steer("slot")
+        if result.wait_until is not None:
+            # A rate-limited task's next token: claim then rather than at the next poll.
+            delay = max(0.0, result.wait_until.timestamp() - time.time())
+            self.book.next_poll = min(self.book.next_poll, now + delay)
         settled = self.book.settled(outcomes, want, result, self.session.task_names, now)
         self.record_settled(settled)
         if want:
@@ -634,6 +657,11 @@ class Supervisor:
             if note.channel == JOBS_INSERT:
                 self.book.want_claim = True
                 self.metrics.notified()
+            elif note.channel == STEER:
+                self.book.want_claim = True
+                if note.payload == "pause":
+                    # Jobs in hand were claimed before the pause: none may start after it.
+                    self.release_prefetched("a pause was committed")
             elif note.channel == WORKER_MIGRATE:
                 self.on_migrate_notice(note.payload)
 
@@ -848,6 +876,9 @@ class Supervisor:
         """Make ``config`` current; children of older generations are then replaced."""
         self.use_config(config)
         self.metrics.know_tasks(config.tasks)
+        # Caps are written now, whether or not the tasks changed ("no cap" lifts one).
+        self.session.want_tasks(self.session.wanted_tasks, caps_of(config))
+        self.book.capped = frozenset(caps_of(config))
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat.interval = config.heartbeat_interval
         self.heartbeat.stale_after = config.stale_after

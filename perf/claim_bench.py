@@ -3,6 +3,7 @@
     python perf/claim_bench.py                        # kongtaskd/sql/settle.sql
     python perf/claim_bench.py --sql old.sql --sql kongtaskd/sql/settle.sql --rounds 7
     python perf/claim_bench.py --caller get_job --workload backlog --backlog 1000000
+    python perf/claim_bench.py --workload backlog --backlog 1000000 --caps compare
 
 Three workloads (``--workload``):
 
@@ -27,6 +28,14 @@ Each round builds a fresh database (``--dsn`` must be allowed to create database
 every variant in turn, with ``synchronous_commit = off`` (commits do not wait for the disk);
 the report is the median over rounds of each variant's mean (drain) or median (idle,
 backlog) time per call. Used for perf/results/analysis.md.
+
+``--caps compare`` (kongtaskd migration 6) runs the settle statement three ways in each
+round: ``before`` (migration 3's claim, installed beside the current one, without
+migration 6's index of locked jobs: what an uncapped claim cost before caps existed),
+``caps off`` (the current claim, every task written with "no cap", as daemons do) and
+``caps on`` (every task of ours, and the backlog's task, with a concurrency cap and a
+rate that never bind, so the claim does all of a capped claim's work: lock, count,
+refill, spend). Results: perf/results/caps.md.
 """
 
 from __future__ import annotations
@@ -70,6 +79,34 @@ def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
         return [row[1] for row in cur.fetchall() if row[0] == "claimed"]
 
     return claim
+
+
+def install_claim_m3(cur: Cursor) -> None:
+    """kongtaskd migration 3's kongtaskd_claim (no caps, no pauses), beside the current one."""
+    text = load_migrations("kongtaskd")[2].text
+    start = text.index("create function {{schema}}.kongtaskd_claim(")
+    end = text.index("-- kongtaskd_get_job keeps its signature")
+    body = text[start:end].replace("kongtaskd_claim(", "kongtaskd_claim_m3(", 1)
+    cur.execute(bind(body, '"graphile_worker"', with_parameters=False))
+
+
+def write_caps(cur: Cursor, capped: bool) -> None:
+    """Every task's caps row, as daemons write them: none, or caps that never bind."""
+    cur.execute(
+        "insert into graphile_worker._kongtaskd_task_caps"
+        " (task_id, concurrency, rate_limit, rate_seconds, tokens, written_by)"
+        " select id, %s, %s, %s, coalesce(%s, 0), 'bench' from graphile_worker._private_tasks"
+        " on conflict (task_id) do update set concurrency = excluded.concurrency,"
+        " rate_limit = excluded.rate_limit, rate_seconds = excluded.rate_seconds,"
+        " tokens = excluded.tokens, tokens_at = now()",
+        (1_000_000, 1_000_000_000, 1, 1_000_000_000) if capped else (None, None, None, None),
+    )
+
+
+LOCKED_INDEX = (
+    "create index if not exists _kongtaskd_jobs_locked on graphile_worker._private_jobs"
+    " (task_id) where locked_at is not null"
+)
 
 
 def install_get_job_m1(cur: Cursor) -> None:
@@ -127,7 +164,24 @@ def run_round(
     # flush, which on a shared machine varies more than the claim costs.
     cur.execute("SET synchronous_commit = off")
     claims: dict[str, Claim] = {}
-    if args.caller == "settle":
+    #: Per variant, what to do to the database before it runs (caps comparison).
+    setup: dict[str, Callable[[], None]] = {}
+    if args.caps == "compare":
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        install_claim_m3(cur)
+        m3 = Path(f"/tmp/claim_bench_m3_{os.getpid()}.sql")
+        text = DEFAULT_SQL.read_text("utf-8")
+        m3.write_text(text.replace("kongtaskd_claim(", "kongtaskd_claim_m3("))
+        claims["before (migration 3 claim)"] = settle_claim(cur, m3, "c_m3")
+        m3.unlink()
+        claims["caps off"] = settle_claim(cur, DEFAULT_SQL, "c_off")
+        claims["caps on"] = settle_claim(cur, DEFAULT_SQL, "c_on")
+        setup["before (migration 3 claim)"] = lambda: cur.execute(
+            "drop index graphile_worker._kongtaskd_jobs_locked"
+        )
+        setup["caps off"] = lambda: (cur.execute(LOCKED_INDEX), write_caps(cur, False))
+        setup["caps on"] = lambda: (cur.execute(LOCKED_INDEX), write_caps(cur, True))
+    elif args.caller == "settle":
         cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor does
         for n, path in enumerate(files):
             label = path.name if path.name not in claims else str(path)
@@ -140,6 +194,8 @@ def run_round(
         add_backlog(cur, args)
     results: dict[str, tuple[float, float]] = {}
     for label, claim in claims.items():
+        if label in setup:
+            setup[label]()
         cpu = backend_cpu_seconds(cur)
         if args.workload == "drain":
             ms, calls = drain(cur, claim, args)
@@ -230,6 +286,12 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=100_000, help="jobs (backlog)")
     parser.add_argument("--layout", choices=("ahead", "later"), default="ahead")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--caps",
+        choices=("as-is", "compare"),
+        default="as-is",
+        help="compare: before caps / caps off / caps on (settle caller only)",
+    )
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     args = parser.parse_args()
     files = args.sql or [DEFAULT_SQL]

@@ -132,9 +132,14 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
     assert own == [
         ("_kongtaskd_heartbeats",),
         ("_kongtaskd_heartbeats_pkey",),
+        ("_kongtaskd_jobs_locked",),
         ("_kongtaskd_jobs_ready",),
         ("_kongtaskd_migrations",),
         ("_kongtaskd_migrations_pkey",),
+        ("_kongtaskd_pauses",),
+        ("_kongtaskd_pauses_pkey",),
+        ("_kongtaskd_task_caps",),
+        ("_kongtaskd_task_caps_pkey",),
     ]
 
 

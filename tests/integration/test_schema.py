@@ -51,6 +51,7 @@ KONGTASKD_FUNCTIONS = {
     "kongtaskd_get_job",
     "kongtaskd_complete_job",
     "kongtaskd_fail_job",
+    "kongtaskd_pause_marker",
 }
 
 
@@ -120,6 +121,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "migrations",
         "_kongtaskd_migrations",
         "_kongtaskd_heartbeats",
+        "_kongtaskd_task_caps",
+        "_kongtaskd_pauses",
     }
     assert found["views"] == {"jobs"}
     assert found["types"] == {"job_spec"}
@@ -128,12 +131,16 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
     assert query(
         fresh_dsn,
         "select indexdef from pg_indexes where schemaname = 'graphile_worker'"
-        " and indexname like '%%kongtaskd%%jobs%%'",
+        " and indexname like '%%kongtaskd%%jobs%%' order by indexname",
     ) == [
+        (
+            "CREATE INDEX _kongtaskd_jobs_locked ON graphile_worker._private_jobs"
+            " USING btree (task_id) WHERE (locked_at IS NOT NULL)",
+        ),
         (
             "CREATE INDEX _kongtaskd_jobs_ready ON graphile_worker._private_jobs"
             " USING btree (priority, task_id, run_at) WHERE (is_available = true)",
-        )
+        ),
     ]
     rls = query(
         fresh_dsn,
@@ -147,6 +154,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_private_tasks",
         "_private_known_crontabs",
         "_kongtaskd_heartbeats",
+        "_kongtaskd_task_caps",
+        "_kongtaskd_pauses",
     }
 
 

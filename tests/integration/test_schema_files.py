@@ -55,6 +55,14 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
         ["_kongtaskd_jobs_ready"],
         ["kongtaskd_claim", "kongtaskd_get_job"],
         [],  # 000004: adds the reload columns to _kongtaskd_heartbeats
+        [],  # 000005: (W2's; a placeholder on branch caps)
+        [
+            "_kongtaskd_task_caps",
+            "_kongtaskd_pauses",
+            "_kongtaskd_jobs_locked",
+            "kongtaskd_pause_marker",
+            "kongtaskd_claim",
+        ],
     ]
 
 

@@ -16,6 +16,7 @@ from kongtaskd.config import (
     Config,
     LogConfig,
     MetricsConfig,
+    Rate,
     Section,
     TaskSpec,
     env_variables,
@@ -512,3 +513,31 @@ def test_where_names_the_line_of_a_key_or_of_its_section(tmp_path: Path) -> None
     assert config.where("poll_interval") == file  # a default: blame the file
     assert load(tmp_path, "metrics: {}\n").where("metrics.port") == f"{file}:1"
     assert load_config(None, environ={}).where("metrics.port") == "configuration"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("concurrency: 0", ":4: tasks.send.concurrency: a cap must be at least 1"),
+        ("concurrency: -2", ":4: tasks.send.concurrency: a cap must be at least 1"),
+        ("concurrency: 1.5", ":4: tasks.send.concurrency: expected a whole number of at least 1"),
+        ("concurrency: 'three'", ":4: tasks.send.concurrency: expected a whole number"),
+        ("rate: 10/fortnight", ":4: tasks.send.rate: expected a rate of the form N/s"),
+        ("rate: 0/s", ":4: tasks.send.rate: a rate must allow at least 1 start per window"),
+        ("rate: 10", ":4: tasks.send.rate: expected a rate of the form N/s, N/min or N/h"),
+        ("burst: 3", ":4: unknown key 'tasks.send.burst'"),
+    ],
+)
+def test_bad_caps_name_the_key_and_line(tmp_path: Path, value: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, f"tasks:\n  send:\n    handler: m:f\n    {value}\n")
+
+
+def test_caps_are_read(tmp_path: Path) -> None:
+    text = (
+        "tasks:\n  call_partner: {handler: 'm:f', concurrency: 3, rate: 10/s}\n"
+        "  thumb: {handler: 'm:g', rate: 5 / min}\n  plain: m:h\n"
+    )
+    tasks = load(tmp_path, text).tasks
+    assert (tasks["call_partner"].concurrency, tasks["call_partner"].rate) == (3, Rate(10, 1))
+    assert tasks["thumb"].rate == Rate(5, 60) and str(tasks["thumb"].rate) == "5/min"
+    assert (tasks["plain"].concurrency, tasks["plain"].rate) == (None, None)

@@ -129,6 +129,16 @@ def test_a_batch_ends_at_a_slow_or_unmeasured_task() -> None:
     assert [j.id for j in book.take_batch(1)] == [6]  # `most` caps it
 
 
+def test_a_capped_task_is_never_batched() -> None:
+    # A capped job in a batch would hold its fleet-wide slot while the jobs before it run.
+    book = book_with(0.001, noop=0.001, capped=0.001)
+    book.capped = frozenset({"capped"})
+    book.prefetched.extend([job(1, "capped"), job(2, "capped"), job(3), job(4), job(5, "capped")])
+    batches = [[j.id for j in book.take_batch(20)] for _ in range(3)]
+    assert batches == [[1], [2], [3, 4, 5]]
+    assert book.job_task(9) == ""
+
+
 def test_a_batch_holds_about_the_target_seconds_of_work() -> None:
     per_job = 0.0015
     book = book_with(per_job, noop=per_job)

@@ -16,6 +16,7 @@ and error messages as every other producer's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
