@@ -1,0 +1,3 @@
+-- PLACEHOLDER on branch 'cancel' only: kongtaskd migration 5 belongs to W2 (stats).
+-- Migrations are numbered without gaps, so branch 'cancel' (migration 7) needs a marker
+-- here to run; at merge the owner's real 000005.sql replaces this file.

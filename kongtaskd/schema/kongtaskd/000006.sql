@@ -1,0 +1,3 @@
+-- PLACEHOLDER on branch 'cancel' only: kongtaskd migration 6 belongs to F1 (caps/pause).
+-- Migrations are numbered without gaps, so branch 'cancel' (migration 7) needs a marker
+-- here to run; at merge the owner's real 000006.sql replaces this file.
