@@ -15,9 +15,13 @@ imports none of those drivers.
 
     @kongtaskd.task("send_email")
     def send_email(payload, ctx): ...
+
+    kongtaskd.cancel_job(conn_or_dsn, 42)   # ends permanently failed; running: interrupted
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -33,6 +37,19 @@ from kongtaskd.enqueue import (
 from kongtaskd.job import Job
 from kongtaskd.registry import task
 
+if TYPE_CHECKING:
+    from kongtaskd.cancel import cancel_job
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: only programs that cancel pay for importing kongtaskd.cancel.
+    if name == "cancel_job":
+        from kongtaskd.cancel import cancel_job
+
+        return cancel_job
+    raise AttributeError(f"module 'kongtaskd' has no attribute {name!r}")
+
+
 __all__ = [
     "Job",
     "JobSpec",
@@ -41,6 +58,7 @@ __all__ = [
     "add_job_async",
     "add_jobs",
     "add_jobs_async",
+    "cancel_job",
     "remove_job",
     "remove_job_async",
     "task",

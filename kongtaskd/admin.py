@@ -46,7 +46,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-from kongtaskd import tunables
+from kongtaskd import cancel, tunables
+from kongtaskd.cancel import CancelResult
 from kongtaskd.errors import DatabaseError
 from kongtaskd.queries import statement
 
@@ -59,6 +60,7 @@ __all__ = [
     "QueueCounts",
     "Status",
     "Written",
+    "cancel_jobs",
     "cleanup",
     "fail_jobs",
     "format_cleanup",
@@ -594,6 +596,15 @@ def remove_jobs(
         stale_after=stale_after,
         stale_locks_matter=False,
     )
+
+
+def cancel_jobs(
+    conn: Connection, schema: str, ids: Sequence[int], *, stale_after: float = 60.0
+) -> CancelResult:
+    """``jobs cancel``: :func:`kongtaskd.cancel.cancel_jobs` in one committed transaction,
+    by this process's ``user@host``."""
+    with _transaction(conn, schema):
+        return cancel.cancel_jobs(conn, ids, schema=schema, stale_after=stale_after)
 
 
 # --- status ---------------------------------------------------------------------------------

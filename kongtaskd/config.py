@@ -615,6 +615,17 @@ KEYS: tuple[Key, ...] = (
         "deploys faster. 0 kills at once.",
     ),
     Key(
+        "cancel_grace",
+        Seconds(inclusive=True),
+        0.0,
+        "Seconds between a running job's cancel (kongtaskd jobs cancel, "
+        "kongtaskd.cancel_job) reaching its child, when ctx.cancelled turns true, and "
+        "JobInterrupted being raised in its handler; the child is SIGKILLed 5 s "
+        "(CHILD_KILL_GRACE) after that if the handler is still running. Default 0: "
+        "interrupted at once. More lets a handler that polls ctx.cancelled stop cleanly; the "
+        "job ends permanently failed with the cancel message either way.",
+    ),
+    Key(
         "job_timeout",
         Seconds(nullable=True),
         None,
@@ -758,6 +769,8 @@ class Config:
     heartbeat_interval: float
     #: Django mode (kongtaskd.contrib.django): the settings module children set up.
     django_settings: str | None
+    #: Seconds from a cancel reaching a running job to JobInterrupted (cancel.py).
+    cancel_grace: float = 0.0
     #: The config file as given, or None when there was none.
     source: str | None = None
     #: Directory relative paths were resolved against (the file's, else the cwd).

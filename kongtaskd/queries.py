@@ -57,6 +57,7 @@ STATEMENTS: dict[str, Statement] = {
         Statement("forget_pool", ("text",)),
         Statement("release_unknown", ("text", "bigint[]")),
         Statement("queue_depth", ()),
+        Statement("pending_cancels", ("text",)),  # kongtaskd migration 7; cancel.py
     )
 }
 

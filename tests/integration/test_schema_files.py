@@ -55,6 +55,9 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
         ["_kongtaskd_jobs_ready"],
         ["kongtaskd_claim", "kongtaskd_get_job"],
         [],  # 000004: adds the reload columns to _kongtaskd_heartbeats
+        [],  # 000005: placeholder on branch 'cancel' (W2's)
+        [],  # 000006: placeholder on branch 'cancel' (F1's)
+        ["_kongtaskd_cancels", "_kongtaskd_cancel_guard"],  # 000007: cancels, their trigger
     ]
 
 
