@@ -756,6 +756,8 @@ class Config:
     migrate: bool
     migration_lock_timeout: float | None
     shutdown_timeout: float
+    #: Seconds from a cancel reaching a running job to JobInterrupted (cancel.py).
+    cancel_grace: float
     job_timeout: float | None
     max_jobs_per_child: int | None
     max_memory_per_child: int | None
@@ -769,8 +771,6 @@ class Config:
     heartbeat_interval: float
     #: Django mode (kongtaskd.contrib.django): the settings module children set up.
     django_settings: str | None
-    #: Seconds from a cancel reaching a running job to JobInterrupted (cancel.py).
-    cancel_grace: float = 0.0
     #: The config file as given, or None when there was none.
     source: str | None = None
     #: Directory relative paths were resolved against (the file's, else the cwd).

@@ -48,6 +48,8 @@ TASKS = {
         "stubborn",
         "hog",
         "garble_pipe",
+        "cancellable",
+        "polite",
     )
 }
 
