@@ -51,6 +51,7 @@ KONGTASKD_FUNCTIONS = {
     "kongtaskd_get_job",
     "kongtaskd_complete_job",
     "kongtaskd_fail_job",
+    "_kongtaskd_cancel_guard",  # migration 7: the trigger keeping cancelled jobs failed
 }
 
 
@@ -120,6 +121,7 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "migrations",
         "_kongtaskd_migrations",
         "_kongtaskd_heartbeats",
+        "_kongtaskd_cancels",
     }
     assert found["views"] == {"jobs"}
     assert found["types"] == {"job_spec"}
@@ -147,6 +149,7 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_private_tasks",
         "_private_known_crontabs",
         "_kongtaskd_heartbeats",
+        "_kongtaskd_cancels",
     }
 
 
