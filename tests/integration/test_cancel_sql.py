@@ -13,8 +13,8 @@ import pytest
 
 from kongtaskd.cancel import cancel_jobs
 from kongtaskd.queries import Queries
-from tests.integration.test_admin import beat, lock, queue_dsn, row_of, run  # noqa: F401
 from tests.integration.test_admin import add as add_job_row
+from tests.integration.test_admin import beat, lock, queue_dsn, row_of, run  # noqa: F401
 
 Conn = psycopg2.extensions.connection
 POOL = "pool-0123456789abcdef01"
