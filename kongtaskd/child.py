@@ -176,6 +176,8 @@ class Child:
         self.cancels: dict[int, str] = {}
         #: The running job a SIGALRM (the end of its cancel_grace) interrupts, or None.
         self.cancel_alarm_for: int | None = None
+        #: The running async handler's task (a cancel cancels it), or None.
+        self.async_task: asyncio.Future[Any] | None = None
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -264,7 +266,7 @@ class Child:
                     self.cancel_alarm_for = message.job_id
                     signal.setitimer(signal.ITIMER_REAL, message.seconds)
                 else:
-                    raise JobCancelled(message.text)
+                    self.interrupt_cancelled(message.text)
 
     def on_cancel_alarm(self, signum: int, frame: object) -> None:
         """SIGALRM: a cancelled job's cancel_grace is over; interrupt it if it still runs."""
@@ -273,7 +275,7 @@ class Child:
         if job_id is None or held.phase is not Phase.RUNNING or held.jobs[0] != job_id:
             return
         self.cancel_alarm_for = None
-        raise JobCancelled(self.cancels.get(job_id, "cancelled"))
+        self.interrupt_cancelled(self.cancels.get(job_id, "cancelled"))
 
     def forget_cancel(self, job_id: int) -> None:
         """The job's outcome is out: no alarm may outlive it."""
@@ -489,7 +491,7 @@ class Child:
                     raise JobCancelled(self.cancels[job.id])
                 result = handler(job.payload, ctx)
                 if inspect.isawaitable(result):
-                    result = self.event_loop().run_until_complete(result)
+                    result = self.run_awaitable(job.id, result)
             finally:
                 self.holdings = self.holdings.entering(Phase.REPORTING)
             if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
@@ -497,6 +499,7 @@ class Child:
             return None
         except JobCancelled as exc:
             self.end_transaction()  # a cancel ends the job, not the child
+            self.forget_event_loop()
             return format_error(exc)
         except JobInterrupted as exc:
             self.stop_after_report = True
@@ -509,6 +512,40 @@ class Child:
             return format_error(exc)
         finally:
             self.restore_autocommit()
+
+    def run_awaitable(self, job_id: int, awaitable: Any) -> Any:
+        """An async handler, to completion in the child's loop, as a task a cancel can reach:
+        raising from a signal handler would stop the loop, not the coroutine, so a cancel
+        cancels the task (the coroutine sees ``asyncio.CancelledError``, asyncio's way) and
+        the child reports the JobCancelled."""
+        loop = self.event_loop()
+        task = asyncio.ensure_future(awaitable, loop=loop)
+        self.async_task = task
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if job_id in self.cancels:
+                raise JobCancelled(self.cancels[job_id]) from None
+            raise
+        finally:
+            self.async_task = None
+
+    def interrupt_cancelled(self, message: str) -> None:
+        """The running job's cancel takes effect now: JobCancelled (sync handler), or its
+        task cancelled through the loop's self-pipe (async handler; wakes the loop)."""
+        task = self.async_task
+        if task is not None and self.loop is not None and not task.done():
+            self.loop.call_soon_threadsafe(task.cancel, message)
+            return
+        raise JobCancelled(message)
+
+    def forget_event_loop(self) -> None:
+        """An async handler interrupted inside its loop left tasks behind that must never
+        resume under the next job: cancel them and start the next job on a fresh loop."""
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:

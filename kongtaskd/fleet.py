@@ -298,6 +298,8 @@ class Fleet:
         returned = set(message.job_ids)
         log.info("child %d handed back %d jobs it had not started", child.index, len(returned))
         child.jobs = collections.deque(j for j in child.jobs if j[0] not in returned)
+        for job_id in returned:  # a cancelled one stays failed: migration 7's trigger
+            self.cancels.pop(job_id, None)
         self.book.hand_back(message.job_ids)
         if not child.jobs:
             self.child_free(child)

@@ -137,6 +137,22 @@ def test_cancel_a_running_job_interrupts_its_handler(
     assert "job interrupted" not in d.log()  # no SIGTERM: the cancel's own path
 
 
+def test_an_async_handler_is_interrupted_and_the_next_one_runs_on_a_fresh_loop(
+    clean: str, daemon: Callable[..., Daemon]
+) -> None:
+    daemon()
+    dsn = clean
+    job_id = add(dsn, "cancellable_async", {"sleep": 60})
+    wait_seen(dsn, job_id, "started")
+    cancel_committed_at(dsn, job_id, "async-test")
+    _, message, _ = wait_seen(dsn, job_id, "interrupted")
+    assert_cancelled_for_good(wait_let_go(dsn, job_id), "async-test")
+    assert message is not None and message.startswith("cancelled by async-test at ")
+    follow = add(dsn, "remember_async")
+    wait_for(lambda: query(dsn, "select 1 from public.kt_runs where job_id = %s", (follow,)))
+    assert [w for w, _, _ in seen(dsn, job_id)] == ["started", "interrupted"]
+
+
 def test_latency_from_commit_to_interrupt(clean: str, daemon: Callable[..., Daemon]) -> None:
     """Three cancels of running jobs; the latency (database clock) is printed, not asserted."""
     daemon()

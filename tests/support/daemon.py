@@ -50,6 +50,7 @@ TASKS = {
         "garble_pipe",
         "cancellable",
         "polite",
+        "cancellable_async",
     )
 }
 
