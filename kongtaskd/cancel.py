@@ -8,8 +8,8 @@ beside running workers:
 * a job nobody holds: attempts = max_attempts and last_error set; run_at stays;
 * a job somebody holds: the same, plus a record in ``_kongtaskd_cancels`` (kongtaskd
   migration 7) and a NOTIFY to the holder. A live kongtaskd daemon interrupts the handler
-  (``ctx.cancelled`` at once, ``JobInterrupted`` after ``cancel_grace``, SIGKILL after
-  the kill grace) and writes the cancel's failure; a daemon reconnecting when the NOTIFY
+  (``ctx.cancelled`` at once, ``JobInterrupted`` after ``cancel_grace``, or for an
+  ``async def`` handler its task cancelled; SIGKILL after the kill grace) and writes the cancel's failure; a daemon reconnecting when the NOTIFY
   went out reads the record when it is back. A graphile-worker worker, or a kongtaskd
   daemon that died, is not interrupted: the job runs on (graphile-worker) or is swept
   (kongtaskd's sweep of a dead pool), and whoever lets go of it leaves it permanently
