@@ -9,8 +9,9 @@ beside running workers:
 * a job somebody holds: the same, plus a record in ``_kongtaskd_cancels`` (kongtaskd
   migration 7) and a NOTIFY to the holder. A live kongtaskd daemon interrupts the handler
   (``ctx.cancelled`` at once, ``JobInterrupted`` after ``cancel_grace``, or for an
-  ``async def`` handler its task cancelled; SIGKILL after the kill grace) and writes the cancel's failure; a daemon reconnecting when the NOTIFY
-  went out reads the record when it is back. A graphile-worker worker, or a kongtaskd
+  ``async def`` handler its task cancelled; SIGKILL after the kill grace) and writes the
+  cancel's failure; a daemon reconnecting when the NOTIFY went out reads the record when
+  it is back. A graphile-worker worker, or a kongtaskd
   daemon that died, is not interrupted: the job runs on (graphile-worker) or is swept
   (kongtaskd's sweep of a dead pool), and whoever lets go of it leaves it permanently
   failed with the cancel message (the migration's trigger), unless its handler succeeded
