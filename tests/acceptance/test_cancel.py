@@ -153,6 +153,22 @@ def test_an_async_handler_is_interrupted_and_the_next_one_runs_on_a_fresh_loop(
     assert [w for w, _, _ in seen(dsn, job_id)] == ["started", "interrupted"]
 
 
+def test_a_handler_the_cancel_cannot_reach_is_killed_after_the_kill_grace(
+    clean: str, daemon: Callable[..., Daemon]
+) -> None:
+    d = daemon()
+    dsn = clean
+    job_id = add(dsn, "deaf", {"sleep": 60})
+    wait_seen(dsn, job_id, "started")
+    cancel_committed_at(dsn, job_id, "kill-test")
+    row = wait_let_go(dsn, job_id, timeout=45)  # CHILD_KILL_GRACE (5 s) after the cancel
+    assert_cancelled_for_good(row, "kill-test")
+    assert [w for w, _, _ in seen(dsn, job_id)] == ["started"]
+    assert "was killed by signal SIGKILL while running job" in d.log()
+    follow = add(dsn, "remember")  # a new child took its place
+    wait_for(lambda: query(dsn, "select 1 from public.kt_runs where job_id = %s", (follow,)))
+
+
 def test_latency_from_commit_to_interrupt(clean: str, daemon: Callable[..., Daemon]) -> None:
     """Three cancels of running jobs; the latency (database clock) is printed, not asserted."""
     daemon()

@@ -51,6 +51,7 @@ TASKS = {
         "cancellable",
         "polite",
         "cancellable_async",
+        "deaf",
     )
 }
 
