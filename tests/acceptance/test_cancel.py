@@ -9,6 +9,7 @@ latency is printed (``-s`` shows it) for the report, never asserted.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.acceptance.test_cli_admin import add, job, one_line_error
 from tests.fixtures.handlers import CANCEL_SEEN_TABLE
 from tests.support import wait_for
 from tests.support.daemon import Daemon, prepare_database, query, write_config
+from tests.support.graphile import start_graphile
 
 CANCELLED = re.compile(r"^cancelled by (\S+) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
 
@@ -289,3 +291,45 @@ def test_bad_input(clean: str) -> None:
         kongtaskd.cancel_job(dsn, 0)
     with pytest.raises(ValueError, match="non-empty string"):
         kongtaskd.cancel_job(dsn, good, by=" ")
+
+
+GATED_FAILURE = """\
+const fs = require("fs");
+module.exports = async (payload) => {
+  while (!fs.existsSync(payload.gate)) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error("boom from graphile-worker");
+};
+"""
+
+
+@pytest.mark.interop
+def test_a_job_a_graphile_worker_holds_is_failed_for_good_when_its_worker_fails_it(
+    clean: str, tmp_path: Path
+) -> None:
+    dsn = clean
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "gated.js").write_text(GATED_FAILURE)
+    (tmp_path / "package.json").write_text('{"type": "commonjs"}')
+    gate = tmp_path / "gate"
+    job_id = add(dsn, "gated", {"gate": str(gate)})
+    worker = start_graphile(["--jobs", "1"], dsn, cwd=tmp_path)
+    try:
+
+        def locked_by() -> str | None:
+            if worker.poll() is not None:
+                raise AssertionError(f"graphile-worker exited: {worker.communicate()}")
+            row = job(dsn, job_id)
+            return row["locked_by"] if row else None
+
+        holder = wait_for(locked_by, timeout=30, what="graphile-worker to claim the job")
+        result = run_cli("jobs", "cancel", "--connection", dsn, str(job_id))
+        assert result.returncode == 0, result.stderr
+        assert f"it is held by {holder}" in result.stdout and "is not interrupted" in result.stdout
+        gate.write_text("")  # now its worker fails it, with its own error and back-off
+        row = wait_let_go(dsn, job_id)
+        assert_cancelled_for_good(row)  # the cancel's message, not "boom", and no retry
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
