@@ -20,9 +20,10 @@ imports none of those drivers.
     kongtaskd.run_jobs(conn_or_dsn, {"send_email": send_email})  # ready jobs, inline, now
     kongtaskd.pause(conn_or_dsn, tasks=["send_email"], queues=["billing"])  # fleet-wide
     kongtaskd.resume(conn_or_dsn, tasks=["send_email"])
+    kongtaskd.cancel_job(conn_or_dsn, 42)   # ends permanently failed; running: interrupted
 
-``run``, ``run_jobs``, ``RunSummary``, ``pause`` and ``resume`` are loaded on first use
-(``__getattr__``), so ``import kongtaskd`` costs no more than the enqueue API.
+``run``, ``run_jobs``, ``RunSummary``, ``pause``, ``resume`` and ``cancel_job`` are loaded on
+first use (``__getattr__``), so ``import kongtaskd`` costs no more than the enqueue API.
 ``pause``/``resume`` take what ``add_job`` takes and run in the caller's transaction; a
 DSN commits at once (kongtaskd.steer).
 """
@@ -50,6 +51,7 @@ _LAZY = {
     "RunSummary": "kongtaskd.inline",
     "pause": "kongtaskd.steer",
     "resume": "kongtaskd.steer",
+    "cancel_job": "kongtaskd.cancel",
 }
 
 
@@ -73,6 +75,7 @@ __all__ = [
     "add_job_async",
     "add_jobs",
     "add_jobs_async",
+    "cancel_job",
     "pause",
     "remove_job",
     "remove_job_async",

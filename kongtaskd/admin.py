@@ -44,7 +44,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-from kongtaskd import tunables
+from kongtaskd import cancel, tunables
 from kongtaskd.actions import (
     ActionResult,
     Lock,
@@ -56,6 +56,7 @@ from kongtaskd.actions import (
 from kongtaskd.actions import execute as _execute
 from kongtaskd.actions import has_heartbeats as _has_heartbeats
 from kongtaskd.actions import transaction as _transaction
+from kongtaskd.cancel import CancelResult
 
 __all__ = [
     "LIST_FILTERS",
@@ -67,6 +68,7 @@ __all__ = [
     "QueueCounts",
     "Status",
     "Written",
+    "cancel_jobs",
     "cleanup",
     "fail_jobs",
     "format_cleanup",
@@ -369,6 +371,16 @@ def format_jobs(listing: JobListing) -> str:
 # --- jobs retry / fail / remove / reschedule ------------------------------------------------
 # These live in kongtaskd.actions, the one action layer the CLI, the dashboard and the
 # Django admin share; the names stay importable from here for existing callers.
+
+
+def cancel_jobs(
+    conn: Connection, schema: str, ids: Sequence[int], *, stale_after: float = 60.0
+) -> CancelResult:
+    """``jobs cancel``: :func:`kongtaskd.cancel.cancel_jobs` in one committed transaction,
+    by this process's ``user@host``."""
+    with _transaction(conn, schema):
+        return cancel.cancel_jobs(conn, ids, schema=schema, stale_after=stale_after)
+
 
 # --- status ---------------------------------------------------------------------------------
 

@@ -15,6 +15,14 @@ traceback; SIGTERM while idle ends the child at once. The supervisor's death sen
 attempts refunded, every job it holds (``Holdings``) and any RUN still unread in the pipe,
 and exits.
 
+Cancel (``kongtaskd jobs cancel``): the supervisor writes CANCEL (job id, grace, message)
+into the pipe and sends SIGUSR1, because a child running a handler is not reading its pipe.
+The SIGUSR1 handler takes the CANCELs out (``Channel.take``) and records them: the job's
+``ctx.cancelled`` turns true at once, and ``JobCancelled`` (a ``JobInterrupted``) is raised
+in the handler right away (grace 0) or when a SIGALRM timer of ``cancel_grace`` seconds
+fires. A cancelled job that has not started is not started. Whatever the handler does, the
+outcome reported is the failure with the cancel message; unlike SIGTERM the child lives on.
+
 The child's fds 1 and 2 go into the log, line by line, with the job's id (``output.py``);
 every exit goes through ``Child.leave`` so the last lines are not lost to ``os._exit``.
 """
@@ -100,6 +108,13 @@ class JobInterrupted(BaseException):
     """
 
 
+class JobCancelled(JobInterrupted):
+    """Raised inside a running handler whose job was cancelled (after ``cancel_grace``).
+
+    A ``JobInterrupted``, so handlers need one ``except`` for every interruption; its text is
+    the cancel message ('cancelled by <who> at <time>')."""
+
+
 class Phase(enum.Enum):
     """Where the child is with the first of the jobs it holds."""
 
@@ -148,9 +163,10 @@ STARTING = Holdings(phase=Phase.STARTING)
 def sigterm_deferred() -> Iterator[None]:
     """Hold SIGTERM back (it stays pending) for a step that cannot be one store: reading a
     RUN off the socket and recording its ids. The previous mask is restored, not
-    unblocked, so a caller that already held SIGTERM keeps holding it.
+    unblocked, so a caller that already held SIGTERM keeps holding it. SIGUSR1 (a cancel)
+    is held too: its handler reads the same socket buffer.
     """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
     try:
         yield
     finally:
@@ -174,6 +190,13 @@ class Child:
         self.output: OutputCapture | None = None
         #: The job hooks and integrations (kongtaskd.hooks); empty until ``start``.
         self.hooks = Hooks()
+        #: Cancelled jobs among those held: job id -> the cancel message. Written by the
+        #: SIGUSR1 handler (one store per job), read by the run path and ``ctx.cancelled``.
+        self.cancels: dict[int, str] = {}
+        #: The running job a SIGALRM (the end of its cancel_grace) interrupts, or None.
+        self.cancel_alarm_for: int | None = None
+        #: The running async handler's task (a cancel cancels it), or None.
+        self.async_task: asyncio.Future[Any] | None = None
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -237,6 +260,8 @@ class Child:
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, self.on_sigterm)
+        signal.signal(signal.SIGUSR1, self.on_cancel_signal)
+        signal.signal(signal.SIGALRM, self.on_cancel_alarm)
         # The supervisor's wake-up fd was closed above; don't write to it from here.
         signal.set_wakeup_fd(-1)
 
@@ -253,6 +278,40 @@ class Child:
             # Handed back from right here: no code runs on a half-done step afterwards.
             self.leave_orphaned(held)
         self.leave(EXIT_INTERRUPTED)
+
+    def on_cancel_signal(self, signum: int, frame: object) -> None:
+        """SIGUSR1: CANCELs wait in the pipe. Idle, the loop reads (and ignores) them itself."""
+        held = self.holdings  # one read, as in on_sigterm
+        if held.phase in (Phase.STARTING, Phase.IDLE):
+            return
+        for message in self.channel.take(protocol.Kind.CANCEL):
+            if message.job_id not in held.jobs:
+                continue  # already reported: the supervisor converts what it receives
+            self.cancels = {**self.cancels, message.job_id: message.text}
+            log.warning("job %d: %s", message.job_id, message.text)
+            if held.phase is Phase.RUNNING and held.jobs[0] == message.job_id:
+                if message.seconds > 0:
+                    self.cancel_alarm_for = message.job_id
+                    signal.setitimer(signal.ITIMER_REAL, message.seconds)
+                else:
+                    self.interrupt_cancelled(message.text)
+
+    def on_cancel_alarm(self, signum: int, frame: object) -> None:
+        """SIGALRM: a cancelled job's cancel_grace is over; interrupt it if it still runs."""
+        held = self.holdings
+        job_id = self.cancel_alarm_for
+        if job_id is None or held.phase is not Phase.RUNNING or held.jobs[0] != job_id:
+            return
+        self.cancel_alarm_for = None
+        self.interrupt_cancelled(self.cancels.get(job_id, "cancelled"))
+
+    def forget_cancel(self, job_id: int) -> None:
+        """The job's outcome is out: no alarm may outlive it."""
+        if self.cancel_alarm_for == job_id:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.cancel_alarm_for = None
+        if job_id in self.cancels:
+            self.cancels = {k: v for k, v in self.cancels.items() if k != job_id}
 
     def leave_orphaned(self, held: Holdings) -> NoReturn:
         """Hand back what we hold and what the dead supervisor sent that we never read."""
@@ -368,7 +427,8 @@ class Child:
                 return
 
     def stop_requested(self) -> bool:
-        message = self.channel.peek()
+        with sigterm_deferred():  # SIGUSR1's handler must not read the buffer meanwhile
+            message = self.channel.peek()
         return message is not None and message.kind is protocol.Kind.STOP
 
     def run_job(self, job_id: int, row: tuple[Any, ...] | None) -> None:
@@ -378,6 +438,10 @@ class Child:
         #    while this pool still held the job (a sweeper may have taken it back).
         if row is None:
             self.report(protocol.encode_skipped(job_id, "the job is gone or no longer ours"))
+            return
+        if job_id in self.cancels:  # cancelled before it started: it never starts
+            self.report_failed(job_id, 0.0, self.cancels[job_id])
+            self.forget_cancel(job_id)
             return
         job = Job(*row[:-1], flags=sorted(row[-1]) if row[-1] else None)
         # The trace context kongtaskd.add_job stored in the payload is ours, not the app's.
@@ -409,10 +473,18 @@ class Child:
             else:
                 job_log.warning("job failed in %.3fs: %s", seconds, failure.text.splitlines()[0])
         # 3. Report. The supervisor writes the outcome (batched with other children's).
+        # A cancelled job ends as the cancel's failure, also when its handler swallowed the
+        # JobCancelled and returned (the trigger of kongtaskd migration 7 writes the message).
+        cancel_message = self.cancels.get(job_id)
+        if cancel_message is not None and (failure is None or failure.text != cancel_message):
+            failure = Failure(
+                cancel_message, failure.error if failure else JobCancelled(cancel_message)
+            )
         if failure is None:
             self.report_done(job_id, seconds)
         else:
             self.report_failed(job_id, seconds, failure.text)
+        self.forget_cancel(job_id)
         # 4. The end-of-job hooks, once the outcome is on its way: a slow hook delays the
         #    next job only, and nothing a hook does can change this one's outcome. A SIGTERM
         #    waits for them (REPORTING): ending the child from the signal handler while a
@@ -468,6 +540,7 @@ class Child:
             connection=conn,
             schema=self.settings.schema,
             django=bool(self.settings.django_settings),
+            cancel_check=lambda: job.id in self.cancels,
         )
         conn.autocommit = False
         try:
@@ -476,15 +549,21 @@ class Child:
             self.holdings = self.holdings.entering(Phase.RUNNING)
             try:
                 with self.hooks.around(job, trace):
+                    if job.id in self.cancels:  # a SIGUSR1 that landed just before RUNNING
+                        raise JobCancelled(self.cancels[job.id])
                     self.hooks.started(job)  # in the job's span and Django transaction
                     result = handler(job.payload, ctx)
                     if inspect.isawaitable(result):
-                        result = self.event_loop().run_until_complete(result)
+                        result = self.run_awaitable(job.id, result)
             finally:
                 self.holdings = self.holdings.entering(Phase.REPORTING)
             if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
                 conn.commit()
             return None
+        except JobCancelled as exc:
+            self.end_transaction()  # a cancel ends the job, not the child
+            self.forget_event_loop()
+            return Failure(format_error(exc), exc)
         except JobInterrupted as exc:
             self.stop_after_report = True
             self.end_transaction()
@@ -496,6 +575,40 @@ class Child:
             return Failure(format_error(exc), exc)
         finally:
             self.restore_autocommit()
+
+    def run_awaitable(self, job_id: int, awaitable: Any) -> Any:
+        """An async handler, to completion in the child's loop, as a task a cancel can reach:
+        raising from a signal handler would stop the loop, not the coroutine, so a cancel
+        cancels the task (the coroutine sees ``asyncio.CancelledError``, asyncio's way) and
+        the child reports the JobCancelled."""
+        loop = self.event_loop()
+        task = asyncio.ensure_future(awaitable, loop=loop)
+        self.async_task = task
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if job_id in self.cancels:
+                raise JobCancelled(self.cancels[job_id]) from None
+            raise
+        finally:
+            self.async_task = None
+
+    def interrupt_cancelled(self, message: str) -> None:
+        """The running job's cancel takes effect now: JobCancelled (sync handler), or its
+        task cancelled through the loop's self-pipe (async handler; wakes the loop)."""
+        task = self.async_task
+        if task is not None and self.loop is not None and not task.done():
+            self.loop.call_soon_threadsafe(task.cancel, message)
+            return
+        raise JobCancelled(message)
+
+    def forget_event_loop(self) -> None:
+        """An async handler interrupted inside its loop left tasks behind that must never
+        resume under the next job: cancel them and start the next job on a fresh loop."""
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:

@@ -626,6 +626,20 @@ def _jobs_fail_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _jobs_cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Cancel jobs, running or not: each ends permanently failed with last_error\n"
+        "'cancelled by USER@HOST at TIME' and is never retried ('jobs retry' revives it,\n"
+        "'jobs remove' deletes it). A job a kongtaskd daemon is running is interrupted\n"
+        "there (ctx.cancelled at once, JobInterrupted after its cancel_grace); one held by a\n"
+        "graphile-worker worker or a dead daemon is not interrupted, but fails with the\n"
+        "cancel message when let go. Ids that do not exist (a job that just finished is\n"
+        "gone) and jobs already permanently failed are left alone: the others are cancelled,\n"
+        "then one error line names them all and the exit code is 1."
+    )
+    _add_ids(parser)
+
+
 def _jobs_remove_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Delete jobs (graphile-worker's complete_jobs).\n\n" + _SKIPPED
     _add_ids(parser)
@@ -670,6 +684,12 @@ _JOB_ACTIONS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], Non
         "fail jobs permanently",
         "kongtaskd jobs fail -c kongtask.yaml 42 --message 'bad address, gave up'",
         _jobs_fail_arguments,
+    ),
+    (
+        "cancel",
+        "cancel jobs, running or not: permanently failed, never retried",
+        "kongtaskd jobs cancel -c kongtask.yaml 42 43",
+        _jobs_cancel_arguments,
     ),
     (
         "remove",
@@ -750,6 +770,8 @@ def _jobs(args: argparse.Namespace) -> int:
     try:
         if action == "list":
             return _jobs_list(conn, config, args)
+        if action == "cancel":
+            return _jobs_cancel(conn, config, args.ids)
         _audit_to_syslog()
         result = actions.apply(
             conn,
@@ -767,6 +789,18 @@ def _jobs(args: argparse.Namespace) -> int:
     summary = result.summary()
     if summary:
         print(summary, flush=True)
+    problems = result.problems()
+    if problems:
+        raise KongtaskError(problems, exit_code=ExitCode.FAILURE)
+    return ExitCode.OK
+
+
+def _jobs_cancel(conn: psycopg2.extensions.connection, config: Config, ids: list[int]) -> int:
+    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
+
+    result = admin.cancel_jobs(conn, config.schema, ids, stale_after=config.stale_after)
+    for job in result.cancelled:
+        print(job.describe(), flush=True)
     problems = result.problems()
     if problems:
         raise KongtaskError(problems, exit_code=ExitCode.FAILURE)

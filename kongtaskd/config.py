@@ -873,6 +873,17 @@ KEYS: tuple[Key, ...] = (
         "deploys faster. 0 kills at once.",
     ),
     Key(
+        "cancel_grace",
+        Seconds(inclusive=True),
+        0.0,
+        "Seconds between a running job's cancel (kongtaskd jobs cancel, "
+        "kongtaskd.cancel_job) reaching its child, when ctx.cancelled turns true, and "
+        "JobInterrupted being raised in its handler; the child is SIGKILLed 5 s "
+        "(CHILD_KILL_GRACE) after that if the handler is still running. Default 0: "
+        "interrupted at once. More lets a handler that polls ctx.cancelled stop cleanly; the "
+        "job ends permanently failed with the cancel message either way.",
+    ),
+    Key(
         "job_timeout",
         Seconds(nullable=True),
         None,
@@ -1035,6 +1046,8 @@ class Config:
     migrate: bool
     migration_lock_timeout: float | None
     shutdown_timeout: float
+    #: Seconds from a cancel reaching a running job to JobInterrupted (cancel.py).
+    cancel_grace: float
     job_timeout: float | None
     max_jobs_per_child: int | None
     max_memory_per_child: int | None

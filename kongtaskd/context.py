@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg2.extensions import connection as Connection
@@ -31,6 +32,14 @@ class JobContext:
     connection: Connection
     schema: str
     django: bool = False
+    #: Asked by ``cancelled``: has a cancel for this job arrived (the child's records)?
+    cancel_check: Callable[[], bool] = field(default=lambda: False, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel for this job arrived (``kongtaskd jobs cancel``): with
+        ``cancel_grace`` > 0 a handler can poll it and stop cleanly before JobInterrupted."""
+        return self.cancel_check()
 
     def add_job(self, identifier: str, payload: Any = None, **options: Any) -> Job:
         """``kongtaskd.add_job`` inside the handler's transaction (Django's in Django mode)."""

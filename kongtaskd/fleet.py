@@ -84,6 +84,9 @@ class ChildProcess:
     tasks: frozenset[str] | None = None
     #: It left by itself after max_jobs_per_child / max_memory_per_child.
     recycled: bool = False
+    #: The running job was cancelled: ``kill_at`` (SIGKILL) is the cancel's, dropped when
+    #: its outcome arrives.
+    cancel_kill_for: int | None = None
 
     @property
     def job_id(self) -> int | None:
@@ -143,6 +146,9 @@ class Fleet:
         self.rapid_deaths = 0
         self.last_fatal = ""
         self.jobs_done = 0
+        #: Jobs of our children that were cancelled: id -> the cancel message, their
+        #: outcome's text (kongtaskd jobs cancel; sent to the child as CANCEL).
+        self.cancels: dict[int, str] = {}
         #: What each message from a child means (built once: it runs for every job).
         self.handlers: dict[protocol.Kind, Callable[[ChildProcess, protocol.Message], None]] = {
             protocol.Kind.DONE: self.on_done,
@@ -258,13 +264,19 @@ class Fleet:
             handler(child, message)
 
     def on_done(self, child: ChildProcess, message: protocol.Message) -> None:
+        cancelled = self.cancels.get(message.job_id)
+        if cancelled is not None:  # it returned after all: a cancel still ends it failed
+            self.on_failed(child, protocol.Message(protocol.Kind.FAILED, message.job_id, text=""))
+            return
         self.metrics.job_succeeded(child.task, message.seconds)
         self.book.succeeded(message.job_id, child.task, message.seconds)
         self.job_finished(child, message.job_id)
 
     def on_failed(self, child: ChildProcess, message: protocol.Message) -> None:
         text = message.text
-        if child.kill_reason:
+        if message.job_id in self.cancels:
+            text = self.cancels[message.job_id]
+        elif child.kill_reason:
             text = f"{child.kill_reason}; {text}"
         self.metrics.job_failed(child.task, message.seconds)
         self.book.failed(message.job_id, child.task, text, message.seconds)
@@ -289,6 +301,8 @@ class Fleet:
         returned = set(message.job_ids)
         log.info("child %d handed back %d jobs it had not started", child.index, len(returned))
         child.jobs = collections.deque(j for j in child.jobs if j[0] not in returned)
+        for job_id in returned:  # a cancelled one stays failed: migration 7's trigger
+            self.cancels.pop(job_id, None)
         self.book.hand_back(message.job_ids)
         if not child.jobs:
             self.child_free(child)
@@ -318,6 +332,11 @@ class Fleet:
 
     def job_finished(self, child: ChildProcess, job_id: int) -> None:
         """An outcome arrived: the child's next job (if it has a batch) starts now."""
+        self.cancels.pop(job_id, None)
+        if child.cancel_kill_for == job_id:
+            child.cancel_kill_for = None
+            if not child.kill_reason:  # a timeout's or shutdown's SIGKILL stays armed
+                child.kill_at = None
         if child.jobs and child.jobs[0][0] == job_id:
             child.jobs.popleft()
         else:  # cannot happen with an honest child; keep the books right anyway
@@ -442,12 +461,11 @@ class Fleet:
         assert child.job_id is not None
         self.metrics.job_failed(child.task, None)
         reason = child.kill_reason or f"child process {child.index} (pid {child.pid}) {how}"
-        self.book.failed(
-            child.job_id,
-            child.task,
+        text = self.cancels.pop(child.job_id, None) or (
             f"{reason} while running job {child.job_id} ({child.task}); "
-            "the handler may have run partly",
+            "the handler may have run partly"
         )
+        self.book.failed(child.job_id, child.task, text)
         log.error("child %d %s while running job %d", child.index, how, child.job_id)
         # The rest of its batch never started: back to the queue, attempt refunded.
         self.book.hand_back([job_id for job_id, _ in list(child.jobs)[1:]])
@@ -547,6 +565,28 @@ class Fleet:
                 self.retire(child)
             elif len(child.jobs) > 1:  # mid-batch: it hands back what it has not started
                 self.send(child, protocol.encode_stop())
+
+    # ---- cancel ---------------------------------------------------------------------------
+    def cancel(self, job_id: int, message: str, grace: float) -> bool:
+        """A job one of our children holds was cancelled: tell it (CANCEL + SIGUSR1). Running,
+        its handler gets JobCancelled after ``grace`` seconds, and the child SIGKILL
+        ``CHILD_KILL_GRACE`` seconds after that if the job is still not over. False: no
+        child of ours holds the job."""
+        if job_id in self.cancels:
+            return True  # told already
+        for child in self.children.values():
+            held = [held_id for held_id, _ in child.jobs]
+            if job_id not in held:
+                continue
+            self.cancels[job_id] = message
+            log.warning("job %d (%s) on child %d: %s", job_id, child.task, child.index, message)
+            if self.send(child, protocol.encode_cancel(job_id, grace, message)):
+                self.kill(child, signal.SIGUSR1)
+            if held[0] == job_id and child.kill_at is None:
+                child.cancel_kill_for = job_id
+                child.kill_at = time.monotonic() + grace + tunables.CHILD_KILL_GRACE
+            return True
+        return False
 
     # ---- kill -----------------------------------------------------------------------------
     def terminate(self, child: ChildProcess, reason: str) -> None:

@@ -11,6 +11,9 @@ child reads the row itself, so payload size never touches the pipe.
 Supervisor -> child
     ``RUN``      body ``int64 job_id`` * n                   run these jobs, in this order
     ``STOP``     empty                                      exit when idle (recycle, drain)
+    ``CANCEL``   ``int64 job_id, float64 grace`` + UTF-8     this job was cancelled (text: the
+                 message); followed by SIGUSR1, since a child running a handler is not
+                 reading its pipe: its signal handler takes the CANCELs out (``take``)
 
 Child -> supervisor
     ``READY``    JSON ``{"pid", "tasks": [identifiers]}``   imports done, connected
@@ -42,6 +45,7 @@ _READ_SIZE = 65536
 class Kind(enum.IntEnum):
     RUN = 1
     STOP = 2
+    CANCEL = 3
     READY = 10
     FATAL = 11
     DONE = 12
@@ -76,6 +80,10 @@ def encode_returned(job_ids: list[int]) -> bytes:
 
 def encode_stop() -> bytes:
     return _frame(Kind.STOP, b"")
+
+
+def encode_cancel(job_id: int, grace: float, message: str) -> bytes:
+    return _frame(Kind.CANCEL, _OUTCOME.pack(job_id, grace) + message.encode("utf-8", "replace"))
 
 
 def encode_ready(pid: int, tasks: list[str]) -> bytes:
@@ -115,7 +123,7 @@ def _decode(kind: Kind, body: bytes) -> Message:
     if kind is Kind.DONE:
         job_id, seconds = _OUTCOME.unpack(body)
         return Message(kind, job_id=job_id, seconds=seconds)
-    if kind is Kind.FAILED:
+    if kind in (Kind.FAILED, Kind.CANCEL):  # CANCEL: ``seconds`` is the grace
         job_id, seconds = _OUTCOME.unpack_from(body)
         text = body[_OUTCOME.size :].decode("utf-8", "replace")
         return Message(kind, job_id=job_id, seconds=seconds, text=text)
@@ -263,6 +271,31 @@ class Channel:
             found.append(_decode(kind, bytes(buf[offset + _HEADER.size : end])))
             offset = end
         return found
+
+    def take(self, kind: Kind) -> list[Message]:
+        """Without blocking: read what has arrived, and take every whole message of ``kind``
+        out of the buffer, leaving the others (in order) for ``receive``. A child's SIGUSR1
+        handler uses it for CANCEL; the child holds SIGUSR1 back while it receives, so the
+        two never work on the buffer at once."""
+        self.drain()
+        taken: list[Message] = []
+        kept = bytearray()
+        offset = 0
+        buf = self._buffer
+        while len(buf) - offset >= _HEADER.size:
+            length, kind_byte = _HEADER.unpack_from(buf, offset)
+            end = offset + 4 + length
+            if len(buf) < end:
+                break
+            if kind_byte == kind:
+                taken.append(_decode(kind, bytes(buf[offset + _HEADER.size : end])))
+            else:
+                kept += buf[offset:end]
+            offset = end
+        if taken:
+            kept += buf[offset:]
+            self._buffer = kept  # one store: whole frames only, never half of one
+        return taken
 
     def receive(self) -> Message | None:
         """Blocking read of the next message; None at end of stream (the peer is gone)."""

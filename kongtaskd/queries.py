@@ -59,6 +59,7 @@ STATEMENTS: dict[str, Statement] = {
         Statement("queue_depth", ()),
         Statement("write_caps", ("text[]", "integer[]", "integer[]", "integer[]", "text")),
         Statement("notify_steer", ("text",)),
+        Statement("pending_cancels", ("text",)),  # kongtaskd migration 7; cancel.py
     )
 }
 

@@ -37,6 +37,7 @@ SUPERVISOR_STATEMENTS = (
     "queue_depth",
     "write_caps",
     "notify_steer",
+    "pending_cancels",
 )
 
 #: The channels it LISTENs on (graphile-worker's): new jobs, and another process migrating.
@@ -46,6 +47,9 @@ STEER = "kongtaskd:steer"
 
 #: A task's caps as the config gives them: (concurrency, rate); (None, None) is "no cap".
 Caps = tuple[int | None, "Rate | None"]
+#: kongtaskd's own: a job some worker holds was cancelled (payload: the holder's id;
+#: sql/cancel_jobs.sql sends it, sql/pending_cancels.sql reads what it is about).
+JOBS_CANCEL = "kongtaskd:cancel"
 
 
 class Session:
@@ -113,7 +117,8 @@ class Session:
             if self.listen:
                 with conn.cursor() as cur:
                     cur.execute(
-                        f'LISTEN "{JOBS_INSERT}"; LISTEN "{WORKER_MIGRATE}"; LISTEN "{STEER}"'
+                        f'LISTEN "{JOBS_INSERT}"; LISTEN "{WORKER_MIGRATE}"; LISTEN "{STEER}"; '
+                        f'LISTEN "{JOBS_CANCEL}"'
                     )
                 self.selector.register(conn.fileno(), selectors.EVENT_READ, "database")
         except BaseException:
@@ -202,6 +207,12 @@ class Session:
         """The loop turn's round trip (``settle.Settle.settle``); psycopg2.Error when it fails."""
         assert self.round_trip is not None, "settle() without a connection"
         return self.round_trip.settle(outcomes, want)
+
+    def pending_cancels(self) -> list[tuple[int, str]]:
+        """(job id, cancel message) of every job this pool holds that was cancelled;
+        psycopg2.Error when it fails."""
+        assert self.queries is not None, "pending_cancels() without a connection"
+        return [(row[0], row[1]) for row in self.queries.fetchall("pending_cancels", self.pool_id)]
 
     # ---- lose and reconnect ---------------------------------------------------------------
     def lost(self, exc: BaseException) -> None:

@@ -24,7 +24,9 @@ The loop, top to bottom (``Supervisor.run``)::
       settle           ONE round trip: write the collected outcomes, claim more jobs
       dispatch         hand out what was just claimed
       run_cron         add the jobs of cron ticks that are due (exactly once across the fleet)
-      tick             heartbeat and sweeps, sd_notify, process title, reconnect when due
+      tick             heartbeat and sweeps, sd_notify, process title, reconnect when due;
+                       cancels of jobs we hold (after a 'kongtaskd:cancel' NOTIFY, a
+                       reconnect, a heartbeat): ``fleet.cancel`` tells the child
     stop             children gone, remaining outcomes written (retried), connection closed
 
 Where outcomes are written: here, in batches, not in the children. A child reports an
@@ -80,7 +82,7 @@ from kongtaskd.metrics import MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
 from kongtaskd.protocol import FATAL_DATABASE
 from kongtaskd.schema.check import require_current_schema
-from kongtaskd.session import JOBS_INSERT, STEER, WORKER_MIGRATE, Caps, Session
+from kongtaskd.session import JOBS_CANCEL, JOBS_INSERT, STEER, WORKER_MIGRATE, Caps, Session
 from kongtaskd.settle import Want
 from kongtaskd.zygote import (
     DEGRADED,
@@ -211,6 +213,9 @@ class Supervisor:
         self.next_status = 0.0
         self.status_sent = ""
         self.title = ""
+        #: Read the cancels of jobs we hold (kongtaskd jobs cancel) at the next tick: set by
+        #: their NOTIFY, a (re)connect (a NOTIFY sent meanwhile is lost) and each heartbeat.
+        self.cancels_due = True
         self.next_watchdog = 0.0
 
     @property
@@ -400,6 +405,7 @@ class Supervisor:
             raise
         self.heartbeat.next_beat = 0.0  # beat (and sweep) at once, before READY=1
         self.book.want_claim = True  # anything queued while we were away is waiting
+        self.cancels_due = True  # a cancel made while we were away: its NOTIFY is lost
 
     def known_job_ids(self) -> list[int]:
         """Every job this supervisor holds: with a child, prefetched, or with an outcome."""
@@ -664,6 +670,8 @@ class Supervisor:
                     self.release_prefetched("a pause was committed")
             elif note.channel == WORKER_MIGRATE:
                 self.on_migrate_notice(note.payload)
+            elif note.channel == JOBS_CANCEL and note.payload == self.pool_id:
+                self.cancels_due = True
 
     def on_migrate_notice(self, payload: str) -> None:
         try:
@@ -703,6 +711,8 @@ class Supervisor:
         now = time.monotonic()
         if self.heartbeat.due(now):
             self.beat()
+        if self.cancels_due:
+            self.apply_cancels()
         busy = len(self.fleet.busy())
         self.metrics.set_children(busy, len(self.fleet.idle()))
         if self.metrics_server is not None:
@@ -766,7 +776,31 @@ class Supervisor:
         except psycopg2.Error as exc:
             self.session.lost(exc)
         else:
+            self.cancels_due = True  # the backstop of a lost NOTIFY, and of --once
             self.take_notifications()
+
+    def apply_cancels(self) -> None:
+        """Act on the cancels of jobs this pool holds (sql/pending_cancels.sql): a child's
+        job is interrupted (``fleet.cancel``); a prefetched one is failed with the cancel
+        message at the next settle, never started. Jobs whose outcome is already in the book
+        need nothing: the trigger of kongtaskd migration 7 fails them when it is written."""
+        if not self.session.connected:
+            return
+        try:
+            pending = self.session.pending_cancels()
+        except psycopg2.Error as exc:
+            self.session.lost(exc)
+            return
+        self.cancels_due = False
+        for job_id, message in pending:
+            if self.fleet.cancel(job_id, message, self.config.cancel_grace):
+                continue
+            for job in list(self.book.prefetched):
+                if job.id == job_id:
+                    self.book.prefetched.remove(job)
+                    self.book.failed(job_id, job.task, message)
+                    log.warning("job %d (%s), claimed, not started: %s", job_id, job.task, message)
+        self.take_notifications()
 
     def refresh_queue_depth(self) -> None:
         """Called by a scrape: re-count jobs by state, at most every METRICS_QUEUE_DEPTH_EVERY."""

@@ -130,6 +130,8 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
         " and relkind in ('r', 'i') and relname like '\\_kongtaskd\\_%' order by 1",
     )
     assert own == [
+        ("_kongtaskd_cancels",),
+        ("_kongtaskd_cancels_pkey",),
         ("_kongtaskd_heartbeats",),
         ("_kongtaskd_heartbeats_pkey",),
         ("_kongtaskd_jobs_locked",),

@@ -52,6 +52,7 @@ KONGTASKD_FUNCTIONS = {
     "kongtaskd_complete_job",
     "kongtaskd_fail_job",
     "kongtaskd_pause_marker",
+    "_kongtaskd_cancel_guard",  # migration 7: the trigger keeping cancelled jobs failed
 }
 
 
@@ -123,6 +124,7 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_kongtaskd_heartbeats",
         "_kongtaskd_task_caps",
         "_kongtaskd_pauses",
+        "_kongtaskd_cancels",
     }
     assert found["views"] == {"jobs"}
     assert found["types"] == {"job_spec"}
@@ -156,6 +158,7 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_kongtaskd_heartbeats",
         "_kongtaskd_task_caps",
         "_kongtaskd_pauses",
+        "_kongtaskd_cancels",
     }
 
 

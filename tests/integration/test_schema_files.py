@@ -63,6 +63,7 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
             "kongtaskd_pause_marker",
             "kongtaskd_claim",
         ],
+        ["_kongtaskd_cancels", "_kongtaskd_cancel_guard"],  # 000007: cancels, their trigger
     ]
 
 

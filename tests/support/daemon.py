@@ -48,6 +48,10 @@ TASKS = {
         "stubborn",
         "hog",
         "garble_pipe",
+        "cancellable",
+        "polite",
+        "cancellable_async",
+        "deaf",
     )
 }
 

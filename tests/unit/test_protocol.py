@@ -133,3 +133,26 @@ def test_wait_returns_for_a_buffered_frame_without_touching_the_socket():
     finally:
         supervisor.close()
         child.close()
+
+
+def test_cancel_round_trips_and_take_leaves_the_other_messages_in_order():
+    parent, child = protocol.channel_pair()
+    try:
+        parent.send(protocol.encode_run(5))
+        parent.send(protocol.encode_cancel(7, 2.5, "cancelled by ops@h at 2026-12-01 09:00:00 UTC"))
+        parent.send(protocol.encode_stop())
+        parent.send(protocol.encode_cancel(8, 0.0, "cancelled by x"))
+        parent.sock.sendall(protocol.encode_run(9)[:5])  # half a frame stays for later
+        taken = child.take(Kind.CANCEL)
+        assert [(m.job_id, m.seconds, m.text) for m in taken] == [
+            (7, 2.5, "cancelled by ops@h at 2026-12-01 09:00:00 UTC"),
+            (8, 0.0, "cancelled by x"),
+        ]
+        assert child.take(Kind.CANCEL) == []
+        parent.sock.sendall(protocol.encode_run(9)[5:])
+        assert child.receive() == protocol.Message(Kind.RUN, job_id=5, job_ids=(5,))
+        assert child.receive() == protocol.Message(Kind.STOP)
+        assert child.receive() == protocol.Message(Kind.RUN, job_id=9, job_ids=(9,))
+    finally:
+        parent.close()
+        child.close()
