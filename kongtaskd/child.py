@@ -465,7 +465,9 @@ class Child:
             self.restore_autocommit()  # we may still be inside the handler's transaction
             self.ensure_connection()
             assert self.queries is not None
-            self.queries.fetchall("settle", [], [], [], job_ids, self.settings.pool_id, [], None, 0)
+            self.queries.fetchall(
+                "settle", [], [], [], job_ids, self.settings.pool_id, [], None, 0, [], False
+            )
             log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
             log.error("supervisor gone and jobs %s could not be returned: %s", job_ids, exc)
@@ -522,6 +524,8 @@ class Child:
                 [],
                 None,
                 0,
+                [],  # run seconds: no history record (keep_completed) for an orphan's write
+                False,
             )
             if completed or failed_ids:
                 log.warning(

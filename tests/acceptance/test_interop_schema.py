@@ -130,11 +130,16 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
         " and relkind in ('r', 'i') and relname like '\\_kongtaskd\\_%' order by 1",
     )
     assert own == [
+        ("_kongtaskd_completed_jobs",),  # migration 5
+        ("_kongtaskd_completed_jobs_finished",),
+        ("_kongtaskd_completed_jobs_id",),
         ("_kongtaskd_heartbeats",),
         ("_kongtaskd_heartbeats_pkey",),
         ("_kongtaskd_jobs_ready",),
         ("_kongtaskd_migrations",),
         ("_kongtaskd_migrations_pkey",),
+        ("_kongtaskd_stats",),
+        ("_kongtaskd_stats_pkey",),
     ]
 
 

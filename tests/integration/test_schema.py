@@ -120,6 +120,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "migrations",
         "_kongtaskd_migrations",
         "_kongtaskd_heartbeats",
+        "_kongtaskd_stats",  # migration 5
+        "_kongtaskd_completed_jobs",
     }
     assert found["views"] == {"jobs"}
     assert found["types"] == {"job_spec"}
@@ -128,7 +130,7 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
     assert query(
         fresh_dsn,
         "select indexdef from pg_indexes where schemaname = 'graphile_worker'"
-        " and indexname like '%%kongtaskd%%jobs%%'",
+        " and indexname = '_kongtaskd_jobs_ready'",
     ) == [
         (
             "CREATE INDEX _kongtaskd_jobs_ready ON graphile_worker._private_jobs"
@@ -147,6 +149,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_private_tasks",
         "_private_known_crontabs",
         "_kongtaskd_heartbeats",
+        "_kongtaskd_stats",
+        "_kongtaskd_completed_jobs",
     }
 
 
@@ -173,6 +177,7 @@ def test_heartbeat_table_has_the_agreed_columns(conn, fresh_dsn: str) -> None:
         ("last_reload_at", "timestamp with time zone", False, None),
         ("last_reload_error", "text", False, None),
         ("degraded", "text", False, None),
+        ("details", "jsonb", False, None),  # migration 5: what the daemon publishes
     ]
 
 
