@@ -466,7 +466,7 @@ class Child:
             self.ensure_connection()
             assert self.queries is not None
             self.queries.fetchall(
-                "settle", [], [], [], job_ids, self.settings.pool_id, [], None, 0, [], False
+                "settle", [], [], [], job_ids, self.settings.pool_id, [], None, 0, [], [], False
             )
             log.warning("supervisor gone: returned jobs %s to the queue", job_ids)
         except Exception as exc:
@@ -524,7 +524,8 @@ class Child:
                 [],
                 None,
                 0,
-                [],  # run seconds: no history record (keep_completed) for an orphan's write
+                [],  # run seconds and tasks: no history record (keep_completed) for an
+                [],  # orphan's own write
                 False,
             )
             if completed or failed_ids:

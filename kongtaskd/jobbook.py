@@ -82,6 +82,7 @@ class JobBook:
     def succeeded(self, job_id: int, task: str, seconds: float) -> None:
         self.outcomes.completed.append(job_id)
         self.outcomes.seconds[job_id] = seconds
+        self.outcomes.tasks[job_id] = task
         self.record_duration(task, seconds)
 
     def failed(self, job_id: int, task: str, text: str, seconds: float | None = None) -> None:

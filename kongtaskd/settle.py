@@ -2,7 +2,7 @@
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
 jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$10``) and its answer is a union of row kinds; this module is the only place that
+(``$1..$11``) and its answer is a union of row kinds; this module is the only place that
 knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kongtaskd.queries import Queries
 
-#: The statement's name (``sql/settle.sql``) and the PostgreSQL types of ``$1..$10``, in
+#: The statement's name (``sql/settle.sql``) and the PostgreSQL types of ``$1..$11``, in
 #: order: completed ids, failed ids, their error texts, handed-back ids, pool id, claimable
-#: task ids, forbidden flags (or null), how many jobs to claim, the run seconds of the
-#: completed jobs (same order as their ids; null: unknown), whether to keep a history
-#: record of each completed job (``keep_completed``, ``_kongtaskd_completed_jobs``).
+#: task ids, forbidden flags (or null), how many jobs to claim, the run seconds and the task
+#: identifiers of the completed jobs (same order as their ids; null: unknown), whether to
+#: keep a history record of each completed job (``keep_completed``,
+#: ``_kongtaskd_completed_jobs``).
 NAME = "settle"
 PARAM_TYPES = (
     "bigint[]",
@@ -38,6 +39,7 @@ PARAM_TYPES = (
     "text[]",
     "int",
     "float8[]",
+    "text[]",
     "boolean",
 )
 
@@ -54,6 +56,8 @@ class Outcomes:
     #: job id -> how long its handler ran (completed and failed attempts that reported it):
     #: the history record's duration and start, and the statistics' run-time histogram.
     seconds: dict[int, float] = field(default_factory=dict)
+    #: job id -> its task identifier, for the history record of a completed job.
+    tasks: dict[int, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.completed or self.failed or self.released)
@@ -166,6 +170,7 @@ class Settle:
             want.forbidden_flags,
             want.count,
             [outcomes.seconds.get(job_id) for job_id in outcomes.completed],
+            [outcomes.tasks.get(job_id) for job_id in outcomes.completed],
             keep_completed,
         )
         return parse(rows)

@@ -56,7 +56,11 @@ def main() -> int:
         seconds: dict[bool, list[float]] = {False: [], True: []}
         for turn in range(args.turns):
             keep = turn % 2 == 1
-            outcomes = Outcomes(completed=held, seconds=dict.fromkeys(held, 0.001))
+            outcomes = Outcomes(
+                completed=held,
+                seconds=dict.fromkeys(held, 0.001),
+                tasks=dict.fromkeys(held, "noop"),
+            )
             started = time.perf_counter()
             result = settle.settle(outcomes, want, keep_completed=keep)
             seconds[keep].append(time.perf_counter() - started)

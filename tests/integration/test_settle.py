@@ -64,7 +64,7 @@ def add_jobs(conn: psycopg2.extensions.connection, task: str, count: int) -> tup
 
 def test_the_statement_is_prepared_with_the_wrappers_types() -> None:
     assert STATEMENTS[NAME].param_types == PARAM_TYPES
-    assert len(PARAM_TYPES) == 10  # $1..$10 of sql/settle.sql
+    assert len(PARAM_TYPES) == 11  # $1..$11 of sql/settle.sql
 
 
 def test_settle_writes_each_outcome_kind_and_claims(conn: psycopg2.extensions.connection) -> None:
@@ -148,7 +148,9 @@ def test_keep_completed_records_each_completed_job_in_the_same_statement(
     # On: one record per completed job, from the same statement as the delete.
     ((statement_time,),) = rows(conn, "select now()")
     done = settle.settle(
-        Outcomes(completed=[queued], seconds={queued: 1.5}), Want(0, []), keep_completed=True
+        Outcomes(completed=[queued], seconds={queued: 1.5}, tasks={queued: "kept"}),
+        Want(0, []),
+        keep_completed=True,
     )
     assert done.completed == [queued]
     ((record),) = rows(conn, HISTORY)

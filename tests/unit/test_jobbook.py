@@ -47,7 +47,10 @@ def test_durations_feed_the_overall_and_the_per_task_average() -> None:
     assert book.average_job_seconds == pytest.approx(0.8 * 0.001 + 0.2 * 0.5)
     assert book.task_seconds == {"fast": 0.001, "slow": 0.5}
     assert book.outcomes == Outcomes(
-        completed=[1], failed={2: "boom", 3: "child died"}, seconds={1: 0.001, 2: 0.5}
+        completed=[1],
+        failed={2: "boom", 3: "child died"},
+        seconds={1: 0.001, 2: 0.5},
+        tasks={1: "fast"},
     )
 
 
