@@ -341,6 +341,39 @@ class Seconds(ValueType):
         return number
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Duration(ValueType):
+    """A length of time: seconds as a number, or a number with a unit (``90s``, ``30m``,
+    ``24h``, ``7d``), ``> 0``. For retention periods, which read better in days."""
+
+    nullable: bool = False
+
+    def describe(self) -> str:
+        return "duration (seconds, or 30m, 24h, 7d)" + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> float | None:
+        if value is None and self.nullable:
+            return None
+        expected = "a duration > 0 (seconds, or a number with s, m, h or d: 24h, 7d)" + (
+            " or null" if self.nullable else ""
+        )
+        if isinstance(value, bool):
+            raise Invalid(path, f"expected {expected}, got {_shown(value)}")
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+            number = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        else:
+            raise Invalid(path, f"expected {expected}, got {_shown(value)}")
+        if not 0 < number < float("inf"):
+            raise Invalid(path, f"expected {expected}, got {_shown(value)}")
+        return number
+
+
 @dataclasses.dataclass(frozen=True)
 class Str(ValueType):
     nullable: bool = False
@@ -975,6 +1008,26 @@ KEYS: tuple[Key, ...] = (
         "shorter means more writes.",
     ),
     Key(
+        "stats_retention",
+        Duration(),
+        7 * 86400.0,
+        "How long the per-minute job statistics (_kongtaskd_stats, the dashboard's charts; "
+        "see docs/statistics.md) are kept. Default 7d. Each heartbeat deletes older rows in "
+        "a bounded batch. Longer keeps more history at about one row per task per minute; "
+        "daemons with different values prune to the shortest.",
+    ),
+    Key(
+        "keep_completed",
+        Duration(nullable=True),
+        None,
+        "Keep a record of every job this daemon completes (id, task, queue, key, attempts, "
+        "times, run time, pool) in _kongtaskd_completed_jobs for this long, e.g. 24h: "
+        "graphile-worker deletes a job on success, so otherwise nothing says it ran. Default "
+        "null: no record. Written by the settle statement together with the delete; costs "
+        "one row per job (see docs/statistics.md for the measured throughput cost). Older "
+        "records are deleted in bounded batches with the heartbeat.",
+    ),
+    Key(
         "django_settings",
         Str(nullable=True),
         None,
@@ -1060,6 +1113,9 @@ class Config:
     log: LogConfig
     stale_after: float
     heartbeat_interval: float
+    stats_retention: float
+    #: None: completed jobs leave no record.
+    keep_completed: float | None
     #: Django mode (kongtaskd.contrib.django): the settings module children set up.
     django_settings: str | None
     #: Module of job hooks (``kongtaskd.hooks``), imported with the handlers.

@@ -28,7 +28,7 @@ import collections
 import datetime
 from dataclasses import dataclass, field
 
-from kongtaskd import tunables
+from kongtaskd import tally, tunables
 from kongtaskd.settle import FailedJob, Outcomes, SettleResult
 
 
@@ -54,6 +54,9 @@ class Settled:
     claimed: int = 0
     #: It carried at least one outcome.
     wrote: bool = False
+    #: Every completion and failure written, as (task, tally kind, run seconds or None),
+    #: for the statistics (``tally.Tally``).
+    finished: list[tuple[str, str, float | None]] = field(default_factory=list)
 
 
 def ewma(previous: float | None, value: float) -> float:
@@ -80,12 +83,15 @@ class JobBook:
     # ---- outcomes -------------------------------------------------------------------------
     def succeeded(self, job_id: int, task: str, seconds: float) -> None:
         self.outcomes.completed.append(job_id)
+        self.outcomes.seconds[job_id] = seconds
+        self.outcomes.tasks[job_id] = task
         self.record_duration(task, seconds)
 
     def failed(self, job_id: int, task: str, text: str, seconds: float | None = None) -> None:
         """A failed attempt (raised, timed out, its child died: then ``seconds`` is None)."""
         self.outcomes.failed[job_id] = text
         if seconds is not None:
+            self.outcomes.seconds[job_id] = seconds
             self.record_duration(task, seconds)
 
     def hand_back(self, job_ids: list[int] | tuple[int, ...]) -> None:
@@ -163,7 +169,16 @@ class JobBook:
         if outcomes is self.outcomes:
             self.outcomes = Outcomes()
         failed = [(job, self.job_tasks.pop(job.id, "")) for job in result.failed]
-        for job_id in result.completed + result.released:
+        seconds = outcomes.seconds
+        finished = [
+            (self.job_tasks.pop(job_id, ""), tally.SUCCEEDED, seconds.get(job_id))
+            for job_id in result.completed
+        ]
+        finished.extend(
+            (task, tally.FAILED if job.permanent else tally.RETRIED, seconds.get(job.id))
+            for job, task in failed
+        )
+        for job_id in result.released:
             self.job_tasks.pop(job_id, None)
         lost = sorted(outcomes.ids() - result.written())
         for job_id in lost:
@@ -186,7 +201,9 @@ class JobBook:
             # (one snapshot): claim again next turn, or a queue's next job would wait for
             # the next poll.
             self.want_claim = True
-        return Settled(failed=failed, lost=lost, claimed=len(claimed), wrote=wrote)
+        return Settled(
+            failed=failed, lost=lost, claimed=len(claimed), wrote=wrote, finished=finished
+        )
 
     # ---- dispatch -------------------------------------------------------------------------
     def deal(self, idle_children: int) -> list[list[PrefetchedJob]]:

@@ -50,8 +50,12 @@ STATEMENTS: dict[str, Statement] = {
             (
                 *("text", "text", "integer", "text", "integer", "integer", "bigint"),
                 *("timestamptz", "text", "text"),  # last reload at, its error; degraded
+                "jsonb",  # details: children, config summary, crontab next runs
             ),
         ),
+        Statement("stats_add", ("jsonb",)),
+        Statement("prune_stats", ("float8", "int")),
+        Statement("prune_completed", ("float8", "int")),
         Statement("sweep", ("float8", "text")),
         Statement("sweep_expired", ("float8",)),
         Statement("forget_pool", ("text",)),

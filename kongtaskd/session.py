@@ -30,6 +30,9 @@ SUPERVISOR_STATEMENTS = (
     "settle",
     "register_tasks",
     "heartbeat",
+    "stats_add",
+    "prune_stats",
+    "prune_completed",
     "sweep",
     "sweep_expired",
     "forget_pool",
@@ -83,6 +86,8 @@ class Session:
         self.caps: dict[str, Caps] = dict(caps or {})
         self.reconnect_at = 0.0
         self.reconnect_delay = tunables.RECONNECT_BACKOFF_FIRST
+        #: The ``keep_completed`` config key is set: settles write history records.
+        self.keep_completed = False
 
     @property
     def connected(self) -> bool:
@@ -206,7 +211,7 @@ class Session:
     def settle(self, outcomes: Outcomes, want: Want) -> SettleResult:
         """The loop turn's round trip (``settle.Settle.settle``); psycopg2.Error when it fails."""
         assert self.round_trip is not None, "settle() without a connection"
-        return self.round_trip.settle(outcomes, want)
+        return self.round_trip.settle(outcomes, want, keep_completed=self.keep_completed)
 
     def pending_cancels(self) -> list[tuple[int, str]]:
         """(job id, cancel message) of every job this pool holds that was cancelled;

@@ -2,7 +2,7 @@
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
 jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$8``) and its answer is a union of row kinds; this module is the only place that
+(``$1..$11``) and its answer is a union of row kinds; this module is the only place that
 knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
@@ -22,9 +22,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kongtaskd.queries import Queries
 
-#: The statement's name (``sql/settle.sql``) and the PostgreSQL types of ``$1..$8``, in order:
-#: completed ids, failed ids, their error texts, handed-back ids, pool id, claimable task
-#: ids, forbidden flags (or null), how many jobs to claim.
+#: The statement's name (``sql/settle.sql``) and the PostgreSQL types of ``$1..$11``, in
+#: order: completed ids, failed ids, their error texts, handed-back ids, pool id, claimable
+#: task ids, forbidden flags (or null), how many jobs to claim, the run seconds and the task
+#: identifiers of the completed jobs (same order as their ids; null: unknown), whether to
+#: keep a history record of each completed job (``keep_completed``,
+#: ``_kongtaskd_completed_jobs``).
 NAME = "settle"
 PARAM_TYPES = (
     "bigint[]",
@@ -35,6 +38,9 @@ PARAM_TYPES = (
     "integer[]",
     "text[]",
     "int",
+    "float8[]",
+    "text[]",
+    "boolean",
 )
 
 
@@ -47,6 +53,11 @@ class Outcomes:
     failed: dict[int, str] = field(default_factory=dict)
     #: Claimed but never started: back to the queue, attempt refunded.
     released: list[int] = field(default_factory=list)
+    #: job id -> how long its handler ran (completed and failed attempts that reported it):
+    #: the history record's duration and start, and the statistics' run-time histogram.
+    seconds: dict[int, float] = field(default_factory=dict)
+    #: job id -> its task identifier, for the history record of a completed job.
+    tasks: dict[int, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.completed or self.failed or self.released)
@@ -144,8 +155,14 @@ class Settle:
         self.queries = queries
         self.pool_id = pool_id
 
-    def settle(self, outcomes: Outcomes, want: Want) -> SettleResult:
-        """Write ``outcomes`` and claim ``want.count`` jobs, in one statement."""
+    def settle(
+        self, outcomes: Outcomes, want: Want, *, keep_completed: bool = False
+    ) -> SettleResult:
+        """Write ``outcomes`` and claim ``want.count`` jobs, in one statement.
+
+        ``keep_completed``: the same statement records each completed job in
+        ``_kongtaskd_completed_jobs`` (the ``keep_completed`` config key is set).
+        """
         failed_ids = list(outcomes.failed)
         rows = self.queries.fetchall(
             NAME,
@@ -157,6 +174,9 @@ class Settle:
             want.task_ids,
             want.forbidden_flags,
             want.count,
+            [outcomes.seconds.get(job_id) for job_id in outcomes.completed],
+            [outcomes.tasks.get(job_id) for job_id in outcomes.completed],
+            keep_completed,
         )
         return parse(rows)
 

@@ -199,7 +199,14 @@ class Supervisor:
             on_other_exit=self.on_other_exit,
         )
         self.forbidden_flags = list(config.forbidden_flags) or None
-        self.heartbeat = Heartbeat(self.pool_id, config.heartbeat_interval, config.stale_after)
+        self.heartbeat = Heartbeat(
+            self.pool_id,
+            config.heartbeat_interval,
+            config.stale_after,
+            stats_retention=config.stats_retention,
+            keep_completed=config.keep_completed,
+        )
+        self.session.keep_completed = config.keep_completed is not None
         self.drain_deadline: float | None = None
         self.fast = False
         self.jobs_failed = 0
@@ -474,7 +481,7 @@ class Supervisor:
         yield self.zygotes.next_deadline()
         yield self.drain_deadline
         yield self.housekeeping_deadline()
-        yield self.heartbeat.next_beat if self.session.connected else None
+        yield self.heartbeat.next_deadline() if self.session.connected else None
         if self.cron is not None and self.session.connected and not self.draining:
             yield now + self.cron.seconds_until_due()
 
@@ -636,6 +643,9 @@ class Supervisor:
 
     def record_settled(self, settled: Settled) -> None:
         """Log and count what a round trip wrote."""
+        at = time.time()  # the statistics' minute: when the outcomes reached the database
+        for task, kind, seconds in settled.finished:
+            self.heartbeat.tally.add(task, kind, seconds, at)
         for job, task in settled.failed:
             self.jobs_failed += 1
             if job.permanent:
@@ -772,6 +782,9 @@ class Supervisor:
                 concurrency=self.config.concurrency,
                 busy=len(self.fleet.busy()),
                 jobs_done=self.fleet.jobs_done,
+                children=self.fleet.children.values(),
+                config=self.config,
+                cron=self.cron,
             )
         except psycopg2.Error as exc:
             self.session.lost(exc)
@@ -916,6 +929,9 @@ class Supervisor:
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat.interval = config.heartbeat_interval
         self.heartbeat.stale_after = config.stale_after
+        self.heartbeat.stats_retention = config.stats_retention
+        self.heartbeat.keep_completed = config.keep_completed
+        self.session.keep_completed = config.keep_completed is not None
         setup_logging(config.log.level, config.log.format)
         self.fleet.generation += 1
         self.reloading = True
@@ -979,6 +995,11 @@ class Supervisor:
         self.stop_zygotes()
         self.final_flush()
         queries = self.session.queries
+        if queries is not None:
+            try:  # the last turns' counts; the heartbeat row may stay (below), they may not
+                self.heartbeat.write_stats(queries)
+            except psycopg2.Error as exc:
+                log.warning("could not write the last statistics: %s", exc)
         if queries is not None and not self.book.outcomes:
             # Holding nothing any more: remove the heartbeat row. (With outcomes still
             # unwritten it stays, so other daemons' sweeps recover those jobs soon.)

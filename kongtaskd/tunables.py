@@ -246,3 +246,31 @@ DJANGO_ADMIN_EXACT_COUNT = 1_000
 #: At most this many task identifiers and queue names are offered in the Django admin's
 #: filters (a queue per customer makes thousands); others still work as URL parameters.
 DJANGO_ADMIN_FILTER_CHOICES = 200
+
+#: Run-time histogram of the statistics (``_kongtaskd_stats.histogram``): upper bounds in
+#: seconds of each bucket, the last bucket holding everything longer. Fixed, so rows of every
+#: daemon and every minute add up; spaced about 1-2.5-5 per decade from 1 ms to 10 min, which
+#: puts a p50/p95 estimate within a bucket of the truth for jobs from no-ops to batch work.
+STATS_BUCKETS = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0),
+)
+
+#: Rows deleted per pruning statement (statistics older than ``stats_retention``, history
+#: older than ``keep_completed``). One batch runs with each heartbeat; while a batch comes back
+#: full, the next one runs on the next loop turn, so a backlog (a first start after a long
+#: time, a fleet completing thousands of jobs a second) is worked off without ever holding
+#: locks or the loop for more than one batch (a few milliseconds).
+PRUNE_BATCH = 2000
+
+#: At most this many statistics rows (task, minute) are held in memory between heartbeats;
+#: beyond it the heartbeat is brought forward. Bounds the heartbeat statement's size when a
+#: fleet runs thousands of distinct tasks.
+STATS_MAX_PENDING_ROWS = 1000
+
+#: What a heartbeat row's ``details`` may list at most: children, crontab items, and task
+#: identifiers or queue names of the configuration summary. Keeps the row small (a few KB)
+#: whatever the concurrency or crontab size; the counts are always complete.
+DETAILS_MAX_CHILDREN = 256
+DETAILS_MAX_CRON_ITEMS = 200
+DETAILS_MAX_LIST_ITEMS = 100

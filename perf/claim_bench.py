@@ -51,14 +51,14 @@ import psycopg2
 import psycopg2.extensions
 from benchlib import Server
 
-from kongtaskd import queries
+from kongtaskd import queries, settle
 from kongtaskd.schema.files import bind, load_migrations
 
 Cursor = psycopg2.extensions.cursor
 #: One call: complete `done`, claim up to `size` of `tasks`; the ids claimed.
 Claim = Callable[[Cursor, list[int], list[int], int], list[int]]
 
-CLAIM_TYPES = "(bigint[], bigint[], text[], bigint[], text, integer[], text[], int)"
+CLAIM_TYPES = f"({', '.join(settle.PARAM_TYPES)})"  # declared once, in kongtaskd/settle.py
 POOL = "pool-claim-bench"
 DEFAULT_SQL = Path(__file__).resolve().parent.parent / "kongtaskd" / "sql" / "settle.sql"
 #: Our tasks are t0..tN; the backlog of another task is this one.
@@ -73,8 +73,8 @@ def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
 
     def claim(cur: Cursor, done: list[int], tasks: list[int], size: int) -> list[int]:
         cur.execute(
-            f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (done, [], [], [], POOL, tasks, None, size),
+            f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (done, [], [], [], POOL, tasks, None, size, [], [], False),
         )
         return [row[1] for row in cur.fetchall() if row[0] == "claimed"]
 

@@ -10,6 +10,9 @@
 --   $6 integer[]  task ids this daemon can run
 --   $7 text[]     forbidden flags, or null
 --   $8 integer    how many jobs to claim (0 = none)
+--   $9 float8[]   run seconds of the jobs in $1, same order (null: unknown)
+--   $10 text[]    task identifiers of the jobs in $1, same order (the supervisor knows them)
+--   $11 boolean   keep_completed: also record each completed job in _kongtaskd_completed_jobs
 --
 -- Outcomes touch only rows this pool still holds (locked_by = $5), which makes a retried
 -- turn idempotent and leaves alone a job that a sweeper already took away from us.
@@ -66,7 +69,27 @@ completed as (
   where jobs.id = any($1::bigint[]) and jobs.locked_by = $5
     and jobs.id = any(array(select held_jobs.id from held_jobs))
     and (select claim_done.claim_rows from claim_done) >= 0
-  returning jobs.id, jobs.job_queue_id
+  returning jobs.id, jobs.job_queue_id, jobs.task_id, jobs.key, jobs.attempts, jobs.created_at
+),
+-- keep_completed: the history record of each job deleted above, in the same statement (no
+-- extra round trip, nothing written when $11 is false). finished_at is this statement's
+-- time (the outcome reached the database within the loop turn it arrived in); started_at
+-- is finished_at minus the run time the child reported. The queue's name is read from this
+-- statement's snapshot, before unlocked_queues changes the row (names never change). The
+-- task's identifier comes from the supervisor ($10), not from _private_tasks: the statement
+-- reads no table the claim did not already read, so it waits for no lock it did not
+-- (a task id without an identifier, which the supervisor never sends, is kept as '#id').
+history as (
+  insert into {{schema}}._kongtaskd_completed_jobs (id, task_identifier, queue_name, key,
+    attempts, created_at, started_at, finished_at, run_seconds, pool_id)
+  select completed.id, coalesce(ran.task, '#' || completed.task_id), queues.queue_name,
+    completed.key, completed.attempts, completed.created_at,
+    now() - ran.seconds * interval '1 second', now(), ran.seconds, $5
+  from completed
+  left join {{schema}}._private_job_queues as queues on queues.id = completed.job_queue_id
+  left join unnest($1::bigint[], $9::float8[], $10::text[]) as ran(id, seconds, task)
+    on ran.id = completed.id
+  where $11::boolean
 ),
 failed as (
   -- graphile-worker's back-off: exp(least(attempts, 10)) seconds after now or after a

@@ -132,6 +132,9 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
     assert own == [
         ("_kongtaskd_cancels",),
         ("_kongtaskd_cancels_pkey",),
+        ("_kongtaskd_completed_jobs",),  # migration 5
+        ("_kongtaskd_completed_jobs_finished",),
+        ("_kongtaskd_completed_jobs_id",),
         ("_kongtaskd_heartbeats",),
         ("_kongtaskd_heartbeats_pkey",),
         ("_kongtaskd_jobs_locked",),
@@ -142,6 +145,8 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
         ("_kongtaskd_pauses_pkey",),
         ("_kongtaskd_task_caps",),
         ("_kongtaskd_task_caps_pkey",),
+        ("_kongtaskd_stats",),
+        ("_kongtaskd_stats_pkey",),
     ]
 
 

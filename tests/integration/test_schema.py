@@ -125,6 +125,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_kongtaskd_task_caps",
         "_kongtaskd_pauses",
         "_kongtaskd_cancels",
+        "_kongtaskd_stats",  # migration 5
+        "_kongtaskd_completed_jobs",
     }
     assert found["views"] == {"jobs"}
     assert found["types"] == {"job_spec"}
@@ -159,6 +161,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
         "_kongtaskd_task_caps",
         "_kongtaskd_pauses",
         "_kongtaskd_cancels",
+        "_kongtaskd_stats",
+        "_kongtaskd_completed_jobs",
     }
 
 
@@ -185,6 +189,7 @@ def test_heartbeat_table_has_the_agreed_columns(conn, fresh_dsn: str) -> None:
         ("last_reload_at", "timestamp with time zone", False, None),
         ("last_reload_error", "text", False, None),
         ("degraded", "text", False, None),
+        ("details", "jsonb", False, None),  # migration 5: what the daemon publishes
     ]
 
 

@@ -55,7 +55,12 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
         ["_kongtaskd_jobs_ready"],
         ["kongtaskd_claim", "kongtaskd_get_job"],
         [],  # 000004: adds the reload columns to _kongtaskd_heartbeats
-        [],  # 000005: (W2's; a placeholder on branch caps)
+        [
+            "_kongtaskd_stats",
+            "_kongtaskd_completed_jobs",
+            "_kongtaskd_completed_jobs_id",
+            "_kongtaskd_completed_jobs_finished",
+        ],
         [
             "_kongtaskd_task_caps",
             "_kongtaskd_pauses",

@@ -64,7 +64,7 @@ def add_jobs(conn: psycopg2.extensions.connection, task: str, count: int) -> tup
 
 def test_the_statement_is_prepared_with_the_wrappers_types() -> None:
     assert STATEMENTS[NAME].param_types == PARAM_TYPES
-    assert len(PARAM_TYPES) == 8  # $1..$8 of sql/settle.sql
+    assert len(PARAM_TYPES) == 11  # $1..$11 of sql/settle.sql
 
 
 def test_settle_writes_each_outcome_kind_and_claims(conn: psycopg2.extensions.connection) -> None:
@@ -111,3 +111,67 @@ def test_hand_back_refunds_the_attempt_and_claims_nothing(
     # Another pool's hand-back touches nothing of ours.
     again = [job.id for job in settle.settle(Outcomes(), Want(2, [task_id])).claimed]
     assert Settle(settle.queries, "pool-someone-else").hand_back(again).released == []
+
+
+HISTORY = (
+    "select id, task_identifier, queue_name, key, attempts, created_at, started_at,"
+    " finished_at, run_seconds, pool_id from graphile_worker._kongtaskd_completed_jobs"
+    " order by id"
+)
+
+
+def test_keep_completed_records_each_completed_job_in_the_same_statement(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    task_id, _ = add_jobs(conn, "kept", 0)
+    # One job in a named queue with a key, one plain: the record carries what each had.
+    ((queued,),) = rows(
+        conn,
+        "select id from graphile_worker.add_job('kept', '{}', queue_name => 'q1',"
+        " job_key => 'k-1', run_at => now() - interval '1 minute')",
+    )
+    ((plain,),) = rows(
+        conn,
+        "select id from graphile_worker.add_job('kept', '{}',"
+        " run_at => now() - interval '1 minute')",
+    )
+    created = dict(rows(conn, "select id, created_at from graphile_worker._private_jobs"))
+    settle = Settle(Queries(conn, "graphile_worker", names=(NAME,)), POOL)
+    claimed = sorted(job.id for job in settle.settle(Outcomes(), Want(2, [task_id])).claimed)
+    assert claimed == sorted([queued, plain])
+
+    # Off (the default): the delete writes no record.
+    done = settle.settle(Outcomes(completed=[plain], seconds={plain: 0.25}), Want(0, []))
+    assert done.completed == [plain]
+    assert rows(conn, HISTORY) == []
+
+    # On: one record per completed job, from the same statement as the delete.
+    ((statement_time,),) = rows(conn, "select now()")
+    done = settle.settle(
+        Outcomes(completed=[queued], seconds={queued: 1.5}, tasks={queued: "kept"}),
+        Want(0, []),
+        keep_completed=True,
+    )
+    assert done.completed == [queued]
+    ((record),) = rows(conn, HISTORY)
+    job_id, task, queue, key, attempts, created_at, started, finished, seconds, pool = record
+    assert (job_id, task, queue, key, attempts, pool) == (queued, "kept", "q1", "k-1", 1, POOL)
+    assert created_at == created[queued]
+    assert seconds == 1.5
+    assert finished >= statement_time
+    assert (finished - started).total_seconds() == pytest.approx(1.5)
+    # The queue was released as before.
+    assert rows(conn, "select locked_by from graphile_worker._private_job_queues") == [(None,)]
+
+
+def test_a_completion_without_a_known_duration_is_recorded_without_a_start(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    task_id, ids = add_jobs(conn, "kept", 1)
+    settle = Settle(Queries(conn, "graphile_worker", names=(NAME,)), POOL)
+    settle.settle(Outcomes(), Want(1, [task_id]))
+    settle.settle(Outcomes(completed=ids), Want(0, []), keep_completed=True)
+    ((job_id, started, seconds),) = rows(
+        conn, "select id, started_at, run_seconds from graphile_worker._kongtaskd_completed_jobs"
+    )
+    assert (job_id, started, seconds) == (ids[0], None, None)

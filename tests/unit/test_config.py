@@ -541,3 +541,29 @@ def test_caps_are_read(tmp_path: Path) -> None:
     assert (tasks["call_partner"].concurrency, tasks["call_partner"].rate) == (3, Rate(10, 1))
     assert tasks["thumb"].rate == Rate(5, 60) and str(tasks["thumb"].rate) == "5/min"
     assert (tasks["plain"].concurrency, tasks["plain"].rate) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("7d", 604800.0), ("24h", 86400.0), ("90m", 5400.0), ("45s", 45.0), ("2.5h", 9000.0)],
+)
+def test_retention_keys_take_durations_with_units(tmp_path: Path, text: str, seconds: float):
+    path = tmp_path / "kongtask.yaml"
+    path.write_text(f"keep_completed: {text}\nstats_retention: {text}\n")
+    config = load_config(path, environ={})
+    assert (config.keep_completed, config.stats_retention) == (seconds, seconds)
+
+
+def test_retention_defaults_and_bad_durations(tmp_path: Path) -> None:
+    config = load_config(None, environ={})
+    assert (config.stats_retention, config.keep_completed) == (7 * 86400.0, None)
+    path = tmp_path / "kongtask.yaml"
+    path.write_text("tasks: {}\nkeep_completed: 3 weeks\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert str(caught.value) == (
+        f"{path}:2: keep_completed: expected a duration > 0 (seconds, or a number with s, m, "
+        "h or d: 24h, 7d) or null, got '3 weeks'"
+    )
+    with pytest.raises(ConfigError, match="KONGTASK_STATS_RETENTION: expected a duration > 0"):
+        load_config(None, environ={"KONGTASK_STATS_RETENTION": "0"})

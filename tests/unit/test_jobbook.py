@@ -46,7 +46,12 @@ def test_durations_feed_the_overall_and_the_per_task_average() -> None:
     book.failed(3, "slow", "child died")  # no duration when the child died
     assert book.average_job_seconds == pytest.approx(0.8 * 0.001 + 0.2 * 0.5)
     assert book.task_seconds == {"fast": 0.001, "slow": 0.5}
-    assert book.outcomes == Outcomes(completed=[1], failed={2: "boom", 3: "child died"})
+    assert book.outcomes == Outcomes(
+        completed=[1],
+        failed={2: "boom", 3: "child died"},
+        seconds={1: 0.001, 2: 0.5},
+        tasks={1: "fast"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,6 +208,31 @@ def test_settled_books_written_outcomes_lost_ones_and_claims() -> None:
         (12, "five", 50.0),
     ]
     assert book.want_claim
+
+
+def test_settled_lists_what_the_statistics_count_only_outcomes_written() -> None:
+    book = JobBook()
+    book.assigned([job(n, "t") for n in (1, 2, 3, 4, 5)])
+    book.succeeded(1, "t", 0.25)
+    book.failed(2, "t", "boom", 0.5)  # will be retried
+    book.failed(3, "t", "boom", 0.75)  # its last attempt
+    book.failed(4, "t", "child died")  # no duration
+    book.succeeded(5, "t", 1.0)  # taken away by a sweeper: not written, not counted
+    result = SettleResult(
+        completed=[1],
+        failed=[
+            FailedJob(2, attempts=1, max_attempts=3, run_at=T0),
+            FailedJob(3, attempts=3, max_attempts=3, run_at=T0),
+            FailedJob(4, attempts=1, max_attempts=3, run_at=T0),
+        ],
+    )
+    settled = book.settled(book.outcomes, 0, result, {}, now=1.0)
+    assert settled.finished == [
+        ("t", "succeeded", 0.25),
+        ("t", "retried", 0.5),
+        ("t", "failed", 0.75),
+        ("t", "retried", None),
+    ]
 
 
 def test_a_short_claim_stops_claiming_unless_it_left_jobs_behind() -> None:
