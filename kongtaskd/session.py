@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
+import select
 import selectors
 import time
 
@@ -19,7 +21,7 @@ from psycopg2 import extensions
 
 from kongtaskd import tunables
 from kongtaskd.config import Rate
-from kongtaskd.errors import KongtaskError
+from kongtaskd.errors import ConfigError, KongtaskError
 from kongtaskd.queries import Queries
 from kongtaskd.settle import Outcomes, Settle, SettleResult, Want
 
@@ -131,6 +133,58 @@ class Session:
             conn.close()  # also when it failed before it became self.conn
             raise
         return conn
+
+    def check_listen(self) -> None:
+        """At start-up, before any child exists: refuse a connection on which LISTEN hears
+        nothing (see ``check_notifications_arrive``)."""
+        from kongtaskd.dsn import connect
+
+        conn = connect(self.dsn, application_name="kongtaskd supervisor (check)", autocommit=True)
+        try:
+            self.check_notifications_arrive(conn)
+        finally:
+            conn.close()
+
+    def check_notifications_arrive(self, conn: extensions.connection) -> None:
+        """Refuse a connection on which LISTEN hears nothing.
+
+        A pooler in transaction mode (PgBouncer's usual setting) hands the session's server
+        connection to other clients between transactions: the LISTEN stays on a server
+        connection we no longer hold, and every NOTIFY (new jobs, cancels, pauses) is lost
+        without an error; the daemon would only notice new jobs at each poll. So: LISTEN here,
+        NOTIFY from a second connection (as an application would), and wait for it, with no
+        query in flight on this one (a pooler then holds no server connection for us).
+        """
+        from kongtaskd.dsn import connect
+
+        channel, token = "kongtaskd:listen-check", secrets.token_hex(8)
+        with conn.cursor() as cur:
+            cur.execute(f'LISTEN "{channel}"')
+        other = connect(self.dsn, application_name="kongtaskd supervisor (check)", autocommit=True)
+        try:
+            with other.cursor() as cur:
+                cur.execute("select pg_notify(%s, %s)", (channel, token))
+        finally:
+            other.close()
+        deadline = time.monotonic() + tunables.LISTEN_CHECK_SECONDS
+        while True:
+            conn.poll()
+            heard = any(n.channel == channel and n.payload == token for n in conn.notifies)
+            conn.notifies[:] = [n for n in conn.notifies if n.channel != channel]
+            if heard:
+                with conn.cursor() as cur:
+                    cur.execute(f'UNLISTEN "{channel}"')
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConfigError(
+                    "connection: a NOTIFY sent to this connection never arrived within "
+                    f"{tunables.LISTEN_CHECK_SECONDS:g} s: is it a pooler in transaction mode "
+                    "(PgBouncer)? The supervisor LISTENs for new jobs, cancels and pauses and "
+                    "needs a session of its own: point `connection` at PostgreSQL itself, or "
+                    "at a pooler in session mode"
+                )
+            select.select([conn], [], [], left)
 
     def release_unknown(self, known_ids: list[int]) -> None:
         """Hand back jobs locked by this pool that we do not know of (a claim's lost answer)."""

@@ -267,6 +267,8 @@ class Supervisor:
         )
         self.install_signals()
         self.migrate()
+        if self.session.listen:
+            self.session.check_listen()  # a transaction pooler would hear no NOTIFY: refuse it
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(
                 self.metrics,

@@ -274,3 +274,9 @@ STATS_MAX_PENDING_ROWS = 1000
 DETAILS_MAX_CHILDREN = 256
 DETAILS_MAX_CRON_ITEMS = 200
 DETAILS_MAX_LIST_ITEMS = 100
+
+#: At start-up the supervisor NOTIFYs its own LISTEN from a second connection and waits this
+#: long for it (session.py): on a direct connection it arrives in about a millisecond; on a
+#: pooler in transaction mode it never does, and the daemon refuses to start rather than
+#: hear no new job, cancel or pause. Generous, so a loaded server is never mistaken for one.
+LISTEN_CHECK_SECONDS = 5.0
