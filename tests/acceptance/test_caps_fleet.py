@@ -124,19 +124,22 @@ def test_rate_limit_over_ten_seconds(db: str, tmp_path: Path) -> None:
 
 
 def test_pause_mid_run_resume_and_restart_while_paused(db: str, tmp_path: Path) -> None:
-    add_many(db, "stoppable", 200, '{"sleep": 0.02}')
+    add_many(db, "stoppable", 200, '{"sleep": 0.05}')
     config = config_with(tmp_path / "p", db, {"stoppable": {}}, concurrency=3)
     with Daemon(config) as daemon:
         daemon.wait_ready()
         wait_for(lambda: len(task_runs(db, "stoppable")) >= 20, what="some jobs done")
         conn = psycopg2.connect(db)
-        kongtaskd.pause(conn, tasks=["stoppable"])
+        kongtaskd.pause(conn, tasks=["stoppable"])  # in this transaction: effective at commit
+        conn.commit()
         with conn.cursor() as cur:
             cur.execute("select clock_timestamp()")  # after the pause committed
             (committed,) = cur.fetchone()
         conn.close()
         wait_for(lambda: locked_of(db, "stoppable") == 0, what="running jobs to finish")
         done_at_pause = len(task_runs(db, "stoppable"))
+        # Jobs were left when the pause came: otherwise nothing below would test it.
+        assert done_at_pause < 200, done_at_pause
         # Other work still flows, and proves the daemon claimed again after the pause.
         add_many(db, "remember", 10)
         wait_for(lambda: len(task_runs(db, "remember")) == 10, what="other jobs")

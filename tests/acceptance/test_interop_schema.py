@@ -143,10 +143,10 @@ def test_kongtaskd_adds_only_its_own_objects_to_a_graphile_worker_database(
         ("_kongtaskd_migrations_pkey",),
         ("_kongtaskd_pauses",),
         ("_kongtaskd_pauses_pkey",),
-        ("_kongtaskd_task_caps",),
-        ("_kongtaskd_task_caps_pkey",),
         ("_kongtaskd_stats",),
         ("_kongtaskd_stats_pkey",),
+        ("_kongtaskd_task_caps",),
+        ("_kongtaskd_task_caps_pkey",),
     ]
 
 

@@ -95,6 +95,14 @@ def test_assert_enqueued_says_what_is_there(kongtaskd_db):
 """
 
 
+@pytest.fixture(autouse=True)
+def _only_the_plugin_under_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where kongtaskd is installed (CI's ``pip install -e``), its ``pytest11`` entry point
+    loads the plugin by itself, and the explicit ``-p kongtaskd.testing`` below would register
+    it twice: the inner runs load only what they name."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 def test_an_app_suite_uses_the_plugin(pytester: pytest.Pytester, admin_dsn: str) -> None:
     pytester.makepyfile(app=APP, conftest=CONFTEST, test_app=TESTS)
     result = pytester.runpytest_subprocess(

@@ -13,6 +13,7 @@ import pytest
 
 from kongtaskd.cancel import cancel_jobs
 from kongtaskd.queries import Queries
+from kongtaskd.settle import Settle
 from tests.integration.test_admin import add as add_job_row
 from tests.integration.test_admin import beat, lock, queue_dsn, row_of, run  # noqa: F401
 
@@ -78,7 +79,7 @@ def test_a_hand_back_with_refund_does_not_revive_a_cancelled_job(conn: Conn) -> 
     cancel(conn, job_id)
     conn.autocommit = True
     settle = Queries(conn, "graphile_worker", names=("settle",))
-    settle.fetchall("settle", [], [], [], [job_id], POOL, [], None, 0)  # released, refunded
+    Settle(settle, POOL).hand_back([job_id])  # released, refunded
     row = row_of(conn, job_id)
     assert row is not None and row["locked_by"] is None
     assert row["attempts"] == row["max_attempts"]
