@@ -99,8 +99,10 @@ class HandlerSpec:
 
     @classmethod
     def of(cls, config: Config) -> HandlerSpec:
+        from kongtaskd.config import handler_specs
+
         return cls(
-            tasks={name: spec.handler for name, spec in config.tasks.items()},
+            tasks=handler_specs(config.tasks),
             task_modules=tuple(config.task_modules),
             python_path=tuple(str(p) for p in config.python_path),
             django_settings=config.django_settings,
