@@ -868,8 +868,8 @@ KEYS: tuple[Key, ...] = (
         "bucket, burst N). Caps are written to the database at start and on reload, the "
         "last daemon to write wins. An entry without handler ({concurrency, rate}) sets caps "
         "for a task a task_modules module registers with @kongtaskd.task (start-up fails, "
-        "exit 2, if none does); its values win over the decorator's. Default empty. The daemon needs tasks or task_modules; "
-        "migrate and add do not.",
+        "exit 2, if none does); its values win over the decorator's. Default empty. The "
+        "daemon needs tasks or task_modules; migrate and add do not.",
         env=False,
     ),
     Key(
