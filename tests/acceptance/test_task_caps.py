@@ -4,6 +4,7 @@ start/end rows in kt_runs, ``_kongtaskd_task_caps``), never from sleeps."""
 
 from __future__ import annotations
 
+import signal
 import textwrap
 import time
 from pathlib import Path
@@ -129,3 +130,26 @@ def test_a_caps_only_entry_for_a_task_no_module_registers_stops_the_start(
     assert query(db, "select count(*) from graphile_worker._private_jobs where attempts > 0") == [
         (0,)
     ]
+
+
+def test_a_reload_rewrites_the_caps_and_refuses_a_cap_on_an_unknown_task(
+    db: str, tmp_path: Path
+) -> None:
+    config = config_for(tmp_path, db, dict(TASKS))
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        assert caps_rows(db)["coded"] == (2, None, None)  # the decorator's
+        # A caps-only entry for a task no module registers: refused, nothing changes.
+        config_for(tmp_path, db, {**TASKS, "call_partnr": {"rate": "5/s"}})
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in daemon.log(), timeout=30, what="the refusal")
+        (line,) = [text for text in daemon.log().splitlines() if "reload refused" in text]
+        assert "tasks.call_partnr: a cap on a task this daemon does not run" in line
+        # A caps-only entry that loosens the decorator's cap: written on the reload.
+        config_for(tmp_path, db, {**TASKS, "coded": {"concurrency": 5}})
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: caps_rows(db)["coded"] == (5, None, None), timeout=30, what="the new cap")
+        add_many(db, "coded", 5)
+        wait_for(lambda: jobs_left(db) == 0, timeout=60, what="the coded jobs")
+        assert daemon.stop() == 0
+    assert len(task_runs(db, "coded")) == 5
