@@ -938,6 +938,8 @@ class Supervisor:
             elif event.kind == RESTORED:
                 log.info("a new zygote is ready; children can be replaced again")
                 self.heartbeat.set_degraded(None)
+                # It imported the code on disk now: its children run the caps it reports.
+                self.learn_code_caps(self.config)
             elif event.kind == DEGRADED:
                 log.error(
                     "degraded: %s; %d children keep running, retrying",
