@@ -32,7 +32,7 @@ import psycopg2.errors
 
 from kongtaskd import __version__, starter
 from kongtaskd.binds import check_binds
-from kongtaskd.config import Config, load_config
+from kongtaskd.config import Config, handler_specs, load_config
 from kongtaskd.dsn import connect, mask_secrets
 from kongtaskd.embedded import EmbeddedNotInstalled, EmbeddedServer, data_dir_of
 from kongtaskd.embedded import start as start_embedded
@@ -993,7 +993,7 @@ def _cleanup(args: argparse.Namespace) -> int:
         # daemon's children do, to learn which identifiers this configuration serves.
         from kongtaskd.registry import load_handlers
 
-        specs = {identifier: spec.handler for identifier, spec in config.tasks.items()}
+        specs = handler_specs(config.tasks)
         keep |= set(load_handlers(specs, config.task_modules, config.python_path))
     conn = _connect(config, "kongtaskd cleanup")
     try:

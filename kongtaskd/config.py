@@ -57,17 +57,28 @@ _MODULE_NAME = re.compile(_DOTTED_NAME)
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """One entry of ``tasks:``: which callable runs ``identifier``, and its own job timeout."""
+    """One entry of ``tasks:``: which callable runs ``identifier``, its own job timeout, and
+    its fleet-wide caps."""
 
     identifier: str
-    #: ``"package.module:function"`` (the function part may be dotted).
-    handler: str
+    #: ``"package.module:function"`` (the function part may be dotted); ``None`` for a
+    #: caps-only entry: the handler is registered by ``@kongtaskd.task`` in a
+    #: ``task_modules`` module (the supervisor checks that one does, once they imported).
+    handler: str | None
     #: Seconds; ``None`` means the global ``job_timeout`` applies.
     timeout: float | None = None
     #: At most this many jobs of the task run at once across the fleet (``None``: no cap).
     concurrency: int | None = None
     #: At most ``rate.count`` starts per ``rate.seconds`` across the fleet (``None``: none).
     rate: Rate | None = None
+    #: Where the entry was set (``kongtask.yaml:12``), for errors found after loading.
+    where: str = dataclasses.field(default="", compare=False)
+
+
+def handler_specs(tasks: Mapping[str, TaskSpec]) -> dict[str, str]:
+    """identifier -> ``"module:function"`` of the entries that name a handler (caps-only
+    entries name none: their handler comes from ``task_modules``)."""
+    return {name: spec.handler for name, spec in tasks.items() if spec.handler is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -583,10 +594,21 @@ class Tasks(ValueType):
                     concurrency = parse_concurrency(entry["concurrency"], f"{where}.concurrency")
                 if entry.get("rate") is not None:
                     rate = parse_rate(entry["rate"], f"{where}.rate")
-                if "handler" not in entry:
-                    raise Invalid(where, "missing 'handler: module:function'")
-                handler = entry["handler"]
                 timeout = timeout_type.check(entry.get("timeout"), f"{where}.timeout", origin)
+                if "handler" not in entry:
+                    # Caps for a task registered in code (@kongtaskd.task in task_modules);
+                    # that some module registers it is checked once the modules imported.
+                    if concurrency is None and rate is None:
+                        raise Invalid(
+                            where,
+                            "missing 'handler: module:function' (an entry without a handler "
+                            "sets caps, concurrency or rate, for a task of task_modules)",
+                        )
+                    specs[identifier] = TaskSpec(
+                        identifier, None, timeout, concurrency, rate, origin.where(where)
+                    )
+                    continue
+                handler = entry["handler"]
                 handler_path = f"{where}.handler"
             else:
                 handler, handler_path = entry, where
@@ -595,7 +617,9 @@ class Tasks(ValueType):
                     handler_path,
                     f"expected a handler of the form 'module:function', got {_shown(handler)}",
                 )
-            specs[identifier] = TaskSpec(identifier, handler.strip(), timeout, concurrency, rate)
+            specs[identifier] = TaskSpec(
+                identifier, handler.strip(), timeout, concurrency, rate, origin.where(where)
+            )
         return specs
 
 
@@ -842,8 +866,10 @@ KEYS: tuple[Key, ...] = (
         "runs at most N of its jobs at once across every daemon on the database (not per "
         "daemon); rate: N/s, N/min or N/h starts at most N per window fleet-wide (token "
         "bucket, burst N). Caps are written to the database at start and on reload, the "
-        "last daemon to write wins. Default empty. The daemon needs tasks or task_modules; "
-        "migrate and add do not.",
+        "last daemon to write wins. An entry without handler ({concurrency, rate}) sets caps "
+        "for a task a task_modules module registers with @kongtaskd.task (start-up fails, "
+        "exit 2, if none does); its values win over the decorator's. Default empty. The "
+        "daemon needs tasks or task_modules; migrate and add do not.",
         env=False,
     ),
     Key(

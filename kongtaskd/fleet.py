@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from kongtaskd import protocol, tunables
 from kongtaskd.child import ChildSettings
-from kongtaskd.config import Config
+from kongtaskd.config import Config, handler_specs
 from kongtaskd.errors import KongtaskError, TaskImportError
 from kongtaskd.jobbook import JobBook, PrefetchedJob
 from kongtaskd.metrics import NullMetrics
@@ -228,7 +228,7 @@ class Fleet:
             pool_id=self.pool_id,
             dsn=self.dsn,
             schema=self.schema,
-            tasks={name: spec.handler for name, spec in self.config.tasks.items()},
+            tasks=handler_specs(self.config.tasks),
             task_modules=tuple(self.config.task_modules),
             python_path=tuple(str(p) for p in self.config.python_path),
             max_jobs=max_jobs,

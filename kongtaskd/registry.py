@@ -5,7 +5,11 @@ children fork from (the supervisor never imports user code, so a crashing import
 take it down, and a reload whose code does not import is refused):
 
 * the ``tasks:`` mapping of the config: ``identifier: "package.module:function"``;
-* the ``@kongtaskd.task("identifier")`` decorator in a module listed in ``task_modules:``.
+* the ``@kongtaskd.task("identifier")`` decorator in a module listed in ``task_modules:``;
+  it may carry fleet-wide caps too (``concurrency=3, rate="10/s"``), checked with the
+  config's rules (``config.parse_concurrency``/``parse_rate``) when the decorator runs. The
+  zygote reports them (``decorated_caps``) so the supervisor writes them, never importing
+  the module itself.
 """
 
 from __future__ import annotations
@@ -13,30 +17,40 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kongtaskd.errors import TaskImportError
+
+if TYPE_CHECKING:
+    from kongtaskd.config import Rate
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 
 #: Filled by @task as decorated modules are imported: identifier -> (callable, where).
 _DECORATED: dict[str, tuple[Handler, str]] = {}
+#: The caps @task gave, of the identifiers that have any: identifier -> (concurrency, rate).
+_CAPS: dict[str, tuple[int | None, Rate | None]] = {}
 
 MAX_IDENTIFIER_LENGTH = 128  # graphile-worker's CHECK on _private_tasks.identifier
 
 
-def task(identifier: str) -> Callable[[F], F]:
+def task(
+    identifier: str, *, concurrency: int | None = None, rate: str | None = None
+) -> Callable[[F], F]:
     """Register the decorated function as the handler of ``identifier``.
 
-    The module must be listed in ``task_modules:`` so the child imports it.
+    The module must be listed in ``task_modules:`` so the child imports it. ``concurrency``
+    and ``rate`` are the task's fleet-wide caps, as under ``tasks:`` (a ``tasks:`` entry's
+    own values win over them); bad ones raise ValueError here, at decoration time.
     """
     if not isinstance(identifier, str) or not identifier:
         raise ValueError("kongtaskd.task() needs a non-empty task identifier string")
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
         raise ValueError(f"task identifier longer than {MAX_IDENTIFIER_LENGTH} characters")
+    caps = _checked_caps(identifier, concurrency, rate)
 
     def register(func: F) -> F:
         where = f"{func.__module__}:{func.__qualname__}"
@@ -46,9 +60,36 @@ def task(identifier: str) -> Callable[[F], F]:
                 f"task {identifier!r} is registered twice: by {previous[1]} and by {where}"
             )
         _DECORATED[identifier] = (func, where)
+        if caps is not None:
+            _CAPS[identifier] = caps
+        else:
+            _CAPS.pop(identifier, None)
         return func
 
     return register
+
+
+def _checked_caps(
+    identifier: str, concurrency: object, rate: object
+) -> tuple[int | None, Rate | None] | None:
+    """The decorator's caps, checked by the config's own rules (one definition of what a
+    cap may be), or None without any; ValueError naming the task and the argument."""
+    if concurrency is None and rate is None:
+        return None
+    # Imported here: ``import kongtaskd`` (the enqueue API) does not pay for the config.
+    from kongtaskd.config import Invalid, parse_concurrency, parse_rate
+
+    try:
+        cap = None if concurrency is None else parse_concurrency(concurrency, "concurrency")
+        limit = None if rate is None else parse_rate(rate, "rate")
+    except Invalid as exc:
+        raise ValueError(f"@kongtaskd.task({identifier!r}): {exc}") from None
+    return cap, limit
+
+
+def decorated_caps(identifiers: Iterable[str]) -> dict[str, tuple[int | None, Rate | None]]:
+    """The caps ``@task`` gave these identifiers (only those that have any)."""
+    return {name: _CAPS[name] for name in identifiers if name in _CAPS}
 
 
 def resolve(spec: str, *, identifier: str = "") -> Handler:
@@ -132,3 +173,17 @@ def load_handlers(
             "no task handlers: name some under 'tasks:' or list modules under 'task_modules:'"
         )
     return handlers
+
+
+def check_caps_only(caps_only: Mapping[str, str], handlers: Mapping[str, Handler]) -> None:
+    """A ``tasks:`` entry without a handler caps a task some module registers; one whose
+    task none does is a mistake (a typo, a module missing from ``task_modules``): raise
+    TaskImportError naming the key and where it was set. ``caps_only``: identifier ->
+    ``file:line`` of its entry."""
+    for identifier, where in caps_only.items():
+        if identifier not in handlers:
+            at = f"{where}: " if where else ""
+            raise TaskImportError(
+                f"{at}tasks.{identifier}: a cap on a task this daemon does not run: no module "
+                f"of task_modules registers {identifier!r} with @kongtaskd.task"
+            )

@@ -244,7 +244,8 @@ class Session:
             mine = self.caps.get(name, (None, None))
             log.warning(
                 "task %s: caps were concurrency=%s rate=%s (written by %s), now "
-                "concurrency=%s rate=%s (this daemon's config; the last writer wins)",
+                "concurrency=%s rate=%s (this daemon's config and @kongtaskd.task; the last "
+                "writer wins)",
                 name,
                 concurrency if concurrency is not None else "none",
                 str(Rate(rate_limit, rate_seconds)) if rate_limit else "none",

@@ -65,7 +65,7 @@ import secrets
 import selectors
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -133,13 +133,41 @@ def new_pool_id(once: bool = False) -> str:
     return ("otpool-" if once else "pool-") + secrets.token_hex(9)
 
 
-def caps_of(config: Config) -> dict[str, Caps]:
-    """The fleet-wide caps the config gives its tasks (only tasks that have any)."""
-    return {
-        name: (spec.concurrency, spec.rate)
-        for name, spec in config.tasks.items()
-        if spec.concurrency is not None or spec.rate is not None
-    }
+def caps_of(config: Config, code: Mapping[str, Caps] | None = None) -> dict[str, Caps]:
+    """The fleet-wide caps of the tasks (only tasks that have any): the config's, and those
+    ``@kongtaskd.task`` gave in code (``code``, from the zygote's report). Each of the two
+    limits a ``tasks:`` entry sets wins over the decorator's; one it leaves unset keeps the
+    decorator's (a config can tighten or loosen a cap in code, not remove it)."""
+    caps: dict[str, Caps] = dict(code or {})
+    for name, spec in config.tasks.items():
+        coded = caps.get(name, (None, None))
+        merged = (
+            spec.concurrency if spec.concurrency is not None else coded[0],
+            spec.rate if spec.rate is not None else coded[1],
+        )
+        if merged != (None, None):
+            caps[name] = merged
+    return caps
+
+
+def caps_conflicts(config: Config, code: Mapping[str, Caps]) -> list[str]:
+    """Where a ``tasks:`` entry and ``@kongtaskd.task`` give one task different caps: one
+    line each, for the log (the config's value is the one used)."""
+    lines = []
+    for name, (code_concurrency, code_rate) in sorted(code.items()):
+        spec = config.tasks.get(name)
+        if spec is None:
+            continue
+        for key, mine, theirs in (
+            ("concurrency", spec.concurrency, code_concurrency),
+            ("rate", spec.rate, code_rate),
+        ):
+            if mine is not None and theirs is not None and mine != theirs:
+                lines.append(
+                    f"task {name}: {key} is {theirs} in @kongtaskd.task and {mine} under "
+                    f"tasks: at {spec.where or 'the configuration'}; the configuration's wins"
+                )
+    return lines
 
 
 class Supervisor:
@@ -170,6 +198,9 @@ class Supervisor:
             caps=caps_of(config),
         )
         self.book.capped = frozenset(caps_of(config))
+        #: The caps ``@kongtaskd.task`` gave (the current zygote's report; kept while a lost
+        #: zygote is replaced).
+        self.code_caps: dict[str, Caps] = {}
         # Parsed before any fork, so a bad crontab stops the start (exit 2).
         self.cron: CronScheduler | None = None
         self.replace_cron(crontab_of(config, once), config.timezone)
@@ -376,6 +407,22 @@ class Supervisor:
                     f"the handlers did not import within {tunables.CHILD_START_TIMEOUT:.0f}s "
                     "(a hanging import?)"
                 )
+        self.learn_code_caps(self.config)
+
+    def learn_code_caps(self, config: Config) -> None:
+        """The current zygote's report of the caps in code: merged with ``config``'s, logged
+        where they disagree, and used from now on (written when the session next writes)."""
+        zygote = self.zygotes.current
+        if zygote is None:
+            return
+        self.code_caps = dict(zygote.caps)
+        for line in caps_conflicts(config, self.code_caps):
+            log.warning("%s", line)
+        self.session.want_tasks(self.session.wanted_tasks, self.caps_of(config))
+        self.book.capped = frozenset(self.caps_of(config))
+
+    def caps_of(self, config: Config) -> dict[str, Caps]:
+        return caps_of(config, self.code_caps)
 
     def await_children(self) -> None:
         """Wait until every first-generation child said READY; a FATAL ends the start."""
@@ -564,8 +611,8 @@ class Supervisor:
         """Claim only tasks every live child can run (they differ for a moment during a reload)."""
         known = [c.tasks for c in self.fleet.live() if c.tasks is not None]
         wanted = sorted(frozenset.intersection(*known)) if known else sorted(self.config.tasks)
-        self.session.want_tasks(wanted, caps_of(self.config))
-        self.book.capped = frozenset(caps_of(self.config))
+        self.session.want_tasks(wanted, self.caps_of(self.config))
+        self.book.capped = frozenset(self.caps_of(self.config))
         self.metrics.know_tasks(frozenset().union(*known))  # also those of task_modules
 
     # ======================================================================================
@@ -893,6 +940,8 @@ class Supervisor:
             elif event.kind == RESTORED:
                 log.info("a new zygote is ready; children can be replaced again")
                 self.heartbeat.set_degraded(None)
+                # It imported the code on disk now: its children run the caps it reports.
+                self.learn_code_caps(self.config)
             elif event.kind == DEGRADED:
                 log.error(
                     "degraded: %s; %d children keep running, retrying",
@@ -925,9 +974,9 @@ class Supervisor:
         """Make ``config`` current; children of older generations are then replaced."""
         self.use_config(config)
         self.metrics.know_tasks(config.tasks)
-        # Caps are written now, whether or not the tasks changed ("no cap" lifts one).
-        self.session.want_tasks(self.session.wanted_tasks, caps_of(config))
-        self.book.capped = frozenset(caps_of(config))
+        # Caps are written now, whether or not the tasks changed ("no cap" lifts one); the
+        # new zygote (current since its RELOAD_READY) reports the caps in the new code.
+        self.learn_code_caps(config)
         self.forbidden_flags = list(config.forbidden_flags) or None
         self.heartbeat.interval = config.heartbeat_interval
         self.heartbeat.stale_after = config.stale_after

@@ -22,7 +22,9 @@ zygote's control socket or of a sibling reaches a child.
 Control messages (one ``AF_UNIX`` ``SOCK_SEQPACKET`` pair, one pickled tuple per packet;
 both ends are processes of this daemon)::
 
-    zygote -> supervisor   ("ready", [task identifiers])   handlers imported
+    zygote -> supervisor   ("ready", ([task identifiers], {identifier: (concurrency, rate)}))
+                                                           handlers imported; the caps
+                                                           their @kongtaskd.task gave
                            ("failed", "one-line error")    import failed; the zygote exits
                            ("spawned", pid) + 1 fd         a child and its channel's end
                            ("spawn_failed", "error")       fork failed (EAGAIN, ENOMEM)
@@ -46,7 +48,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from setproctitle import setproctitle
@@ -55,7 +57,9 @@ from kongtaskd import protocol, tunables
 
 if TYPE_CHECKING:
     from kongtaskd.child import ChildSettings
-    from kongtaskd.config import Config
+    from kongtaskd.config import Config, Rate
+
+    Caps = tuple[int | None, Rate | None]
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -96,15 +100,23 @@ class HandlerSpec:
     django_settings: str | None = None
     #: The ``hooks:`` module, imported after the handlers (its import error refuses too).
     hooks: str | None = None
+    #: ``tasks:`` entries without a handler (caps only): identifier -> where it was set.
+    #: Some module must register each, or the import "fails" (``check_caps_only``).
+    caps_only: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, config: Config) -> HandlerSpec:
+        from kongtaskd.config import handler_specs
+
         return cls(
-            tasks={name: spec.handler for name, spec in config.tasks.items()},
+            tasks=handler_specs(config.tasks),
             task_modules=tuple(config.task_modules),
             python_path=tuple(str(p) for p in config.python_path),
             django_settings=config.django_settings,
             hooks=config.hooks,
+            caps_only={
+                name: spec.where for name, spec in config.tasks.items() if spec.handler is None
+            },
         )
 
 
@@ -137,6 +149,9 @@ class Zygote:
         self.error = ""
         #: Task identifiers its children can run (from READY).
         self.tasks: tuple[str, ...] = ()
+        #: The caps ``@kongtaskd.task`` gave them (from READY): identifier -> (concurrency,
+        #: rate), only those with any.
+        self.caps: dict[str, Caps] = {}
         self.started = time.monotonic()
         #: The waitpid status once reaped (by ``exited`` or ``stop``).
         self.status: int | None = None
@@ -183,7 +198,8 @@ class Zygote:
                 break
             kind, value = pickle.loads(data)
             if kind == "ready" and self.state is State.STARTING:
-                self.tasks = tuple(value)
+                tasks, caps = value
+                self.tasks, self.caps = tuple(tasks), dict(caps)
                 self.state = State.READY
             elif kind == "failed":
                 self.error = str(value)
@@ -295,7 +311,7 @@ def _zygote_main(control: socket.socket, spec: HandlerSpec, supervisor: int) -> 
     _quiet_signals()
     setproctitle("kongtaskd: zygote importing handlers")
     from kongtaskd.errors import KongtaskError
-    from kongtaskd.registry import load_handlers
+    from kongtaskd.registry import check_caps_only, decorated_caps, load_handlers
 
     try:
         if spec.django_settings:  # the app registry before any model is imported
@@ -303,6 +319,7 @@ def _zygote_main(control: socket.socket, spec: HandlerSpec, supervisor: int) -> 
 
             runtime.setup(spec.django_settings)
         handlers = load_handlers(spec.tasks, spec.task_modules, spec.python_path)
+        check_caps_only(spec.caps_only, handlers)
         if spec.hooks:
             from kongtaskd.hooks import load_module
 
@@ -313,7 +330,7 @@ def _zygote_main(control: socket.socket, spec: HandlerSpec, supervisor: int) -> 
     except BaseException as exc:  # an import can raise anything (SystemExit too)
         _report(control, ("failed", f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_IMPORT_FAILED)
-    _report(control, ("ready", sorted(handlers)))
+    _report(control, ("ready", (sorted(handlers), decorated_caps(handlers))))
     setproctitle(f"kongtaskd: zygote ({len(handlers)} tasks)")
     _serve(control)
 
