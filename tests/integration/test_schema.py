@@ -135,7 +135,8 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
     assert query(
         fresh_dsn,
         "select indexdef from pg_indexes where schemaname = 'graphile_worker'"
-        " and indexname like '%%kongtaskd%%jobs%%' and tablename = '_private_jobs' order by indexname",
+        " and indexname like '%%kongtaskd%%jobs%%' and tablename = '_private_jobs'"
+        " order by indexname",
     ) == [
         (
             "CREATE INDEX _kongtaskd_jobs_locked ON graphile_worker._private_jobs"
