@@ -41,7 +41,7 @@ from kongtaskd.config import WebConfig
 from kongtaskd.errors import DatabaseError
 from kongtaskd.web import auth, charts
 from kongtaskd.web.csrf import Forms
-from kongtaskd.web.data import SORTS, Count, Data, first_line, pretty_json
+from kongtaskd.web.data import SORTS, Count, Data, TaskStats, first_line, pretty_json
 
 log = logging.getLogger("kongtaskd.web")
 
@@ -108,8 +108,34 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["first_line"] = first_line
     env.filters["duration"] = _duration
+    env.filters["percent"] = _percent
+    env.filters["runtime"] = _runtime
     env.filters["count"] = lambda value: str(value) if isinstance(value, Count) else f"{value:,}"
     return env
+
+
+def _percent(rate: float | None) -> str:
+    return "" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _runtime(seconds: float | None) -> str:
+    """A run-time estimate from the histogram: its bucket's upper bound ("≤ 0.5 s")."""
+    if seconds is None:
+        return ""
+    if seconds == float("inf"):
+        return "> " + f"{tunables.STATS_BUCKETS[-1]:g} s"
+    return f"≤ {seconds:g} s"
+
+
+def _stat_rows(stats: Any) -> list[dict[str, Any]]:
+    """One row per task for the overview's statistics table: last hour and last day."""
+    if not isinstance(stats, TaskStats):
+        return []
+    hour = {summary.task: summary for summary in stats.hour}
+    return [
+        {"task": day.task, "hour": hour.get(day.task), "day": day}
+        for day in sorted(stats.day, key=lambda summary: (-summary.attempts, summary.task))
+    ]
 
 
 def _duration(seconds: float | None) -> str:
@@ -421,7 +447,7 @@ class Dashboard:
     def _overview(self, request: Request, viewer: Viewer) -> Response:
         overview = self.data.overview()
         pools = self.data.pools()
-        stats = self.data.task_stats(hours=1)
+        stats = self.data.task_stats()
         late_after = self.data.late_after
         problems: list[str] = []
         for pool in pools:
@@ -440,12 +466,45 @@ class Dashboard:
                 f"queue {queue['queue_name']} has been held by {queue['locked_by']} for "
                 f"{_duration(queue['held_seconds'])}: every job behind it waits"
             )
-        for row in overview.tasks:
-            if row.in_window >= 20 and row.with_error * 2 >= row.in_window:
+        stat_charts: list[str] = []
+        if isinstance(stats, TaskStats):
+            for summary, usual in stats.failing(
+                min_attempts=tunables.WEB_FAILING_MIN_ATTEMPTS,
+                factor=tunables.WEB_FAILING_FACTOR,
+                floor=tunables.WEB_FAILING_FLOOR,
+            ):
                 problems.append(
-                    f"task {row.task}: {row.with_error} of its {row.in_window} newest jobs "
-                    "failed their last attempt"
+                    f"task {summary.task} is failing above its usual rate: "
+                    f"{summary.failed + summary.retried} of {summary.attempts} attempts in the "
+                    f"last hour ({_percent(summary.failure_rate)}, usually {_percent(usual)})"
                 )
+            for title, since in (
+                ("last hour", stats.now - dt.timedelta(hours=1)),
+                ("last day", stats.now - dt.timedelta(days=1)),
+            ):
+                points = stats.per_minute(since)
+                stat_charts.append(
+                    charts.series_line(
+                        [(x, attempts) for x, attempts, _ in points],
+                        width=480,
+                        label=f"attempts per minute, {title}",
+                    )
+                )
+                stat_charts.append(
+                    charts.series_line(
+                        [(x, failed) for x, _, failed in points],
+                        width=480,
+                        label=f"failed attempts per minute, {title}",
+                    )
+                )
+        else:
+            # No statistics table (graphile-worker only): the newest jobs are all there is.
+            for row in overview.tasks:
+                if row.in_window >= 20 and row.with_error * 2 >= row.in_window:
+                    problems.append(
+                        f"task {row.task}: {row.with_error} of its {row.in_window} newest jobs "
+                        "failed their last attempt"
+                    )
         chart = charts.state_bars(
             [
                 (
@@ -473,6 +532,8 @@ class Dashboard:
                 "now": overview.probe.now,
                 "pools": pools,
                 "stats": stats,
+                "stat_rows": _stat_rows(stats),
+                "stat_charts": stat_charts,
                 "problems": problems,
                 "chart": chart,
                 "refresh": self.settings.refresh,

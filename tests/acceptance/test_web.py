@@ -42,7 +42,8 @@ def empty(web_dsn: str) -> None:
     query(
         web_dsn,
         "truncate graphile_worker._private_jobs, graphile_worker._private_job_queues, "
-        "graphile_worker._private_tasks, graphile_worker._kongtaskd_heartbeats",
+        "graphile_worker._private_tasks, graphile_worker._kongtaskd_heartbeats, "
+        "graphile_worker._kongtaskd_stats, graphile_worker._kongtaskd_completed_jobs",
     )
 
 
@@ -464,13 +465,72 @@ def test_red_lines_for_a_stale_daemon_a_held_queue_and_a_failing_task(
         "update graphile_worker._private_job_queues set locked_by = 'pool-x', "
         "locked_at = now() - interval '20 minutes'",
     )
-    failing = add(web_dsn, "flaky", 30)
-    fail(web_dsn, failing[:20])
-    add(web_dsn, "healthy", 30)
     alerts = re.findall(r'<p class="alert">(.*?)</p>', web.get("/").text)
     assert any("pool-stale00000000000001" in a and "stale" in a for a in alerts), alerts
     assert any("pool-late000000000000001" in a and "late" in a for a in alerts), alerts
     assert any("queue stuck-queue" in a and "20m" in a for a in alerts), alerts
-    assert any("task flaky: 20 of its 30 newest jobs" in a for a in alerts), alerts
-    assert not any("healthy" in a for a in alerts)
     assert held
+
+
+def _stats_attempts(dsn: str) -> int:
+    rows = query(
+        dsn,
+        "select coalesce(sum(succeeded + failed + retried), 0) "
+        "from graphile_worker._kongtaskd_stats",
+    )
+    return int(rows[0][0])
+
+
+def test_statistics_of_a_daemons_jobs_fill_the_overview(
+    web: Web, web_dsn: str, tmp_path: Path
+) -> None:
+    # A real daemon runs 10 "noop" jobs and 25 "fail" ones (new this hour: usual rate 0).
+    config = write_config(tmp_path, web_dsn, heartbeat_interval=1, stale_after=10)
+    add(web_dsn, "noop", 10)
+    add(web_dsn, "fail", 25, max_attempts=1)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(
+            lambda: _stats_attempts(web_dsn) >= 35,
+            timeout=60,
+            what="the daemon to record 35 attempts in the statistics",
+        )
+        daemon.stop()
+    page = web.get("/?stats=1")
+    assert page.status == 200, page.text[:2000]
+    no_traceback(page)
+    text = page.text
+    assert "no statistics" not in text
+    assert "Counts kongtaskd&#39;s work only" in text or "Counts kongtaskd's work only" in text
+    rows = dict(
+        re.findall(
+            r'<tr>\s*<td><a href="[^"]*">(noop|fail)</a></td>\s*<td class="n">([\d,]+)</td>',
+            text,
+        )
+    )
+    assert rows == {"noop": "10", "fail": "25"}, rows
+    assert "25 (100.0%)" in text
+    assert text.count('aria-label="attempts per minute') == 2
+    assert 'aria-label="failed attempts per minute, last hour"' in text
+    alerts = re.findall(r'<p class="alert">(.*?)</p>', text)
+    assert any(
+        "task fail is failing above its usual rate: 25 of 25 attempts" in a for a in alerts
+    ), alerts
+    assert not any("noop" in a for a in alerts), alerts
+
+
+def test_a_task_failing_at_its_usual_rate_is_no_red_line(web: Web, web_dsn: str) -> None:
+    # Statistics rows as the supervisors write them: "usual" failed half its attempts all
+    # day and still does; "worse" failed 1 in 20 and now fails 15 of 20.
+    query(
+        web_dsn,
+        "insert into graphile_worker._kongtaskd_stats (minute, task_identifier, succeeded, "
+        "failed, retried, run_seconds_sum, histogram) values "
+        "(date_trunc('minute', now()) - interval '5 hours', 'usual', 20, 20, 0, 1, '{}'), "
+        "(date_trunc('minute', now()) - interval '5 minutes', 'usual', 10, 10, 0, 1, '{}'), "
+        "(date_trunc('minute', now()) - interval '5 hours', 'worse', 19, 1, 0, 1, '{}'), "
+        "(date_trunc('minute', now()) - interval '5 minutes', 'worse', 5, 0, 15, 1, '{}')",
+    )
+    alerts = re.findall(r'<p class="alert">(.*?)</p>', web.get("/?usual=1").text)
+    assert any("task worse is failing above its usual rate: 15 of 20" in a for a in alerts), alerts
+    assert not any(a.startswith("task usual ") for a in alerts), alerts
