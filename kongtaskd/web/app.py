@@ -110,12 +110,22 @@ def _environment() -> jinja2.Environment:
     env.filters["duration"] = _duration
     env.filters["percent"] = _percent
     env.filters["runtime"] = _runtime
+    env.filters["seconds"] = _seconds
     env.filters["count"] = lambda value: str(value) if isinstance(value, Count) else f"{value:,}"
     return env
 
 
 def _percent(rate: float | None) -> str:
     return "" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _seconds(seconds: float | None) -> str:
+    """A measured run time: "1.2 s", "0.004 s", "2m 05s"."""
+    if seconds is None:
+        return ""
+    if seconds >= 60:
+        return _duration(seconds)
+    return f"{seconds:.3g} s"
 
 
 def _runtime(seconds: float | None) -> str:
@@ -647,6 +657,13 @@ class Dashboard:
                 "sorts": list(SORTS),
                 "states": actions.STATES,
                 "tasks": self.data.task_names(),
+                # Finished jobs are no longer in the table: the history (keep_completed)
+                # answers for them, unless the filter is about waiting or failed jobs.
+                "finished": (
+                    self.data.recent_completed(task=filters["task"])
+                    if not (filters["state"] or filters["queue"] or filters["q"])
+                    else []
+                ),
                 "top": top,
                 "next_url": next_url,
                 "older_url": older_url,
@@ -672,9 +689,12 @@ class Dashboard:
                     "viewer": viewer,
                     "job_id": job_id,
                     "history": history,
+                    "history_kept": self.data.probe().history,
+                    "now": now,
                     "nav": "jobs",
                 },
-                404,
+                # A finished job found in the history is an answer, not a missing page.
+                200 if history is not None else 404,
             )
         tokens = {}
         if not self.settings.read_only:

@@ -534,3 +534,39 @@ def test_a_task_failing_at_its_usual_rate_is_no_red_line(web: Web, web_dsn: str)
     alerts = re.findall(r'<p class="alert">(.*?)</p>', web.get("/?usual=1").text)
     assert any("task worse is failing above its usual rate: 15 of 20" in a for a in alerts), alerts
     assert not any(a.startswith("task usual ") for a in alerts), alerts
+
+
+def test_a_finished_job_is_found_in_the_history(web: Web, web_dsn: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, web_dsn, heartbeat_interval=1, stale_after=10, keep_completed="1h"
+    )
+    [job] = add(web_dsn, "remember", job_key="history-key")
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(
+            lambda: query(
+                web_dsn,
+                "select 1 from graphile_worker._kongtaskd_completed_jobs where id=%s",
+                (job,),
+            ),
+            timeout=30,
+            what="the job's history record",
+        )
+        host = query(web_dsn, "select hostname from graphile_worker._kongtaskd_heartbeats")[0][0]
+        found = web.get(f"/jobs/{job}")
+        daemon.stop()
+    assert found.status == 200, found.text[:2000]
+    assert re.search(
+        rf"Job {job} \(remember\) finished [^<]* ago on {re.escape(host)} in [\d.e-]+ s\.",
+        found.text,
+    ), found.text
+    assert "history-key" in found.text
+    listed = web.get("/jobs?task=remember").text
+    assert "Recently finished" in listed and f'href="/jobs/{job}"' in listed
+    # The search by id leads there.
+    answer = web.get(f"/jobs?id={job}")
+    assert answer.status in (302, 303) and (answer.header("Location") or "").endswith(
+        f"/jobs/{job}"
+    )
+    never = web.get("/jobs/999999999")
+    assert never.status == 404 and "no record of it" in never.text
