@@ -672,6 +672,35 @@ class Data:
             cut=len(rows) >= stats.MAX_ROWS,
         )
 
+    def daemon_details(self) -> dict[str, stats.Daemon]:
+        """Each pool's heartbeat row with its published ``details`` (children, config
+        summary, cron next runs), by pool id; empty without the heartbeat table."""
+        probe = self.probe()
+        if not probe.heartbeats or not probe.history:
+            # No migration 5 in this schema: no details column either.
+            return {}
+        found = self._api(
+            "stats_daemons",
+            {"stale_after": self.stale_after},
+            lambda conn: stats.daemons(
+                conn, self.schema, stale_after=self.stale_after, limit=tunables.WEB_PAGE_ROWS * 4
+            ),
+        )
+        return {daemon.pool_id: daemon for daemon in found}
+
+    def cron_next_runs(self) -> dict[str, list[dict[str, Any]]]:
+        """Crontab identifier -> the next runs the live daemons running it publish
+        (``next_run``, ``next_run_local`` in the crontab's time zone, ``pool_id``)."""
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for daemon in self.daemon_details().values():
+            if daemon.stale:
+                continue
+            for item in daemon.cron:
+                runs.setdefault(str(item.get("identifier")), []).append(
+                    {**item, "pool_id": daemon.pool_id}
+                )
+        return runs
+
     def history(self, job_id: int) -> stats.CompletedJob | None:
         """The completed-job record of ``job_id`` (``keep_completed``), None without one."""
         if not self.probe().history:

@@ -570,3 +570,47 @@ def test_a_finished_job_is_found_in_the_history(web: Web, web_dsn: str, tmp_path
     )
     never = web.get("/jobs/999999999")
     assert never.status == 404 and "no record of it" in never.text
+
+
+def test_daemons_page_names_the_childs_job_and_cron_its_next_run(
+    web: Web, web_dsn: str, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path,
+        web_dsn,
+        heartbeat_interval=1,
+        stale_after=10,
+        concurrency=2,
+        crontab="0 3 * * * remember ?id=nightly\n",
+    )
+    [job] = add(web_dsn, "spin")
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+
+        def published() -> bool:
+            rows = query(
+                web_dsn,
+                "select 1 from graphile_worker._kongtaskd_heartbeats, "
+                "jsonb_array_elements(details->'children') as c where (c->>'job_id')::bigint = %s",
+                (job,),
+            )
+            return bool(rows)
+
+        wait_for(published, timeout=30, what="the heartbeat to name the child running the job")
+        query(
+            web_dsn,
+            "insert into graphile_worker._private_known_crontabs (identifier, known_since) "
+            "values ('nightly', now()) on conflict do nothing",
+        )
+        page = web.get("/daemons?children=1").text
+        cron = web.get("/cron?next=1").text
+        daemon.stop()
+    row = re.search(
+        rf'<tr><td class="n">\d+</td><td class="n">\d+</td><td>busy</td>'
+        rf'<td class="n"><a href="/jobs/{job}">{job}</a></td><td>spin</td>',
+        page,
+    )
+    assert row, page
+    assert "1 busy, 1 idle of 2 children" in page
+    assert "Configuration summary" in page and "concurrency" in page
+    assert re.search(r"<tr><td>nightly</td><td>\d{4}-\d\d-\d\dT03:00:00", cron), cron
