@@ -58,14 +58,17 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-#: Actions a job page and a bulk form offer (cancel / pause / resume join with the
-#: flow-control issue: one more entry each here and in kongtaskd.actions.Action).
+#: Actions a job page and a bulk form offer (all through kongtaskd.actions).
 ACTIONS: dict[str, actions.Action] = {
     "retry": actions.Action.RETRY,
     "reschedule": actions.Action.RESCHEDULE,
     "fail": actions.Action.FAIL,
     "remove": actions.Action.REMOVE,
+    "cancel": actions.Action.CANCEL,
 }
+
+#: Flow control of tasks and named queues: POST /tasks/NAME/VERB, /queues/NAME/VERB.
+STEERS: dict[str, actions.Steer] = {"pause": actions.Steer.PAUSE, "resume": actions.Steer.RESUME}
 
 #: Longest filter value accepted (task identifiers and queue names are at most 128, keys
 #: 512); longer is a 400, not a query.
@@ -202,6 +205,8 @@ class Dashboard:
                 Rule("/jobs/bulk", endpoint="bulk", methods=["POST"]),
                 Rule("/jobs/<int:job_id>", endpoint="job", methods=["GET"]),
                 Rule("/jobs/<int:job_id>/<action>", endpoint="job_action", methods=["POST"]),
+                Rule("/tasks/<path:name>/<verb>", endpoint="steer_task", methods=["POST"]),
+                Rule("/queues/<path:name>/<verb>", endpoint="steer_queue", methods=["POST"]),
                 Rule("/daemons", endpoint="daemons", methods=["GET"]),
                 Rule("/queues", endpoint="queues", methods=["GET"]),
                 Rule("/cron", endpoint="cron", methods=["GET"]),
@@ -543,6 +548,8 @@ class Dashboard:
                 "pools": pools,
                 "stats": stats,
                 "stat_rows": _stat_rows(stats),
+                "pauses": self.data.pauses(),
+                "steer_form": self._steer_forms(viewer),
                 "stat_charts": stat_charts,
                 "problems": problems,
                 "chart": chart,
@@ -670,7 +677,7 @@ class Dashboard:
                 "first_url": self.url("/jobs", **base) if (top or after) else None,
                 "sort_url": lambda name: self.url("/jobs", **{**base, "sort": name, "dir": None}),
                 "bulk_token": bulk_token,
-                "bulk_actions": ["retry", "reschedule", "fail", "remove"],
+                "bulk_actions": list(ACTIONS),
                 "now": self.data.probe().now,
                 "window_rows": tunables.WEB_WINDOW_ROWS,
             },
@@ -784,6 +791,74 @@ class Dashboard:
                 "summary": result.summary(),
                 "problems": result.problems(),
                 "back": self.url(f"/jobs/{job_id}"),
+            },
+        )
+
+    def _steer_task(self, request: Request, viewer: Viewer, name: str, verb: str) -> Response:
+        return self._steer(request, viewer, "task", name, verb)
+
+    def _steer_queue(self, request: Request, viewer: Viewer, name: str, verb: str) -> Response:
+        return self._steer(request, viewer, "queue", name, verb)
+
+    def _steer_forms(self, viewer: Viewer) -> Callable[[str, str, str], str] | None:
+        """For templates: the one-time token of a task's or queue's pause/resume form (None
+        on a read-only dashboard: no forms)."""
+        if self.settings.read_only:
+            return None
+        return lambda kind, name, verb: self._form(viewer, f"{kind}:{name}:{verb}")
+
+    def _steer(self, request: Request, viewer: Viewer, kind: str, name: str, verb: str) -> Response:
+        if verb not in STEERS:
+            raise NotFound()
+        if len(name) > MAX_FILTER_CHARS or "\x00" in name:
+            raise BadRequest(f"{kind}: too long or contains a NUL character")
+        self._refuse_read_only()
+        purpose = f"{kind}:{name}:{verb}"
+        self._take(request, viewer, purpose)
+        path = f"/{kind}s/{name}/{verb}"
+        back = self.url("/queues") if kind == "queue" else self.url("/")
+        if request.form.get("confirmed") != "yes":
+            return self._page(
+                request,
+                "confirm.html",
+                {
+                    "title": "Confirm",
+                    "nav": "queues" if kind == "queue" else "overview",
+                    "viewer": viewer,
+                    "question": f"{verb} {kind} {name} on every daemon?",
+                    "target": self.url(path),
+                    "token": self._form(viewer, purpose),
+                    "fields": {},
+                    "cancel": back,
+                },
+            )
+        what = STEERS[verb]
+        with self.data.pool.connection() as conn:
+            changed = actions.steer(
+                conn,
+                self.data.schema,
+                what,
+                tasks=[name] if kind == "task" else [],
+                queues=[name] if kind == "queue" else [],
+                who=viewer.who,
+            )
+        self.data.cache.clear()
+        state = "paused" if what is actions.Steer.PAUSE else "not paused"
+        summary = (
+            f"{what.value} {kind} {name}"
+            if changed.changed
+            else f"{kind} {name} was already {state}"
+        )
+        return self._page(
+            request,
+            "done.html",
+            {
+                "title": "Done",
+                "nav": "queues" if kind == "queue" else "overview",
+                "viewer": viewer,
+                "summary": summary,
+                "problems": None,
+                "back": back,
             },
         )
 
@@ -940,6 +1015,8 @@ class Dashboard:
                 "now": probe.now,
                 "prefix": prefix,
                 "held": held,
+                "pauses": [p for p in self.data.pauses() if p.kind == "queue"],
+                "steer_form": self._steer_forms(viewer),
                 "next_url": (
                     self.url("/queues", after=rows[-1]["queue_name"], prefix=prefix, held=held)
                     if more

@@ -37,7 +37,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from kongtaskd import stats, tunables
+from kongtaskd import stats, steer, tunables
 from kongtaskd.dsn import connect
 from kongtaskd.errors import DatabaseError
 from kongtaskd.queries import bind_schema
@@ -701,9 +701,25 @@ class Data:
                 )
         return runs
 
+    def pauses(self) -> list[steer.Pause]:
+        """The pauses in force (tasks and named queues, kongtaskd.steer), tasks first; none in
+        a schema without kongtaskd's flow control (graphile-worker only)."""
+        if not self.probe().heartbeats:
+            return []
+
+        def read(conn: Connection) -> list[steer.Pause]:
+            try:
+                return steer.pauses(conn, schema=self.schema)
+            except psycopg2.errors.UndefinedTable:
+                return []
+
+        return self._api("steer_list", {}, read)
+
     def history(self, job_id: int) -> stats.CompletedJob | None:
         """The completed-job record of ``job_id`` (``keep_completed``), None without one."""
-        if not self.probe().history:
+        probe = self.probe()
+        # kongtaskd.stats names the host from the heartbeat row: both tables are needed.
+        if not (probe.history and probe.heartbeats):
             return None
         return self._api(
             "stats_completed",
@@ -713,7 +729,9 @@ class Data:
 
     def recent_completed(self, *, task: str | None = None) -> list[stats.CompletedJob]:
         """The newest completed jobs (``keep_completed``), newest first."""
-        if not self.probe().history:
+        probe = self.probe()
+        # kongtaskd.stats names the host from the heartbeat row: both tables are needed.
+        if not (probe.history and probe.heartbeats):
             return []
         return self._api(
             "stats_recent_completed",

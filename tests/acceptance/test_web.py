@@ -614,3 +614,57 @@ def test_daemons_page_names_the_childs_job_and_cron_its_next_run(
     assert "1 busy, 1 idle of 2 children" in page
     assert "Configuration summary" in page and "concurrency" in page
     assert re.search(r"<tr><td>nightly</td><td>\d{4}-\d\d-\d\dT03:00:00", cron), cron
+
+
+def test_cancel_a_job_through_the_confirm_page(web: Web, web_dsn: str) -> None:
+    [job] = add(web_dsn, "t")
+    token = web.get(f"/jobs/{job}").csrf(f"/jobs/{job}/cancel")
+    assert web.post(f"/jobs/{job}/cancel", {}).status == 403
+    confirm = web.post(f"/jobs/{job}/cancel", {"csrf": token})
+    assert confirm.status == 200 and "cancel job" in confirm.text
+    done = web.post(
+        f"/jobs/{job}/cancel",
+        {"csrf": confirm.csrf(f"/jobs/{job}/cancel"), "confirmed": "yes"},
+    )
+    assert done.status == 200 and f"cancelled job {job}" in done.text, done.text
+    [(attempts, max_attempts, error)] = query(
+        web_dsn,
+        "select attempts, max_attempts, last_error from graphile_worker._private_jobs "
+        "where id = %s",
+        (job,),
+    )
+    assert attempts == max_attempts and error.startswith("cancelled by anonymous@"), error
+    # A second cancel is refused by name (already permanently failed), not a 500.
+    token = web.get(f"/jobs/{job}").csrf(f"/jobs/{job}/cancel")
+    again = web.post(f"/jobs/{job}/cancel", {"csrf": token, "confirmed": "yes"})
+    assert again.status == 200 and "already permanently failed" in again.text
+
+
+def _pauses(dsn: str) -> set[tuple[str, str]]:
+    from kongtaskd import steer
+
+    return {(p.kind, p.name) for p in steer.pauses(dsn)}
+
+
+def test_pause_and_resume_a_task_and_a_queue(web: Web, web_dsn: str) -> None:
+    add(web_dsn, "slow<b>", queue_name="q/one")
+    overview = web.get("/?pause=1")
+    token = overview.csrf("/tasks/slow&lt;b&gt;/pause")
+    assert web.post("/tasks/slow<b>/pause", {"csrf": "forged", "confirmed": "yes"}).status == 403
+    assert _pauses(web_dsn) == set()
+    done = web.post("/tasks/slow<b>/pause", {"csrf": token, "confirmed": "yes"})
+    assert done.status == 200 and "paused task slow&lt;b&gt;" in done.text, done.text
+    queues = web.get("/queues?pause=1")
+    done = web.post(
+        "/queues/q/one/pause", {"csrf": queues.csrf("/queues/q/one/pause"), "confirmed": "yes"}
+    )
+    assert done.status == 200, done.text
+    assert _pauses(web_dsn) == {("task", "slow<b>"), ("queue", "q/one")}
+    overview = web.get("/?paused=1")
+    assert "<h2>Paused</h2>" in overview.text and "queue q/one" in overview.text
+    assert "Paused: queue q/one" in web.get("/queues?paused=1").text
+    # A replayed form does nothing.
+    assert web.post("/tasks/slow<b>/pause", {"csrf": token, "confirmed": "yes"}).status == 403
+    resume = overview.csrf("/tasks/slow&lt;b&gt;/resume")
+    assert web.post("/tasks/slow<b>/resume", {"csrf": resume, "confirmed": "yes"}).status == 200
+    assert _pauses(web_dsn) == {("queue", "q/one")}
