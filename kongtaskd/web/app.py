@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 import psycopg2
@@ -815,7 +815,8 @@ class Dashboard:
         self._refuse_read_only()
         purpose = f"{kind}:{name}:{verb}"
         self._take(request, viewer, purpose)
-        path = f"/{kind}s/{name}/{verb}"
+        # The name percent-encoded, as the pages' forms write it ("?", "#", "%" in names).
+        path = f"/{kind}s/{quote(name, safe='/')}/{verb}"
         back = self.url("/queues") if kind == "queue" else self.url("/")
         if request.form.get("confirmed") != "yes":
             return self._page(

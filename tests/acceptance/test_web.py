@@ -647,24 +647,28 @@ def _pauses(dsn: str) -> set[tuple[str, str]]:
 
 
 def test_pause_and_resume_a_task_and_a_queue(web: Web, web_dsn: str) -> None:
-    add(web_dsn, "slow<b>", queue_name="q/one")
+    add(web_dsn, "slow<b>?#%", queue_name="q/one")
+    path = "/tasks/slow%3Cb%3E%3F%23%25"  # the task's name, percent-encoded in the path
     overview = web.get("/?pause=1")
-    token = overview.csrf("/tasks/slow&lt;b&gt;/pause")
-    assert web.post("/tasks/slow<b>/pause", {"csrf": "forged", "confirmed": "yes"}).status == 403
+    token = overview.csrf(path + "/pause")
+    assert web.post(path + "/pause", {"csrf": "forged", "confirmed": "yes"}).status == 403
     assert _pauses(web_dsn) == set()
-    done = web.post("/tasks/slow<b>/pause", {"csrf": token, "confirmed": "yes"})
-    assert done.status == 200 and "paused task slow&lt;b&gt;" in done.text, done.text
+    confirm = web.post(path + "/pause", {"csrf": token})
+    assert confirm.status == 200 and "pause task slow&lt;b&gt;?#%" in confirm.text
+    token = confirm.csrf(path + "/pause")
+    done = web.post(path + "/pause", {"csrf": token, "confirmed": "yes"})
+    assert done.status == 200 and "paused task slow&lt;b&gt;?#%" in done.text, done.text
     queues = web.get("/queues?pause=1")
     done = web.post(
         "/queues/q/one/pause", {"csrf": queues.csrf("/queues/q/one/pause"), "confirmed": "yes"}
     )
     assert done.status == 200, done.text
-    assert _pauses(web_dsn) == {("task", "slow<b>"), ("queue", "q/one")}
+    assert _pauses(web_dsn) == {("task", "slow<b>?#%"), ("queue", "q/one")}
     overview = web.get("/?paused=1")
     assert "<h2>Paused</h2>" in overview.text and "queue q/one" in overview.text
     assert "Paused: queue q/one" in web.get("/queues?paused=1").text
     # A replayed form does nothing.
-    assert web.post("/tasks/slow<b>/pause", {"csrf": token, "confirmed": "yes"}).status == 403
-    resume = overview.csrf("/tasks/slow&lt;b&gt;/resume")
-    assert web.post("/tasks/slow<b>/resume", {"csrf": resume, "confirmed": "yes"}).status == 200
+    assert web.post(path + "/pause", {"csrf": token, "confirmed": "yes"}).status == 403
+    resume = overview.csrf(path + "/resume")
+    assert web.post(path + "/resume", {"csrf": resume, "confirmed": "yes"}).status == 200
     assert _pauses(web_dsn) == {("queue", "q/one")}
