@@ -24,8 +24,10 @@ Both are worked through in batches of :data:`~kongtaskd.tunables.ACTION_BATCH` i
 transaction each: 100k jobs never hold row locks on the table for long, and a batch that
 fails leaves the ones before it done (the result says how far it got).
 
-``cancel`` / ``pause`` / ``resume`` arrive with the flow-control issue: they become members
-of :class:`Action` and entries of ``_STATEMENTS`` here, and the dashboard and CLI pick them up.
+``cancel`` is an :class:`Action` on a selection like the others, done by
+:func:`kongtaskd.cancel.cancel_jobs` batch by batch (running jobs included: their daemon
+interrupts them). ``pause`` / ``resume`` act on tasks and named queues, not on jobs:
+:func:`steer` does them through :mod:`kongtaskd.steer`, with the same audit line.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-from kongtaskd import tunables
+from kongtaskd import cancel, tunables
+from kongtaskd import steer as steering
 from kongtaskd.errors import DatabaseError
 from kongtaskd.queries import statement
 
@@ -56,6 +59,7 @@ __all__ = [
     "JobFilter",
     "Lock",
     "Matching",
+    "Steer",
     "apply",
     "count_matching",
     "fail_jobs",
@@ -63,6 +67,7 @@ __all__ = [
     "remove_jobs",
     "reschedule_jobs",
     "retry_jobs",
+    "steer",
 ]
 
 #: Where every action's audit line goes (one INFO record per call of :func:`apply`).
@@ -81,6 +86,7 @@ class Action(enum.Enum):
     RESCHEDULE = "rescheduled"
     FAIL = "failed"
     REMOVE = "removed"
+    CANCEL = "cancelled"
 
     @property
     def verb(self) -> str:
@@ -258,10 +264,12 @@ class ActionResult:
     running: dict[int, Lock]
     #: Not changed: no such job.
     missing: list[int]
+    #: Not changed for another reason, per id (cancel: already permanently failed).
+    refused: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
-        return not self.running and not self.missing
+        return not self.running and not self.missing and not self.refused
 
     def summary(self) -> str | None:
         """One line for stdout about what was done, or None if nothing was."""
@@ -295,6 +303,8 @@ class ActionResult:
                     f"job {job_id} is running (locked by {lock.locked_by} since "
                     f"{when(lock.locked_at)}), not {self.action}"
                 )
+        for job_id, reason in sorted(self.refused.items()):
+            parts.append(f"job {job_id} {reason}, not {self.action}")
         return "; ".join(parts) if parts else None
 
 
@@ -368,15 +378,35 @@ def _act_on_batch(
 def _merge(action: Action, parts: Sequence[ActionResult]) -> ActionResult:
     still: dict[int, Lock] = {}
     running: dict[int, Lock] = {}
+    refused: dict[int, str] = {}
     for part in parts:
         still.update(part.still_locked)
         running.update(part.running)
+        refused.update(part.refused)
     return ActionResult(
         action=action.value,
         changed=[i for part in parts for i in part.changed],
         still_locked=still,
         running=running,
         missing=[i for part in parts for i in part.missing],
+        refused=refused,
+    )
+
+
+def _cancel_batch(
+    conn: Connection, schema: str, ids: list[int], who: str, stale_after: float
+) -> ActionResult:
+    """One batch of a cancel, in one transaction: kongtaskd.cancel's one statement."""
+    with transaction(conn, schema):
+        done = cancel.cancel_jobs(conn, ids, by=who, schema=schema, stale_after=stale_after)
+    return ActionResult(
+        action=Action.CANCEL.value,
+        changed=[job.id for job in done.cancelled],
+        still_locked={},
+        # Cancel acts on running jobs too: their holder interrupts them.
+        running={},
+        missing=list(done.missing),
+        refused={job_id: "is already permanently failed" for job_id in done.already_failed},
     )
 
 
@@ -437,6 +467,9 @@ def apply(
     heartbeats: bool | None = None
     try:
         for ids in batches:
+            if action is Action.CANCEL:
+                parts.append(_cancel_batch(conn, schema, ids, who, stale_after))
+                continue
             with transaction(conn, schema) as cur:
                 if heartbeats is None:
                     heartbeats = has_heartbeats(cur, schema)
@@ -447,6 +480,47 @@ def apply(
         result = _merge(action, parts)
         _audit(who, action, selection, result, run_at=run_at, priority=priority)
     return result
+
+
+class Steer(enum.Enum):
+    """Flow control of tasks and named queues (not of jobs): fleet-wide, persisted."""
+
+    PAUSE = "paused"
+    RESUME = "resumed"
+
+    @property
+    def verb(self) -> str:
+        return self.name.lower()
+
+
+def steer(
+    conn: Connection,
+    schema: str,
+    what: Steer,
+    *,
+    tasks: Sequence[str] = (),
+    queues: Sequence[str] = (),
+    who: str,
+) -> steering.Changed:
+    """Pause or resume ``tasks`` and named ``queues`` through :mod:`kongtaskd.steer`, in one
+    transaction, and log the audit line (who, what, how many changed)."""
+    with transaction(conn, schema):
+        if what is Steer.PAUSE:
+            changed = steering.pause(
+                conn, tasks=list(tasks), queues=list(queues), schema=schema, by=who
+            )
+        else:
+            changed = steering.resume(conn, tasks=list(tasks), queues=list(queues), schema=schema)
+    targets = [f"task {name!r}" for name in tasks] + [f"queue {name!r}" for name in queues]
+    logging.getLogger(AUDIT_LOGGER).info(
+        "audit: %s %s %s: %d changed",
+        who,
+        what.verb,
+        ", ".join(targets),
+        len(changed.changed),
+        extra={"audit_who": who, "audit_action": what.verb, "audit_changed": len(changed.changed)},
+    )
+    return changed
 
 
 def _audit(

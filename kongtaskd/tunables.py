@@ -223,6 +223,14 @@ WEB_LATE_BEATS = 2
 #: A named queue held longer than this (seconds) while jobs wait behind it is a red line.
 WEB_STUCK_QUEUE_SECONDS = 600.0
 
+#: The overview's red line "task failing above its usual rate": a task whose last hour has at
+#: least WEB_FAILING_MIN_ATTEMPTS attempts (fewer are noise), fails at least WEB_FAILING_FLOOR
+#: of them, and at least WEB_FAILING_FACTOR times its rate over the rest of the day (the
+#: statistics, kongtaskd's work only). A task that always fails half its attempts is not news.
+WEB_FAILING_MIN_ATTEMPTS = 20
+WEB_FAILING_FLOOR = 0.2
+WEB_FAILING_FACTOR = 2.0
+
 #: scrypt cost of `kongtaskd web hash-password` (stored in the hash, so it can be raised
 #: later without breaking old hashes): N=2^15, r=8, p=1 takes 32 MiB and tens of
 #: milliseconds per check. OWASP suggests N=2^17 (128 MiB); 2^15 keeps a login cheap on a

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 import psycopg2
@@ -41,7 +41,7 @@ from kongtaskd.config import WebConfig
 from kongtaskd.errors import DatabaseError
 from kongtaskd.web import auth, charts
 from kongtaskd.web.csrf import Forms
-from kongtaskd.web.data import SORTS, Count, Data, first_line, pretty_json
+from kongtaskd.web.data import SORTS, Count, Data, TaskStats, first_line, pretty_json
 
 log = logging.getLogger("kongtaskd.web")
 
@@ -58,14 +58,17 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-#: Actions a job page and a bulk form offer (cancel / pause / resume join with the
-#: flow-control issue: one more entry each here and in kongtaskd.actions.Action).
+#: Actions a job page and a bulk form offer (all through kongtaskd.actions).
 ACTIONS: dict[str, actions.Action] = {
     "retry": actions.Action.RETRY,
     "reschedule": actions.Action.RESCHEDULE,
     "fail": actions.Action.FAIL,
     "remove": actions.Action.REMOVE,
+    "cancel": actions.Action.CANCEL,
 }
+
+#: Flow control of tasks and named queues: POST /tasks/NAME/VERB, /queues/NAME/VERB.
+STEERS: dict[str, actions.Steer] = {"pause": actions.Steer.PAUSE, "resume": actions.Steer.RESUME}
 
 #: Longest filter value accepted (task identifiers and queue names are at most 128, keys
 #: 512); longer is a 400, not a query.
@@ -108,8 +111,44 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["first_line"] = first_line
     env.filters["duration"] = _duration
+    env.filters["percent"] = _percent
+    env.filters["runtime"] = _runtime
+    env.filters["seconds"] = _seconds
     env.filters["count"] = lambda value: str(value) if isinstance(value, Count) else f"{value:,}"
     return env
+
+
+def _percent(rate: float | None) -> str:
+    return "" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _seconds(seconds: float | None) -> str:
+    """A measured run time: "1.2 s", "0.004 s", "2m 05s"."""
+    if seconds is None:
+        return ""
+    if seconds >= 60:
+        return _duration(seconds)
+    return f"{seconds:.3g} s"
+
+
+def _runtime(seconds: float | None) -> str:
+    """A run-time estimate from the histogram: its bucket's upper bound ("≤ 0.5 s")."""
+    if seconds is None:
+        return ""
+    if seconds == float("inf"):
+        return "> " + f"{tunables.STATS_BUCKETS[-1]:g} s"
+    return f"≤ {seconds:g} s"
+
+
+def _stat_rows(stats: Any) -> list[dict[str, Any]]:
+    """One row per task for the overview's statistics table: last hour and last day."""
+    if not isinstance(stats, TaskStats):
+        return []
+    hour = {summary.task: summary for summary in stats.hour}
+    return [
+        {"task": day.task, "hour": hour.get(day.task), "day": day}
+        for day in sorted(stats.day, key=lambda summary: (-summary.attempts, summary.task))
+    ]
 
 
 def _duration(seconds: float | None) -> str:
@@ -166,6 +205,8 @@ class Dashboard:
                 Rule("/jobs/bulk", endpoint="bulk", methods=["POST"]),
                 Rule("/jobs/<int:job_id>", endpoint="job", methods=["GET"]),
                 Rule("/jobs/<int:job_id>/<action>", endpoint="job_action", methods=["POST"]),
+                Rule("/tasks/<path:name>/<verb>", endpoint="steer_task", methods=["POST"]),
+                Rule("/queues/<path:name>/<verb>", endpoint="steer_queue", methods=["POST"]),
                 Rule("/daemons", endpoint="daemons", methods=["GET"]),
                 Rule("/queues", endpoint="queues", methods=["GET"]),
                 Rule("/cron", endpoint="cron", methods=["GET"]),
@@ -421,7 +462,7 @@ class Dashboard:
     def _overview(self, request: Request, viewer: Viewer) -> Response:
         overview = self.data.overview()
         pools = self.data.pools()
-        stats = self.data.task_stats(hours=1)
+        stats = self.data.task_stats()
         late_after = self.data.late_after
         problems: list[str] = []
         for pool in pools:
@@ -440,12 +481,45 @@ class Dashboard:
                 f"queue {queue['queue_name']} has been held by {queue['locked_by']} for "
                 f"{_duration(queue['held_seconds'])}: every job behind it waits"
             )
-        for row in overview.tasks:
-            if row.in_window >= 20 and row.with_error * 2 >= row.in_window:
+        stat_charts: list[str] = []
+        if isinstance(stats, TaskStats):
+            for summary, usual in stats.failing(
+                min_attempts=tunables.WEB_FAILING_MIN_ATTEMPTS,
+                factor=tunables.WEB_FAILING_FACTOR,
+                floor=tunables.WEB_FAILING_FLOOR,
+            ):
                 problems.append(
-                    f"task {row.task}: {row.with_error} of its {row.in_window} newest jobs "
-                    "failed their last attempt"
+                    f"task {summary.task} is failing above its usual rate: "
+                    f"{summary.failed + summary.retried} of {summary.attempts} attempts in the "
+                    f"last hour ({_percent(summary.failure_rate)}, usually {_percent(usual)})"
                 )
+            for title, since in (
+                ("last hour", stats.now - dt.timedelta(hours=1)),
+                ("last day", stats.now - dt.timedelta(days=1)),
+            ):
+                points = stats.per_minute(since)
+                stat_charts.append(
+                    charts.series_line(
+                        [(x, attempts) for x, attempts, _ in points],
+                        width=480,
+                        label=f"attempts per minute, {title}",
+                    )
+                )
+                stat_charts.append(
+                    charts.series_line(
+                        [(x, failed) for x, _, failed in points],
+                        width=480,
+                        label=f"failed attempts per minute, {title}",
+                    )
+                )
+        else:
+            # No statistics table (graphile-worker only): the newest jobs are all there is.
+            for row in overview.tasks:
+                if row.in_window >= 20 and row.with_error * 2 >= row.in_window:
+                    problems.append(
+                        f"task {row.task}: {row.with_error} of its {row.in_window} newest jobs "
+                        "failed their last attempt"
+                    )
         chart = charts.state_bars(
             [
                 (
@@ -473,6 +547,10 @@ class Dashboard:
                 "now": overview.probe.now,
                 "pools": pools,
                 "stats": stats,
+                "stat_rows": _stat_rows(stats),
+                "pauses": self.data.pauses(),
+                "steer_form": self._steer_forms(viewer),
+                "stat_charts": stat_charts,
                 "problems": problems,
                 "chart": chart,
                 "refresh": self.settings.refresh,
@@ -586,13 +664,20 @@ class Dashboard:
                 "sorts": list(SORTS),
                 "states": actions.STATES,
                 "tasks": self.data.task_names(),
+                # Finished jobs are no longer in the table: the history (keep_completed)
+                # answers for them, unless the filter is about waiting or failed jobs.
+                "finished": (
+                    self.data.recent_completed(task=filters["task"])
+                    if not (filters["state"] or filters["queue"] or filters["q"])
+                    else []
+                ),
                 "top": top,
                 "next_url": next_url,
                 "older_url": older_url,
                 "first_url": self.url("/jobs", **base) if (top or after) else None,
                 "sort_url": lambda name: self.url("/jobs", **{**base, "sort": name, "dir": None}),
                 "bulk_token": bulk_token,
-                "bulk_actions": ["retry", "reschedule", "fail", "remove"],
+                "bulk_actions": list(ACTIONS),
                 "now": self.data.probe().now,
                 "window_rows": tunables.WEB_WINDOW_ROWS,
             },
@@ -611,9 +696,12 @@ class Dashboard:
                     "viewer": viewer,
                     "job_id": job_id,
                     "history": history,
+                    "history_kept": self.data.probe().history,
+                    "now": now,
                     "nav": "jobs",
                 },
-                404,
+                # A finished job found in the history is an answer, not a missing page.
+                200 if history is not None else 404,
             )
         tokens = {}
         if not self.settings.read_only:
@@ -703,6 +791,75 @@ class Dashboard:
                 "summary": result.summary(),
                 "problems": result.problems(),
                 "back": self.url(f"/jobs/{job_id}"),
+            },
+        )
+
+    def _steer_task(self, request: Request, viewer: Viewer, name: str, verb: str) -> Response:
+        return self._steer(request, viewer, "task", name, verb)
+
+    def _steer_queue(self, request: Request, viewer: Viewer, name: str, verb: str) -> Response:
+        return self._steer(request, viewer, "queue", name, verb)
+
+    def _steer_forms(self, viewer: Viewer) -> Callable[[str, str, str], str] | None:
+        """For templates: the one-time token of a task's or queue's pause/resume form (None
+        on a read-only dashboard: no forms)."""
+        if self.settings.read_only:
+            return None
+        return lambda kind, name, verb: self._form(viewer, f"{kind}:{name}:{verb}")
+
+    def _steer(self, request: Request, viewer: Viewer, kind: str, name: str, verb: str) -> Response:
+        if verb not in STEERS:
+            raise NotFound()
+        if len(name) > MAX_FILTER_CHARS or "\x00" in name:
+            raise BadRequest(f"{kind}: too long or contains a NUL character")
+        self._refuse_read_only()
+        purpose = f"{kind}:{name}:{verb}"
+        self._take(request, viewer, purpose)
+        # The name percent-encoded, as the pages' forms write it ("?", "#", "%" in names).
+        path = f"/{kind}s/{quote(name, safe='/')}/{verb}"
+        back = self.url("/queues") if kind == "queue" else self.url("/")
+        if request.form.get("confirmed") != "yes":
+            return self._page(
+                request,
+                "confirm.html",
+                {
+                    "title": "Confirm",
+                    "nav": "queues" if kind == "queue" else "overview",
+                    "viewer": viewer,
+                    "question": f"{verb} {kind} {name} on every daemon?",
+                    "target": self.url(path),
+                    "token": self._form(viewer, purpose),
+                    "fields": {},
+                    "cancel": back,
+                },
+            )
+        what = STEERS[verb]
+        with self.data.pool.connection() as conn:
+            changed = actions.steer(
+                conn,
+                self.data.schema,
+                what,
+                tasks=[name] if kind == "task" else [],
+                queues=[name] if kind == "queue" else [],
+                who=viewer.who,
+            )
+        self.data.cache.clear()
+        state = "paused" if what is actions.Steer.PAUSE else "not paused"
+        summary = (
+            f"{what.value} {kind} {name}"
+            if changed.changed
+            else f"{kind} {name} was already {state}"
+        )
+        return self._page(
+            request,
+            "done.html",
+            {
+                "title": "Done",
+                "nav": "queues" if kind == "queue" else "overview",
+                "viewer": viewer,
+                "summary": summary,
+                "problems": None,
+                "back": back,
             },
         )
 
@@ -831,6 +988,7 @@ class Dashboard:
                 "probe": probe,
                 "now": probe.now,
                 "pools": self.data.pools(),
+                "details": self.data.daemon_details(),
                 "running": self.data.running_jobs(),
                 "stale_after": self.data.stale_after,
                 "refresh": self.settings.refresh,
@@ -858,6 +1016,8 @@ class Dashboard:
                 "now": probe.now,
                 "prefix": prefix,
                 "held": held,
+                "pauses": [p for p in self.data.pauses() if p.kind == "queue"],
+                "steer_form": self._steer_forms(viewer),
                 "next_url": (
                     self.url("/queues", after=rows[-1]["queue_name"], prefix=prefix, held=held)
                     if more
@@ -882,6 +1042,7 @@ class Dashboard:
                 "nav": "cron",
                 "viewer": viewer,
                 "rows": rows,
+                "next_runs": self.data.cron_next_runs(),
                 "now": probe.now,
                 "next_url": self.url("/cron", after=rows[-1]["identifier"]) if more else None,
                 "first_url": self.url("/cron") if after else None,

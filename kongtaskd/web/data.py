@@ -13,9 +13,9 @@ Bounds: nothing here scans the jobs table whole. Counts of waiting jobs come fro
 index (kongtaskd migration 000002), each capped at :data:`~kongtaskd.tunables.WEB_COUNT_CAP`;
 what no index serves (running and failed jobs, free-text search in errors, sorts other than
 by id) looks at the newest :data:`~kongtaskd.tunables.WEB_WINDOW_ROWS` jobs and the page
-says so. The statistics and completed-job history tables arrive with later kongtaskd
-migrations; until they exist, :meth:`Data.task_stats` and :meth:`Data.history` answer
-:data:`NO_STATISTICS` / None and the pages say "no statistics yet".
+says so. The statistics and completed-job history (kongtaskd migration 5) are read through
+:mod:`kongtaskd.stats`, cached the same way; in a schema without them (graphile-worker
+only) :meth:`Data.task_stats` and :meth:`Data.history` answer :data:`NO_STATISTICS` / None.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from kongtaskd import tunables
+from kongtaskd import stats, steer, tunables
 from kongtaskd.dsn import connect
 from kongtaskd.errors import DatabaseError
 from kongtaskd.queries import bind_schema
@@ -52,8 +52,8 @@ READY_INDEX = "_kongtaskd_jobs_ready"
 #: Per task per minute statistics, written by the supervisors with the heartbeat (a later
 #: kongtaskd migration): until it exists the charts say "no statistics yet".
 STATS_TABLE = "_kongtaskd_stats"
-#: Completed-job history (``keep_completed``, a later migration).
-HISTORY_TABLE = "_kongtaskd_completed"
+#: Completed-job history (``keep_completed``, kongtaskd migration 5).
+HISTORY_TABLE = "_kongtaskd_completed_jobs"
 
 
 @functools.cache
@@ -307,8 +307,8 @@ class NoStatistics:
 
 
 NO_STATISTICS = NoStatistics(
-    "no statistics yet: this database has no kongtaskd statistics table (it comes with a "
-    "later kongtaskd migration); counts below are from the jobs table"
+    "no statistics: this schema has no kongtaskd statistics table (run 'kongtaskd migrate'; "
+    "graphile-worker workers record none); counts above are from the jobs table"
 )
 
 #: The /jobs sorts: name -> default direction (descending?).
@@ -628,38 +628,173 @@ class Data:
         rows = self._all("job_by_key", {"key": key})
         return int(rows[0]["id"]) if rows else None
 
-    # --- statistics and history (tables of later migrations) ---
+    # --- statistics and history (kongtaskd migration 5, read through kongtaskd.stats) ---
 
-    def task_stats(self, hours: int) -> NoStatistics | list[dict[str, Any]]:
-        """Throughput, failures and run time per task and minute for the last ``hours``.
+    def _api(self, name: str, params: Mapping[str, Any], call: Callable[[Connection], T]) -> T:
+        """Like :meth:`_run` for a query of :mod:`kongtaskd.stats` (the one copy of its SQL):
+        counted, logged as ``query NAME`` and cached for one refresh interval."""
 
-        The one function the charts read: it answers :data:`NO_STATISTICS` until the
-        statistics table exists. The migration that adds the table adds the query
-        (``web/sql/task_stats.sql``) behind this function; nothing else changes.
-        """
-        if not self.probe().stats or not _shipped("task_stats"):
+        def compute() -> T:
+            with self._count_lock:
+                self.queries += 1
+            started = time.perf_counter()
+            with self.pool.connection() as conn, conn:
+                result = call(conn)
+            log.debug("query %s (%.1f ms)", name, (time.perf_counter() - started) * 1000)
+            return result
+
+        key = (name, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
+        return self.cache.get(key, compute)
+
+    def task_stats(self) -> NoStatistics | TaskStats:
+        """Per task for the last hour and the last day, and the per-minute series behind the
+        charts: one read of the statistics (the day's rows; the hour is a part of them).
+
+        :data:`NO_STATISTICS` where the statistics table does not exist (a schema only
+        graphile-worker migrated)."""
+        probe = self.probe()
+        if not probe.stats:
             return NO_STATISTICS
-        return self._all("task_stats", {"hours": hours})
+        # Whole minutes, so every refresh within a minute asks the same (cached) question.
+        now = probe.now.replace(second=0, microsecond=0)
+        since = now - dt.timedelta(days=1)
+        rows = self._api(
+            "stats_minutes",
+            {"since": since},
+            lambda conn: stats.per_task_minutes(conn, self.schema, since),
+        )
+        hour_start = probe.now - dt.timedelta(hours=1)
+        return TaskStats(
+            now=probe.now,
+            hour=stats.summarise([row for row in rows if row.minute >= hour_start]),
+            day=stats.summarise(rows),
+            rows=rows,
+            cut=len(rows) >= stats.MAX_ROWS,
+        )
 
-    def history(self, job_id: int) -> dict[str, Any] | None:
-        """The completed-job record of ``job_id`` (``keep_completed``), None without one.
+    def daemon_details(self) -> dict[str, stats.Daemon]:
+        """Each pool's heartbeat row with its published ``details`` (children, config
+        summary, cron next runs), by pool id; empty without the heartbeat table."""
+        probe = self.probe()
+        if not probe.heartbeats or not probe.history:
+            # No migration 5 in this schema: no details column either.
+            return {}
+        found = self._api(
+            "stats_daemons",
+            {"stale_after": self.stale_after},
+            lambda conn: stats.daemons(
+                conn, self.schema, stale_after=self.stale_after, limit=tunables.WEB_PAGE_ROWS * 4
+            ),
+        )
+        return {daemon.pool_id: daemon for daemon in found}
 
-        Like :meth:`task_stats`: None until the history table exists; its migration adds
-        ``web/sql/history.sql`` behind this function.
-        """
-        if not self.probe().history or not _shipped("history"):
+    def cron_next_runs(self) -> dict[str, list[dict[str, Any]]]:
+        """Crontab identifier -> the next runs the live daemons running it publish
+        (``next_run``, ``next_run_local`` in the crontab's time zone, ``pool_id``)."""
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for daemon in self.daemon_details().values():
+            if daemon.stale:
+                continue
+            for item in daemon.cron:
+                runs.setdefault(str(item.get("identifier")), []).append(
+                    {**item, "pool_id": daemon.pool_id}
+                )
+        return runs
+
+    def pauses(self) -> list[steer.Pause]:
+        """The pauses in force (tasks and named queues, kongtaskd.steer), tasks first; none in
+        a schema without kongtaskd's flow control (graphile-worker only)."""
+        if not self.probe().heartbeats:
+            return []
+
+        def read(conn: Connection) -> list[steer.Pause]:
+            try:
+                return steer.pauses(conn, schema=self.schema)
+            except psycopg2.errors.UndefinedTable:
+                return []
+
+        return self._api("steer_list", {}, read)
+
+    def history(self, job_id: int) -> stats.CompletedJob | None:
+        """The completed-job record of ``job_id`` (``keep_completed``), None without one."""
+        probe = self.probe()
+        # kongtaskd.stats names the host from the heartbeat row: both tables are needed.
+        if not (probe.history and probe.heartbeats):
             return None
-        rows = self._all("history", {"id": job_id})
-        return rows[0] if rows else None
+        return self._api(
+            "stats_completed",
+            {"id": job_id},
+            lambda conn: stats.completed(conn, self.schema, job_id),
+        )
+
+    def recent_completed(self, *, task: str | None = None) -> list[stats.CompletedJob]:
+        """The newest completed jobs (``keep_completed``), newest first."""
+        probe = self.probe()
+        # kongtaskd.stats names the host from the heartbeat row: both tables are needed.
+        if not (probe.history and probe.heartbeats):
+            return []
+        return self._api(
+            "stats_recent_completed",
+            {"task": task},
+            lambda conn: stats.recent_completed(
+                conn, self.schema, task=task, limit=tunables.WEB_PAGE_ROWS
+            ),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskStats:
+    """The statistics of the overview: per task summaries and the minutes behind them."""
+
+    now: dt.datetime
+    hour: list[stats.TaskSummary]
+    day: list[stats.TaskSummary]
+    rows: list[stats.MinuteStats]
+    #: The day had more rows than one read returns: the oldest minutes are missing.
+    cut: bool
+
+    def per_minute(self, since: dt.datetime) -> list[tuple[float, float, float]]:
+        """(minutes ago, attempts, failed attempts) per minute since ``since``, all tasks;
+        minutes without rows are zero, so the line shows the quiet ones too."""
+        totals: dict[dt.datetime, list[int]] = {}
+        for row in self.rows:
+            if row.minute >= since:
+                entry = totals.setdefault(row.minute, [0, 0])
+                entry[0] += row.attempts
+                entry[1] += row.failed + row.retried
+        start = since.replace(second=0, microsecond=0)
+        points = []
+        minute = start
+        while minute <= self.now:
+            attempts, failed = totals.get(minute, (0, 0))
+            points.append(((minute - start).total_seconds() / 60, float(attempts), float(failed)))
+            minute += dt.timedelta(minutes=1)
+        return points
+
+    def failing(
+        self, *, min_attempts: int, factor: float, floor: float
+    ) -> list[tuple[stats.TaskSummary, float]]:
+        """Tasks whose last hour fails above their usual rate: (the hour's summary, the
+        usual rate), usual = the rest of the day (0 for a task new this hour)."""
+        day = {summary.task: summary for summary in self.day}
+        found = []
+        for hour in self.hour:
+            rate = hour.failure_rate
+            if hour.attempts < min_attempts or rate is None or rate < floor:
+                continue
+            whole = day.get(hour.task)
+            before = (whole.attempts - hour.attempts) if whole else 0
+            usual = (
+                (whole.failed + whole.retried - hour.failed - hour.retried) / before
+                if whole and before > 0
+                else 0.0
+            )
+            if rate >= usual * factor and rate > usual:
+                found.append((hour, usual))
+        return found
 
 
 _PAGE_EXTRAS = ("matches", "window_rows", "window_low")
-
-
-def _shipped(name: str) -> bool:
-    """Whether this kongtaskd ships ``web/sql/<name>.sql`` (the statistics and history
-    queries come with the migrations that add their tables)."""
-    return resources.files("kongtaskd.web").joinpath("sql", f"{name}.sql").is_file()
 
 
 def _hashable(value: Any) -> Any:

@@ -42,7 +42,8 @@ def empty(web_dsn: str) -> None:
     query(
         web_dsn,
         "truncate graphile_worker._private_jobs, graphile_worker._private_job_queues, "
-        "graphile_worker._private_tasks, graphile_worker._kongtaskd_heartbeats",
+        "graphile_worker._private_tasks, graphile_worker._kongtaskd_heartbeats, "
+        "graphile_worker._kongtaskd_stats, graphile_worker._kongtaskd_completed_jobs",
     )
 
 
@@ -464,13 +465,210 @@ def test_red_lines_for_a_stale_daemon_a_held_queue_and_a_failing_task(
         "update graphile_worker._private_job_queues set locked_by = 'pool-x', "
         "locked_at = now() - interval '20 minutes'",
     )
-    failing = add(web_dsn, "flaky", 30)
-    fail(web_dsn, failing[:20])
-    add(web_dsn, "healthy", 30)
     alerts = re.findall(r'<p class="alert">(.*?)</p>', web.get("/").text)
     assert any("pool-stale00000000000001" in a and "stale" in a for a in alerts), alerts
     assert any("pool-late000000000000001" in a and "late" in a for a in alerts), alerts
     assert any("queue stuck-queue" in a and "20m" in a for a in alerts), alerts
-    assert any("task flaky: 20 of its 30 newest jobs" in a for a in alerts), alerts
-    assert not any("healthy" in a for a in alerts)
     assert held
+
+
+def _stats_attempts(dsn: str) -> int:
+    rows = query(
+        dsn,
+        "select coalesce(sum(succeeded + failed + retried), 0) "
+        "from graphile_worker._kongtaskd_stats",
+    )
+    return int(rows[0][0])
+
+
+def test_statistics_of_a_daemons_jobs_fill_the_overview(
+    web: Web, web_dsn: str, tmp_path: Path
+) -> None:
+    # A real daemon runs 10 "noop" jobs and 25 "fail" ones (new this hour: usual rate 0).
+    config = write_config(tmp_path, web_dsn, heartbeat_interval=1, stale_after=10)
+    add(web_dsn, "noop", 10)
+    add(web_dsn, "fail", 25, max_attempts=1)
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(
+            lambda: _stats_attempts(web_dsn) >= 35,
+            timeout=60,
+            what="the daemon to record 35 attempts in the statistics",
+        )
+        daemon.stop()
+    page = web.get("/?stats=1")
+    assert page.status == 200, page.text[:2000]
+    no_traceback(page)
+    text = page.text
+    assert "no statistics" not in text
+    assert "Counts kongtaskd&#39;s work only" in text or "Counts kongtaskd's work only" in text
+    rows = dict(
+        re.findall(
+            r'<tr>\s*<td><a href="[^"]*">(noop|fail)</a></td>\s*<td class="n">([\d,]+)</td>',
+            text,
+        )
+    )
+    assert rows == {"noop": "10", "fail": "25"}, rows
+    assert "25 (100.0%)" in text
+    assert text.count('aria-label="attempts per minute') == 2
+    assert 'aria-label="failed attempts per minute, last hour"' in text
+    alerts = re.findall(r'<p class="alert">(.*?)</p>', text)
+    assert any(
+        "task fail is failing above its usual rate: 25 of 25 attempts" in a for a in alerts
+    ), alerts
+    assert not any("noop" in a for a in alerts), alerts
+
+
+def test_a_task_failing_at_its_usual_rate_is_no_red_line(web: Web, web_dsn: str) -> None:
+    # Statistics rows as the supervisors write them: "usual" failed half its attempts all
+    # day and still does; "worse" failed 1 in 20 and now fails 15 of 20.
+    query(
+        web_dsn,
+        "insert into graphile_worker._kongtaskd_stats (minute, task_identifier, succeeded, "
+        "failed, retried, run_seconds_sum, histogram) values "
+        "(date_trunc('minute', now()) - interval '5 hours', 'usual', 20, 20, 0, 1, '{}'), "
+        "(date_trunc('minute', now()) - interval '5 minutes', 'usual', 10, 10, 0, 1, '{}'), "
+        "(date_trunc('minute', now()) - interval '5 hours', 'worse', 19, 1, 0, 1, '{}'), "
+        "(date_trunc('minute', now()) - interval '5 minutes', 'worse', 5, 0, 15, 1, '{}')",
+    )
+    alerts = re.findall(r'<p class="alert">(.*?)</p>', web.get("/?usual=1").text)
+    assert any("task worse is failing above its usual rate: 15 of 20" in a for a in alerts), alerts
+    assert not any(a.startswith("task usual ") for a in alerts), alerts
+
+
+def test_a_finished_job_is_found_in_the_history(web: Web, web_dsn: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, web_dsn, heartbeat_interval=1, stale_after=10, keep_completed="1h"
+    )
+    [job] = add(web_dsn, "remember", job_key="history-key")
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(
+            lambda: query(
+                web_dsn,
+                "select 1 from graphile_worker._kongtaskd_completed_jobs where id=%s",
+                (job,),
+            ),
+            timeout=30,
+            what="the job's history record",
+        )
+        host = query(web_dsn, "select hostname from graphile_worker._kongtaskd_heartbeats")[0][0]
+        found = web.get(f"/jobs/{job}")
+        daemon.stop()
+    assert found.status == 200, found.text[:2000]
+    assert re.search(
+        rf"Job {job} \(remember\) finished [^<]* ago on {re.escape(host)} in [\d.e-]+ s\.",
+        found.text,
+    ), found.text
+    assert "history-key" in found.text
+    listed = web.get("/jobs?task=remember").text
+    assert "Recently finished" in listed and f'href="/jobs/{job}"' in listed
+    # The search by id leads there.
+    answer = web.get(f"/jobs?id={job}")
+    assert answer.status in (302, 303) and (answer.header("Location") or "").endswith(
+        f"/jobs/{job}"
+    )
+    never = web.get("/jobs/999999999")
+    assert never.status == 404 and "no record of it" in never.text
+
+
+def test_daemons_page_names_the_childs_job_and_cron_its_next_run(
+    web: Web, web_dsn: str, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path,
+        web_dsn,
+        heartbeat_interval=1,
+        stale_after=10,
+        concurrency=2,
+        crontab="0 3 * * * remember ?id=nightly\n",
+    )
+    [job] = add(web_dsn, "spin")
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+
+        def published() -> bool:
+            rows = query(
+                web_dsn,
+                "select 1 from graphile_worker._kongtaskd_heartbeats, "
+                "jsonb_array_elements(details->'children') as c where (c->>'job_id')::bigint = %s",
+                (job,),
+            )
+            return bool(rows)
+
+        wait_for(published, timeout=30, what="the heartbeat to name the child running the job")
+        query(
+            web_dsn,
+            "insert into graphile_worker._private_known_crontabs (identifier, known_since) "
+            "values ('nightly', now()) on conflict do nothing",
+        )
+        page = web.get("/daemons?children=1").text
+        cron = web.get("/cron?next=1").text
+        daemon.stop()
+    row = re.search(
+        rf'<tr><td class="n">\d+</td><td class="n">\d+</td><td>busy</td>'
+        rf'<td class="n"><a href="/jobs/{job}">{job}</a></td><td>spin</td>',
+        page,
+    )
+    assert row, page
+    assert "1 busy, 1 idle of 2 children" in page
+    assert "Configuration summary" in page and "concurrency" in page
+    assert re.search(r"<tr><td>nightly</td><td>\d{4}-\d\d-\d\dT03:00:00", cron), cron
+
+
+def test_cancel_a_job_through_the_confirm_page(web: Web, web_dsn: str) -> None:
+    [job] = add(web_dsn, "t")
+    token = web.get(f"/jobs/{job}").csrf(f"/jobs/{job}/cancel")
+    assert web.post(f"/jobs/{job}/cancel", {}).status == 403
+    confirm = web.post(f"/jobs/{job}/cancel", {"csrf": token})
+    assert confirm.status == 200 and "cancel job" in confirm.text
+    done = web.post(
+        f"/jobs/{job}/cancel",
+        {"csrf": confirm.csrf(f"/jobs/{job}/cancel"), "confirmed": "yes"},
+    )
+    assert done.status == 200 and f"cancelled job {job}" in done.text, done.text
+    [(attempts, max_attempts, error)] = query(
+        web_dsn,
+        "select attempts, max_attempts, last_error from graphile_worker._private_jobs "
+        "where id = %s",
+        (job,),
+    )
+    assert attempts == max_attempts and error.startswith("cancelled by anonymous@"), error
+    # A second cancel is refused by name (already permanently failed), not a 500.
+    token = web.get(f"/jobs/{job}").csrf(f"/jobs/{job}/cancel")
+    again = web.post(f"/jobs/{job}/cancel", {"csrf": token, "confirmed": "yes"})
+    assert again.status == 200 and "already permanently failed" in again.text
+
+
+def _pauses(dsn: str) -> set[tuple[str, str]]:
+    from kongtaskd import steer
+
+    return {(p.kind, p.name) for p in steer.pauses(dsn)}
+
+
+def test_pause_and_resume_a_task_and_a_queue(web: Web, web_dsn: str) -> None:
+    add(web_dsn, "slow<b>?#%", queue_name="q/one")
+    path = "/tasks/slow%3Cb%3E%3F%23%25"  # the task's name, percent-encoded in the path
+    overview = web.get("/?pause=1")
+    token = overview.csrf(path + "/pause")
+    assert web.post(path + "/pause", {"csrf": "forged", "confirmed": "yes"}).status == 403
+    assert _pauses(web_dsn) == set()
+    confirm = web.post(path + "/pause", {"csrf": token})
+    assert confirm.status == 200 and "pause task slow&lt;b&gt;?#%" in confirm.text
+    token = confirm.csrf(path + "/pause")
+    done = web.post(path + "/pause", {"csrf": token, "confirmed": "yes"})
+    assert done.status == 200 and "paused task slow&lt;b&gt;?#%" in done.text, done.text
+    queues = web.get("/queues?pause=1")
+    done = web.post(
+        "/queues/q/one/pause", {"csrf": queues.csrf("/queues/q/one/pause"), "confirmed": "yes"}
+    )
+    assert done.status == 200, done.text
+    assert _pauses(web_dsn) == {("task", "slow<b>?#%"), ("queue", "q/one")}
+    overview = web.get("/?paused=1")
+    assert "<h2>Paused</h2>" in overview.text and "queue q/one" in overview.text
+    assert "Paused: queue q/one" in web.get("/queues?paused=1").text
+    # A replayed form does nothing.
+    assert web.post(path + "/pause", {"csrf": token, "confirmed": "yes"}).status == 403
+    resume = overview.csrf(path + "/resume")
+    assert web.post(path + "/resume", {"csrf": resume, "confirmed": "yes"}).status == 200
+    assert _pauses(web_dsn) == {("queue", "q/one")}

@@ -273,3 +273,30 @@ def test_select_all_acts_on_the_filter_up_to_the_highest_id(
         found["retrying"]: True,
         found["failed"]: True,
     }
+
+
+def test_the_cancel_action_cancels_through_the_action_layer(
+    django_dsn: str, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ready = _add(django_dsn, "c.ready")
+    done = _add(django_dsn, "c.done")
+    _set(django_dsn, done, "attempts = max_attempts, last_error = 'boom'")
+    with caplog.at_level(logging.INFO, logger=actions.AUDIT_LOGGER):
+        response = client.post(
+            URL, {"action": "cancel", "_selected_action": [ready, done]}, follow=True
+        )
+    assert response.status_code == 200
+    rows = dict(
+        query(
+            django_dsn,
+            "select id, (attempts = max_attempts, last_error) "
+            "from graphile_worker._private_jobs where id = any(%s)",
+            ([ready, done],),
+        )
+    )
+    assert rows[ready].startswith('(t,"cancelled by django:ops at '), rows
+    assert rows[done] == "(t,boom)", rows
+    body = html.unescape(response.content.decode()).lower()
+    assert f"cancelled job {ready}" in body
+    assert f"job {done} is already permanently failed, not cancelled" in body
+    assert any(r.message.startswith("audit: django:ops cancel ") for r in caplog.records)

@@ -12,8 +12,9 @@
   ``settings.KONGTASKD``), one transaction per batch, and its audit line names the Django
   user (``django:<username>``). Django's "delete selected" is removed: it would delete
   through the ORM, past the action layer.
-* Cancel and pause arrive with flow control: one entry each in :data:`ACTIONS` (and in
-  :class:`kongtaskd.actions.Action`).
+* Cancel is one entry in :data:`ACTIONS` (``kongtaskd.actions.Action.CANCEL``, i.e.
+  ``kongtaskd.cancel``); pause/resume act on tasks and queues, not on jobs, so they live in
+  the dashboard and the CLI (``kongtaskd.actions.steer``).
 """
 
 from __future__ import annotations
@@ -275,9 +276,17 @@ def remove(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
     _report(model_admin, request, _run(request, actions.Action.REMOVE, queryset))
 
 
-#: The admin's actions. Flow control (issue #14) adds one entry each here once
-#: kongtaskd.actions.Action has them: ``cancel`` and ``pause`` / ``resume``.
-ACTIONS = [retry_now, reschedule, fail_permanently, remove]
+@admin.action(
+    description="Cancel (permanently failed; running: interrupted)", permissions=["change"]
+)
+def cancel(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    _report(model_admin, request, _run(request, actions.Action.CANCEL, queryset))
+
+
+#: The admin's actions, each one entry of kongtaskd.actions.Action. Pause / resume act on
+#: tasks and queues, not on selected jobs: they are the dashboard's and the CLI's
+#: (kongtaskd.actions.steer), not rows of this changelist.
+ACTIONS = [retry_now, reschedule, fail_permanently, remove, cancel]
 
 
 # --- the changelist -------------------------------------------------------------------------

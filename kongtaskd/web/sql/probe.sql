@@ -1,7 +1,7 @@
 -- What this database holds, asked once per refresh: the clock, and which kongtaskd objects
 -- exist. A schema only graphile-worker migrated has no heartbeat table and no claim index;
--- the statistics and history tables come with later kongtaskd migrations; migration
--- 000004 adds the reload columns to the heartbeat table. Pages adapt to what is there.
+-- the statistics and history tables come with kongtaskd migration 000005 (read through
+-- kongtaskd.stats); migration 000004 adds the reload columns to the heartbeat table. Pages adapt to what is there.
 select
   now() as now,
   to_regclass(%(heartbeats)s) is not null as heartbeats,

@@ -26,7 +26,8 @@ counts as (
   limit %(limit)s
 )
 select queues.queue_name as name, counts.waiting, counts.running, counts.failed, counts.total,
-  queues.locked_by, queues.locked_at
+  -- A queue paused by kongtaskd (steer) is locked at 'infinity': shown without a time.
+  queues.locked_by, case when isfinite(queues.locked_at) then queues.locked_at end as locked_at
 from counts
 join {{schema}}._private_job_queues as queues on queues.id = counts.job_queue_id
 order by counts.total desc, queues.queue_name
