@@ -300,11 +300,29 @@ _AUTH_PROBLEMS = (
 )
 
 
-def describe_connect_error(error: psycopg2.Error, secrets: Iterable[str] = ()) -> str:
-    """One masked line saying why connecting failed and to which server."""
+#: What libpq says about the network alone, without naming the server: an asynchronous
+#: connect (a psycopg2 wait callback is installed, as while migrating) reports just this.
+_BARE_NETWORK_ERROR = re.compile(
+    r"(connection refused|connection timed out|timeout expired|no route to host"
+    r"|network is unreachable|connection reset by peer)$",
+    re.IGNORECASE,
+)
+
+
+def describe_connect_error(
+    error: psycopg2.Error, secrets: Iterable[str] = (), target: str | None = None
+) -> str:
+    """One masked line saying why connecting failed and to which server.
+
+    ``target``: the server the DSN names (``host:port`` or a socket directory), for the
+    messages in which libpq does not say it."""
     message = str(error).strip()
     first = message.splitlines()[0] if message else type(error).__name__
     match = _LIBPQ_FAILED.match(first)
+    if match is None and target and _BARE_NETWORK_ERROR.match(first.strip()):
+        reason = first.strip()
+        text = f"cannot reach PostgreSQL at {target}: {reason[:1].lower() + reason[1:]}"
+        return mask_secrets(_one_line(text), secrets)
     if match is None:
         # Host name lookup failures, bad option values and the like name their culprit.
         return mask_secrets(_one_line(f"cannot connect to PostgreSQL: {first}"), secrets)
@@ -322,6 +340,15 @@ def describe_connect_error(error: psycopg2.Error, secrets: Iterable[str] = ()) -
         reason = reason[:1].lower() + reason[1:]
         text = f"cannot reach PostgreSQL at {where}: {reason}"
     return mask_secrets(_one_line(text), secrets)
+
+
+def _target(params: dict[str, str]) -> str | None:
+    """The server a parsed DSN (or libpq's environment) names, as libpq's messages name it."""
+    host = params.get("host") or os.environ.get("PGHOST")
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    if not host or "," in host:
+        return None  # several hosts: libpq names the one that failed, or we cannot tell
+    return host if host.startswith("/") else f"{host}:{port}"
 
 
 def connect(
@@ -360,7 +387,7 @@ def connect(
     try:
         conn = psycopg2.connect(dsn, **extra)
     except psycopg2.Error as error:
-        raise DatabaseError(describe_connect_error(error, secrets)) from None
+        raise DatabaseError(describe_connect_error(error, secrets, _target(params))) from None
     # The password libpq used, wherever it found it (.pgpass, a service file, PGPASSWORD).
     redact.register_secret(conn.info.password)
     conn.autocommit = autocommit

@@ -274,3 +274,23 @@ def test_a_password_from_a_service_file_is_hidden(
         caught.value.message == f"cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused"
     )
     assert mask_secrets("he said pw@x.") == "he said ***."
+
+
+def test_a_connect_with_a_wait_callback_still_names_the_server() -> None:
+    # While a migration waits (schema/waiting.py installs a psycopg2 wait callback, for the
+    # whole process), connecting is asynchronous and libpq's text is a bare "Connection
+    # refused": the server still has to be named.
+    import psycopg2.extensions
+    import psycopg2.extras
+
+    port = _closed_port()
+    saved = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
+    try:
+        with pytest.raises(DatabaseError) as caught:
+            connect(f"postgresql://app:hunter2@127.0.0.1:{port}/app")
+    finally:
+        psycopg2.extensions.set_wait_callback(saved)
+    assert (
+        caught.value.message == f"cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused"
+    )
