@@ -135,18 +135,30 @@ class Waiter:
         self.reported_at: float | None = None
         self.last_wait: LockWait | None = None
         self.retry_delay = tunables.MIGRATION_LOCK_RETRY_FIRST
-        self.saved_callback: Any = None
-        #: The callback is process-wide: other threads' connections wait through it too,
-        #: and only this thread's (the migration's and its observer's) look at the stop flag.
+        #: The waiter of an enclosing migration in this thread, restored on exit.
+        self.enclosing: Waiter | None = None
+        #: The callback is process-wide (``_dispatch``): other threads' connections wait
+        #: plainly; only this thread's (the migration's and its observer's) come here.
         self.thread = threading.get_ident()
 
     def __enter__(self) -> Waiter:
-        self.saved_callback = psycopg2.extensions.get_wait_callback()
-        psycopg2.extensions.set_wait_callback(self.wait)
+        with _waiters_lock:
+            if not _waiters:
+                _saved_callback[0] = psycopg2.extensions.get_wait_callback()
+                psycopg2.extensions.set_wait_callback(_dispatch)
+            self.enclosing = _waiters.get(self.thread)  # a waiter this one nests in
+            _waiters[self.thread] = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        psycopg2.extensions.set_wait_callback(self.saved_callback)
+        with _waiters_lock:
+            if self.enclosing is not None:
+                _waiters[self.thread] = self.enclosing
+            else:
+                _waiters.pop(self.thread, None)
+            if not _waiters:
+                psycopg2.extensions.set_wait_callback(_saved_callback[0])
+                _saved_callback[0] = None
         if self.observer is not None:
             with contextlib.suppress(psycopg2.Error):
                 self.observer.close()
@@ -337,6 +349,29 @@ class Waiter:
             limit,
             tunables.MIGRATION_LOCK_TRY,
         )
+
+
+#: psycopg2's wait callback is one per process, but migrations may run in several threads
+#: at once (an application migrating two schemas): one dispatcher is installed while any
+#: runs, and sends each connection's wait to the waiter of the thread it is used in (its
+#: migration and observer connections), or waits plainly. Each waiter saving and restoring
+#: "the" callback itself would leave a finished migration's callback installed for good
+#: whenever two overlap.
+_waiters: dict[int, Waiter] = {}
+_waiters_lock = threading.Lock()
+#: The callback that was installed before the first waiter (restored after the last).
+_saved_callback: list[Any] = [None]
+
+
+def _dispatch(conn: Connection) -> None:
+    waiter = _waiters.get(threading.get_ident())
+    if waiter is not None:
+        waiter.wait(conn)
+    elif _saved_callback[0] is not None:
+        _saved_callback[0](conn)
+    else:
+        while not _poll_once(conn):
+            pass
 
 
 def _poll_once(conn: Connection) -> bool:

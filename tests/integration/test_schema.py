@@ -113,6 +113,10 @@ def test_fresh_install_builds_ledgers_and_objects(conn, fresh_dsn: str) -> None:
     )
     assert ledger(fresh_dsn) == EXPECTED_LEDGER
     assert kongtaskd_ledger(fresh_dsn) == KONGTASKD_MIGRATIONS
+    # psycopg2's wait callback is one per process: overlapping migrations in threads must
+    # leave none installed (each restoring "its" saved one left a finished one's in place,
+    # and every later connection of the process then ran asynchronously).
+    assert psycopg2.extensions.get_wait_callback() is None
     found = objects(fresh_dsn)
     assert found["tables"] == {
         "_private_jobs",
@@ -669,3 +673,50 @@ def test_role_without_rights_on_existing_schema_gets_a_named_error(
     message = raised.value.message
     assert "permission denied" in message and "graphile_worker" in message
     assert limited_role in message and "\n" not in message
+
+
+def test_overlapping_migrations_in_threads_leave_no_wait_callback(fresh_dsn: str) -> None:
+    """Two migrations' waiters in two threads, the first to start ending first: psycopg2's
+    one wait callback must be gone after both (each saving and restoring "its" previous one
+    left the first's installed for good, and every later connection ran asynchronously)."""
+    import logging
+
+    from kongtaskd.schema.waiting import Waiter
+
+    conns = [psycopg2.connect(fresh_dsn), psycopg2.connect(fresh_dsn)]
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def waiter(conn: psycopg2.extensions.connection) -> Waiter:
+        return Waiter(
+            conn,
+            {},
+            where="test",
+            log=logging.getLogger("test"),
+            lock_timeout=None,
+            should_stop=None,
+            observer=None,
+        )
+
+    def first() -> None:
+        with waiter(conns[0]):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with waiter(conns[1]):
+            second_in.set()
+            first_out.wait(10)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert psycopg2.extensions.get_wait_callback() is None
+    finally:
+        psycopg2.extensions.set_wait_callback(None)
+        for conn in conns:
+            conn.close()
