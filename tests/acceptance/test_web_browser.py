@@ -88,7 +88,7 @@ def test_overview_filter_job_retry_and_bulk_retry(browser: Any, dsn: str, tmp_pa
         assert "flaky_import" in browser.find_element(By.TAG_NAME, "main").text
         # The failing task's failed count links to its failed jobs.
         row = browser.find_element(By.XPATH, "//tr[td/a[text()='flaky_import']]")
-        row.find_element(By.XPATH, "./td[last()]/a").click()
+        row.find_element(By.XPATH, "./td/a[contains(@href, 'state=failed')]").click()
         assert "state=failed" in browser.current_url and "task=flaky_import" in browser.current_url
         browser.find_element(By.LINK_TEXT, str(job)).click()
         assert "partner API timed out" in browser.find_element(By.CSS_SELECTOR, "pre.error").text
