@@ -266,6 +266,9 @@ class ActionResult:
     missing: list[int]
     #: Not changed for another reason, per id (cancel: already permanently failed).
     refused: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: One line per changed job saying what happened to it, when the action has more to say
+    #: than "changed" (cancel: whether its holder interrupts it now). Empty otherwise.
+    notes: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -379,10 +382,12 @@ def _merge(action: Action, parts: Sequence[ActionResult]) -> ActionResult:
     still: dict[int, Lock] = {}
     running: dict[int, Lock] = {}
     refused: dict[int, str] = {}
+    notes: dict[int, str] = {}
     for part in parts:
         still.update(part.still_locked)
         running.update(part.running)
         refused.update(part.refused)
+        notes.update(part.notes)
     return ActionResult(
         action=action.value,
         changed=[i for part in parts for i in part.changed],
@@ -390,6 +395,7 @@ def _merge(action: Action, parts: Sequence[ActionResult]) -> ActionResult:
         running=running,
         missing=[i for part in parts for i in part.missing],
         refused=refused,
+        notes=notes,
     )
 
 
@@ -407,6 +413,7 @@ def _cancel_batch(
         running={},
         missing=list(done.missing),
         refused={job_id: "is already permanently failed" for job_id in done.already_failed},
+        notes={job.id: job.describe() for job in done.cancelled},
     )
 
 

@@ -725,6 +725,12 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
         arguments(sub)
 
 
+def _cancel_operator() -> str:
+    from kongtaskd import cancel
+
+    return cancel.canceller()
+
+
 def _cli_operator() -> str:
     """Who a CLI action's audit line names: the operating-system user."""
     try:
@@ -770,15 +776,15 @@ def _jobs(args: argparse.Namespace) -> int:
     try:
         if action == "list":
             return _jobs_list(conn, config, args)
-        if action == "cancel":
-            return _jobs_cancel(conn, config, args.ids)
         _audit_to_syslog()
         result = actions.apply(
             conn,
             config.schema,
             actions.Action[action.upper()],
             actions.Ids(tuple(args.ids)),
-            who=_cli_operator(),
+            # A cancel's message names who cancelled, as user@host (the job's last_error
+            # outlives the audit line); the other actions' audit lines name the OS user.
+            who=_cancel_operator() if action == "cancel" else _cli_operator(),
             run_at=run_at,
             priority=args.priority if action == "reschedule" else None,
             message=args.message if action == "fail" else None,
@@ -786,21 +792,13 @@ def _jobs(args: argparse.Namespace) -> int:
         )
     finally:
         conn.close()
-    summary = result.summary()
-    if summary:
-        print(summary, flush=True)
-    problems = result.problems()
-    if problems:
-        raise KongtaskError(problems, exit_code=ExitCode.FAILURE)
-    return ExitCode.OK
-
-
-def _jobs_cancel(conn: psycopg2.extensions.connection, config: Config, ids: list[int]) -> int:
-    from kongtaskd import admin  # imported here, not at the top: `run` starts faster
-
-    result = admin.cancel_jobs(conn, config.schema, ids, stale_after=config.stale_after)
-    for job in result.cancelled:
-        print(job.describe(), flush=True)
+    if result.notes:  # cancel: one line per job, whether its holder interrupts it now
+        for job_id in result.changed:
+            print(result.notes[job_id], flush=True)
+    else:
+        summary = result.summary()
+        if summary:
+            print(summary, flush=True)
     problems = result.problems()
     if problems:
         raise KongtaskError(problems, exit_code=ExitCode.FAILURE)
@@ -906,7 +904,7 @@ def _resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _steer(args: argparse.Namespace, verb: str) -> int:
-    from kongtaskd import steer
+    from kongtaskd import actions, steer
 
     if not args.tasks and not args.queue:
         print(f"{PROG} {verb}: name at least one TASK or --queue NAME", file=sys.stderr)
@@ -918,9 +916,15 @@ def _steer(args: argparse.Namespace, verb: str) -> int:
     config = _load(args)
     conn = _connect(config, f"kongtaskd {verb}")
     try:
-        act = steer.pause if verb == "pause" else steer.resume
-        changed = act(conn, tasks=args.tasks, queues=args.queue, schema=config.schema)
-        conn.commit()  # the pause (and its NOTIFY) takes effect here
+        _audit_to_syslog()
+        changed = actions.steer(
+            conn,
+            config.schema,
+            actions.Steer.PAUSE if verb == "pause" else actions.Steer.RESUME,
+            tasks=args.tasks,
+            queues=args.queue,
+            who=_cli_operator(),
+        )  # committed: the pause (and its NOTIFY) has taken effect
         listed = {(p.kind, p.name): p for p in steer.pauses(conn, schema=config.schema)}
     finally:
         conn.close()

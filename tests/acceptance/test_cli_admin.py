@@ -577,3 +577,37 @@ def test_cleanup_matches_graphile_workers_cleanup(
     assert cleanup_outcome(ours) == cleanup_outcome(theirs)
     tasks, queues, _ = cleanup_outcome(ours)
     assert tasks == [("dead_locked",), ("used",)] and queues == [("held_q",), ("used_q",)]
+
+
+def test_pause_and_resume_go_through_the_action_layer(clean: str) -> None:
+    """`kongtaskd pause/resume` record who paused (the OS user, as the other CLI actions'
+    audit lines) and log the action layer's audit line (on stderr with --debug)."""
+    paused = ok(kongtaskd("pause", "--connection", clean, "--debug", "mail", "--queue", "q1"))
+    assert "task mail: paused (no task 'mail' in the database yet" in paused
+    assert "queue q1: paused" in paused
+    rows = query(
+        clean, "select kind, name, paused_by from graphile_worker._kongtaskd_pauses order by 1"
+    )
+    operator = rows[0][2]
+    assert operator.startswith("cli:") and [r[:2] for r in rows] == [
+        ("queue", "q1"),
+        ("task", "mail"),
+    ]
+    assert {r[2] for r in rows} == {operator}
+    again = kongtaskd("pause", "--connection", clean, "--debug", "mail")
+    assert "task mail: already paused" in ok(again)
+    assert f"audit: {operator} pause task 'mail': 0 changed" in again.stderr
+    resumed = kongtaskd("resume", "--connection", clean, "--debug", "mail", "--queue", "q1")
+    assert ok(resumed).splitlines() == ["task mail: resumed", "queue q1: resumed"]
+    assert f"audit: {operator} resume task 'mail', queue 'q1': 2 changed" in resumed.stderr
+    assert not query(clean, "select 1 from graphile_worker._kongtaskd_pauses")
+    assert "task mail: was not paused" in ok(kongtaskd("resume", "--connection", clean, "mail"))
+
+
+def test_cancel_logs_the_action_layers_audit_line(clean: str) -> None:
+    job_id = add(clean, "remember", run_at="2099-01-01T00:00:00Z")
+    result = kongtaskd("jobs", "cancel", "--connection", clean, "--debug", str(job_id))
+    assert ok(result).startswith(f"cancelled job {job_id}: cancelled by ")
+    assert re.search(rf"audit: \S+@\S+ cancel ids {job_id}: 1 changed", result.stderr), (
+        result.stderr
+    )
