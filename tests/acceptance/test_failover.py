@@ -68,6 +68,12 @@ def done_count(dsn: str) -> int:
     return int(query(dsn, "select count(distinct job_id) from public.kt_runs")[0][0])
 
 
+def done_at_least(dsn: str, count: int) -> int:
+    """How many jobs are done, once at least ``count`` are (0 before)."""
+    done = done_count(dsn)
+    return done if done >= count else 0
+
+
 def reachable(dsn: str) -> bool:
     try:
         psycopg2.connect(dsn).close()
@@ -92,23 +98,27 @@ def test_failover_to_a_promoted_synchronous_standby(pair: ReplicatedPair, tmp_pa
         )
     ]
     assert len(ids) == JOBS
-    config = write_config(tmp_path, dsn, concurrency=4, poll_interval=0.5)
+    # Warnings only: two INFO lines per job would double the run's time on a busy machine.
+    config = write_config(
+        tmp_path, dsn, concurrency=4, poll_interval=0.5, log={"level": "warning", "format": "text"}
+    )
     with Daemon(config) as daemon:
         daemon.wait_ready()
-        wait_for(lambda: done_count(dsn) >= 300, timeout=30, what="a part of the jobs done")
+        before = wait_for(lambda: done_at_least(dsn, 300), timeout=30, what="300 jobs done")
         promoted = pair.failover()
         promoted_at = time.time()
         # The new primary answers; the daemon must find it by itself (the DSN names both).
         assert reachable(dsn)
-        wait_for(lambda: jobs_left(dsn) == 0, timeout=45, what="every job on the new primary")
+        wait_for(lambda: jobs_left(dsn) == 0, timeout=60, what="every job on the new primary")
         recovered = time.monotonic() - promoted
         assert daemon.proc.poll() is None, daemon.log()
         assert locked(dsn) == []
         assert daemon.stop() == 0
         log = daemon.log()
-    if os.environ.get("KT_FAILOVER_LOG"):
-        Path(os.environ["KT_FAILOVER_LOG"]).write_text(log)
     assert "database connection lost" in log
+    # Nothing swept this pool's jobs: an outcome the retry of a settle finds written is the
+    # lost COMMIT's doing (logged at INFO), never "dropped".
+    assert "outcome dropped" not in log, log
     assert locked(dsn) == []
     counts = dict(
         query(dsn, "select job_id, count(*) from public.kt_runs group by job_id")  # type: ignore[arg-type]
@@ -121,10 +131,15 @@ def test_failover_to_a_promoted_synchronous_standby(pair: ReplicatedPair, tmp_pa
         "where finished_at > to_timestamp(%s)",
         (promoted_at,),
     )
+    retried = int(
+        query(dsn, "select count(distinct job_id) from public.kt_runs where attempts > 1")[0][0]
+    )
     print(
-        f"\nfailover: first job committed on the new primary {float(first) - promoted_at:.3f} s "
-        f"after the promotion; all {JOBS} done {recovered:.2f} s after it; "
-        f"{len(twice)} jobs ran twice {twice[:10]}; done before the fault: see log"
+        f"\nfailover after >= {before} of {JOBS} jobs: first job committed on the new primary "
+        f"{float(first) - promoted_at:.3f} s after the promotion, all done {recovered:.2f} s "
+        f"after it; {retried} jobs retried (mid-run: their handler's connection died), "
+        f"{len(twice)} of them ran twice (their COMMIT reached the standby, its answer was "
+        f"lost): {twice[:10]}"
     )
 
 
