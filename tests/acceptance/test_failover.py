@@ -113,6 +113,17 @@ def test_failover_to_a_promoted_synchronous_standby(pair: ReplicatedPair, tmp_pa
         recovered = time.monotonic() - promoted
         assert daemon.proc.poll() is None, daemon.log()
         assert locked(dsn) == []
+        # The supervisor and every child are sessions of the new primary (their
+        # application_name from dsn.connect, also with two hosts in the DSN).
+        names = sorted(
+            row[0]
+            for row in query(
+                dsn,
+                "select application_name from pg_stat_activity "
+                "where application_name like 'kongtaskd%%'",
+            )
+        )
+        assert names == [f"kongtaskd child {n}" for n in range(4)] + ["kongtaskd supervisor"]
         assert daemon.stop() == 0
         log = daemon.log()
     assert "database connection lost" in log
