@@ -406,25 +406,36 @@ class Child:
         not started yet go back to it, to be handed back to the queue.
         """
         first = self.holdings.jobs[0]
-        try:
-            rows = self.load(self.holdings.jobs)
-        except (KongtaskError, psycopg2.Error) as exc:
-            # The database stayed out of reach: none of these ran, none loses an attempt.
-            log.error(
-                "child %d could not load jobs %s: %s", self.settings.index, self.holdings.jobs, exc
-            )
-            self.report_returned()
-            return
-        while self.holdings.jobs:
+        rows = self.load_held()
+        while rows is not None and self.holdings.jobs:
             job_id = self.holdings.jobs[0]
             if job_id != first and self.stop_requested():
                 self.report_returned()
                 self.exit(EXIT_OK)
+            if self.conn is None or self.conn.closed:
+                # The job before lost the connection (a failover, a restart): the rest are
+                # read again on the new one, so a job the server we now talk to does not
+                # show as ours is skipped, as at the batch's start.
+                rows = self.load_held()
+                if rows is None:
+                    return
             self.run_job(job_id, rows.get(job_id))
             if self.stop_after_report:  # interrupted (SIGTERM): the rest never starts
                 if self.holdings.jobs:
                     self.report_returned()
                 return
+
+    def load_held(self) -> dict[int, tuple[Any, ...]] | None:
+        """The rows of the jobs held (``load``); None when the database stayed out of reach,
+        after giving them all back: none of them ran, none loses an attempt."""
+        try:
+            return self.load(self.holdings.jobs)
+        except (KongtaskError, psycopg2.Error) as exc:
+            log.error(
+                "child %d could not load jobs %s: %s", self.settings.index, self.holdings.jobs, exc
+            )
+            self.report_returned()
+            return None
 
     def stop_requested(self) -> bool:
         with sigterm_deferred():  # SIGUSR1's handler must not read the buffer meanwhile

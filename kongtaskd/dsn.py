@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg2
@@ -309,46 +309,91 @@ _BARE_NETWORK_ERROR = re.compile(
 )
 
 
-def describe_connect_error(
-    error: psycopg2.Error, secrets: Iterable[str] = (), target: str | None = None
-) -> str:
-    """One masked line saying why connecting failed and to which server.
+#: What libpq says of a server that answered but is not the kind ``target_session_attrs``
+#: asks for (a standby where read-write is wanted, and the like).
+_WRONG_KIND = re.compile(
+    r"(session is (not )?read-only|server is (not )?in hot standby mode"
+    r"|server is not a primary|server is not a standby)$",
+    re.IGNORECASE,
+)
 
-    ``target``: the server the DSN names (``host:port`` or a socket directory), for the
-    messages in which libpq does not say it."""
-    message = str(error).strip()
-    first = message.splitlines()[0] if message else type(error).__name__
-    match = _LIBPQ_FAILED.match(first)
-    if match is None and target and _BARE_NETWORK_ERROR.match(first.strip()):
-        reason = first.strip()
-        text = f"cannot reach PostgreSQL at {target}: {reason[:1].lower() + reason[1:]}"
-        return mask_secrets(_one_line(text), secrets)
-    if match is None:
-        # Host name lookup failures, bad option values and the like name their culprit.
-        return mask_secrets(_one_line(f"cannot connect to PostgreSQL: {first}"), secrets)
-    where = match.group("socket") or f"{match.group('host')}:{match.group('port')}"
-    reason = match.group("reason").strip()
+
+def _describe_server(where: str, reason: str) -> str:
+    """One server's failure (libpq's reason for it), in our words."""
     fatal = re.sub(r"^(FATAL|ERROR):\s*", "", reason)
     if fatal != reason:
         if "database" in fatal and "does not exist" in fatal:
-            text = f"PostgreSQL at {where}: {fatal}"
-        elif any(problem in fatal for problem in _AUTH_PROBLEMS):
-            text = f"PostgreSQL at {where} refused the login: {fatal}"
-        else:
-            text = f"PostgreSQL at {where} refused the connection: {fatal}"
-    else:
-        reason = reason[:1].lower() + reason[1:]
-        text = f"cannot reach PostgreSQL at {where}: {reason}"
-    return mask_secrets(_one_line(text), secrets)
+            return f"PostgreSQL at {where}: {fatal}"
+        if any(problem in fatal for problem in _AUTH_PROBLEMS):
+            return f"PostgreSQL at {where} refused the login: {fatal}"
+        return f"PostgreSQL at {where} refused the connection: {fatal}"
+    if _WRONG_KIND.match(reason):
+        return f"PostgreSQL at {where} is not what target_session_attrs asks for: {reason}"
+    return f"cannot reach PostgreSQL at {where}: {reason[:1].lower() + reason[1:]}"
 
 
-def _target(params: dict[str, str]) -> str | None:
-    """The server a parsed DSN (or libpq's environment) names, as libpq's messages name it."""
+def describe_connect_error(
+    error: psycopg2.Error, secrets: Iterable[str] = (), target: str | Sequence[str] | None = None
+) -> str:
+    """One masked line saying why connecting failed and to which server.
+
+    ``target``: the server(s) the DSN names (``host:port`` or a socket directory), for the
+    messages in which libpq does not say it. A DSN naming several hosts (a failover pair)
+    fails only when every one failed: libpq then says why for each, one after the other, and
+    so does the line (``; ``-separated), each server named."""
+    targets = [target] if isinstance(target, str) else list(target or ())
+    message = str(error).strip()
+    first = message.splitlines()[0] if message else type(error).__name__
+    # One (server, reason) per server tried, in the DSN's order; libpq's hints are the
+    # indented lines. An asynchronous connect says only the reason for some servers (the
+    # first one, at least): those are named from the DSN, by their position.
+    tried: list[tuple[str | None, str]] = []
+    for line in message.splitlines():
+        if line[:1].isspace() or not line.strip():
+            continue
+        match = _LIBPQ_FAILED.match(line)
+        if match is not None:
+            where = match.group("socket") or f"{match.group('host')}:{match.group('port')}"
+            tried.append((where, match.group("reason").strip()))
+        elif _BARE_NETWORK_ERROR.match(line.strip()):
+            tried.append((None, line.strip()))
+        else:  # a host name lookup failure and the like: it names its culprit ("")
+            tried.append(("", line.strip()))
+    if not any(where for where, _ in tried) and (
+        not targets or not any(where is None for where, _ in tried)
+    ):
+        # Host name lookup failures, bad option values and the like name their culprit.
+        return mask_secrets(_one_line(f"cannot connect to PostgreSQL: {first}"), secrets)
+    unnamed = "any of " + ", ".join(targets) if len(targets) > 1 else targets[0] if targets else ""
+    parts = [
+        f"cannot connect to PostgreSQL: {reason}"
+        if where == ""
+        else _describe_server(
+            where or (targets[index] if len(tried) == len(targets) else unnamed), reason
+        )
+        for index, (where, reason) in enumerate(tried)
+    ]
+    return mask_secrets(_one_line("; ".join(parts)), secrets)
+
+
+def _targets(params: dict[str, str]) -> list[str]:
+    """The servers a parsed DSN (or libpq's environment) names, as libpq's messages name
+    them: ``host:port`` (or a socket directory) each; several for ``host=a,b port=1,2``
+    (one port for all hosts when only one is given, as libpq reads it)."""
     host = params.get("host") or os.environ.get("PGHOST")
     port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    if not host or "," in host:
-        return None  # several hosts: libpq names the one that failed, or we cannot tell
-    return host if host.startswith("/") else f"{host}:{port}"
+    if not host:
+        return []
+    hosts, ports = host.split(","), port.split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    if len(ports) != len(hosts):
+        return []  # libpq refuses this DSN with its own message, which names the counts
+    return [
+        name if name.startswith("/") else f"{name}:{number or '5432'}"
+        for name, number in zip(hosts, ports, strict=True)
+        if name
+    ]
 
 
 def connect(
@@ -387,7 +432,7 @@ def connect(
     try:
         conn = psycopg2.connect(dsn, **extra)
     except psycopg2.Error as error:
-        raise DatabaseError(describe_connect_error(error, secrets, _target(params))) from None
+        raise DatabaseError(describe_connect_error(error, secrets, _targets(params))) from None
     # The password libpq used, wherever it found it (.pgpass, a service file, PGPASSWORD).
     redact.register_secret(conn.info.password)
     conn.autocommit = autocommit

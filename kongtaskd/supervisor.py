@@ -255,6 +255,10 @@ class Supervisor:
         #: their NOTIFY, a (re)connect (a NOTIFY sent meanwhile is lost) and each heartbeat.
         self.cancels_due = True
         self.next_watchdog = 0.0
+        #: Jobs whose outcome went out in a round trip that got no answer (the connection
+        #: died: a failover, a restart). The retry finds those the lost COMMIT had written
+        #: no longer held: expected, not the warning a job swept from under us deserves.
+        self.unanswered: set[int] = set()
 
     @property
     def draining(self) -> bool:
@@ -672,6 +676,7 @@ class Supervisor:
         try:
             result = self.session.settle(outcomes, claim)
         except psycopg2.Error as exc:
+            self.unanswered |= outcomes.ids()
             self.session.lost(exc)
             return
         if frees_slot:
@@ -682,6 +687,8 @@ class Supervisor:
             self.book.next_poll = min(self.book.next_poll, now + delay)
         settled = self.book.settled(outcomes, want, result, self.session.task_names, now)
         self.record_settled(settled)
+        if self.unanswered:
+            self.unanswered -= outcomes.ids()
         if want:
             self.metrics.claimed(settled.claimed)
             # --once ends on an empty claim, but only one that saw every unlock.
@@ -702,8 +709,16 @@ class Supervisor:
             else:
                 self.metrics.job_retried(task)
                 log.info("job %d will be retried at %s", job.id, job.run_at.isoformat())
-        if settled.lost:
-            log.warning("jobs %s were no longer held by this pool; outcome dropped", settled.lost)
+        rewritten = [job for job in settled.lost if job in self.unanswered]
+        swept = [job for job in settled.lost if job not in self.unanswered]
+        if rewritten:
+            log.info(
+                "jobs %s were no longer held by this pool when their outcome was written "
+                "again after a lost answer (most likely the lost round trip had written it)",
+                rewritten,
+            )
+        if swept:
+            log.warning("jobs %s were no longer held by this pool; outcome dropped", swept)
 
     def release_prefetched(self, why: str) -> None:
         """Give back jobs claimed but not started (attempt refunded on the next settle)."""

@@ -16,6 +16,7 @@ import pytest
 from kongtaskd import redact
 from kongtaskd.dsn import (
     connect,
+    describe_connect_error,
     mask_dsn,
     mask_secrets,
     passwords_in,
@@ -293,4 +294,69 @@ def test_a_connect_with_a_wait_callback_still_names_the_server() -> None:
         psycopg2.extensions.set_wait_callback(saved)
     assert (
         caught.value.message == f"cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused"
+    )
+
+
+# -- several hosts (a failover pair: host=a,b port=1,2 target_session_attrs=read-write) ------
+
+
+def test_several_hosts_that_all_fail_are_each_named() -> None:
+    first, second = _closed_port(), _closed_port()
+    dsn = f"host=127.0.0.1,127.0.0.1 port={first},{second} password=hunter2"
+    with pytest.raises(DatabaseError) as caught:
+        connect(f"{dsn} target_session_attrs=read-write")
+    assert caught.value.message == (
+        f"cannot reach PostgreSQL at 127.0.0.1:{first}: connection refused; "
+        f"cannot reach PostgreSQL at 127.0.0.1:{second}: connection refused"
+    )
+
+
+def test_several_hosts_with_a_wait_callback_are_each_named() -> None:
+    # Asynchronously, libpq gives the first server's reason without naming the server: it
+    # is named from the DSN, by its position.
+    import psycopg2.extensions
+    import psycopg2.extras
+
+    first, second = _closed_port(), _closed_port()
+    saved = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
+    try:
+        with pytest.raises(DatabaseError) as caught:
+            connect(f"postgresql://app:hunter2@127.0.0.1:{first},127.0.0.1:{second}/app")
+    finally:
+        psycopg2.extensions.set_wait_callback(saved)
+    assert caught.value.message == (
+        f"cannot reach PostgreSQL at 127.0.0.1:{first}: connection refused; "
+        f"cannot reach PostgreSQL at 127.0.0.1:{second}: connection refused"
+    )
+
+
+def test_a_standby_where_read_write_is_wanted_says_so() -> None:
+    import psycopg2
+
+    error = psycopg2.OperationalError(
+        'connection to server at "127.0.0.1", port 5433 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?\n"
+        'connection to server at "127.0.0.1", port 5434 failed: session is read-only\n'
+    )
+    assert describe_connect_error(error, (), ["127.0.0.1:5433", "127.0.0.1:5434"]) == (
+        "cannot reach PostgreSQL at 127.0.0.1:5433: connection refused; PostgreSQL at "
+        "127.0.0.1:5434 is not what target_session_attrs asks for: session is read-only"
+    )
+
+
+def test_one_port_applies_to_every_host() -> None:
+    port = _closed_port()
+    with pytest.raises(DatabaseError) as caught:
+        connect(f"host=127.0.0.1,localhost port={port} connect_timeout=3")
+    assert caught.value.message.startswith(
+        f"cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused; "
+        f"cannot reach PostgreSQL at localhost:{port}: "
+    )
+
+
+def test_a_multi_host_uri_is_masked() -> None:
+    uri = "postgresql://app:hunter2@10.0.0.1:5432,10.0.0.2:5433/app?target_session_attrs=read-write"
+    assert mask_dsn(uri) == (
+        "postgresql://app:***@10.0.0.1:5432,10.0.0.2:5433/app?target_session_attrs=read-write"
     )
