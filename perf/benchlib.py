@@ -538,8 +538,15 @@ class RunningKongtaskd(Running):
 
     def processes(self) -> dict[str, int]:
         found = {"supervisor": self.pid}
-        for n, pid in enumerate(sorted(child_pids(self.pid))):
+        n = 0
+        for pid in sorted(child_pids(self.pid)):
+            # The zygote (the template children fork from) is the supervisor's child too:
+            # named apart, so that "per child" means the processes that run jobs.
+            if b"zygote" in _cmdline(pid):
+                found["zygote"] = pid
+                continue
             found[f"child {n}"] = pid
+            n += 1
         return found
 
     def kill(self) -> None:
@@ -828,6 +835,13 @@ def postgres_cpu_seconds(postmaster: int) -> float:
     disconnected: cutime/cstime). A difference of two readings is the server's CPU in
     between, whoever's work it was (on a shared machine, other databases' too)."""
     return tree_cpu_seconds(postmaster)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def memory_mib(pid: int) -> dict[str, float]:

@@ -96,6 +96,8 @@ class Plan:
     #: ... and hot queues x jobs in each.
     hot_queues: int = 1_000
     hot_jobs_per_queue: int = 50
+    #: Which of the layouts (distinct, idle, hot) run.
+    queue_layouts: list[str] = field(default_factory=lambda: ["distinct", "idle", "hot"])
     #: A queue run still going after this many seconds is stopped (rate = done / cap):
     #: graphile-worker's claim locks every available queue row, so with 100,000 queues it
     #: needs minutes; its rate over the cap is the same figure.
@@ -174,12 +176,14 @@ class Plan:
             distinct_queues=300,
             idle_ready_jobs=100,
             idle_queue_rows=1_000,
+            # The idle layout has every code path of the three (named queues, idle rows).
+            queue_layouts=["idle"],
             hot_queues=10,
             hot_jobs_per_queue=2,
-            # graphile-worker's busy queues wait for its 2 s poll: a few seconds suffice.
             queue_cap_s=5.0,
-            daemon_counts=[1, 2],
-            headline_daemons=[1],
+            # Two daemons: the many-daemon path and its exactly-once check.
+            daemon_counts=[2],
+            headline_daemons=[2],
             daemon_children=2,
             daemon_jobs=300,
             backlog_sizes=[1_000],
@@ -503,11 +507,12 @@ def queues(plan: Plan) -> dict[str, Any]:
     """
     ours = plan.kongtaskd()
     theirs = plan.graphiles(["best"])
-    layouts = {
+    shapes = {
         "distinct": (plan.distinct_queues, plan.distinct_queues, 0),
         "idle": (plan.idle_ready_jobs, plan.idle_ready_jobs, plan.idle_queue_rows),
         "hot": (plan.hot_queues * plan.hot_jobs_per_queue, plan.hot_queues, 0),
     }
+    layouts = {layout: shapes[layout] for layout in plan.queue_layouts}
     cases = []
     cap = plan.queue_cap_s
     for layout, (jobs, named, idle) in layouts.items():
