@@ -137,3 +137,34 @@ def test_the_smoke_plan_stays_small() -> None:
         plan.daemon_jobs,
     ]
     assert plan.runs == 1 and max(counts) <= MAX_SMOKE_JOBS, counts
+
+
+def test_the_quick_plan_keeps_every_configuration() -> None:
+    """``--quick`` is the full suite with smaller counts and fewer runs: the same
+    scenarios, configurations, queue layouts and daemon counts (so a quick run proves
+    the full one will work), each configuration run at least once."""
+    sys.path.insert(0, str(REPO / "perf"))
+    try:
+        from scenarios import Plan
+    finally:
+        sys.path.pop(0)
+    common = {"server": None, "workdir": REPO, "cores": 2, "cpus": None}
+    full, quick = Plan(**common), Plan.quick(**common)
+    for name in (
+        "throughput_children",
+        "headline_children",
+        "tuned_children",
+        "graphile_throughput",
+        "graphile_variants",
+        "queue_layouts",
+        "daemon_counts",
+        "daemon_children",
+        "backlog_layouts",
+        "cpu_children",
+        "children",
+    ):
+        assert getattr(quick, name) == getattr(full, name), name
+    assert len(quick.throughput_jobs) == len(full.throughput_jobs)
+    assert len(quick.backlog_sizes) == len(full.backlog_sizes)
+    assert 1 <= quick.extra_runs <= quick.runs < full.runs
+    assert quick.daemon_jobs < full.daemon_jobs and quick.distinct_queues < full.distinct_queues
