@@ -8,8 +8,9 @@ The two systems under test are driven the same way, as a user would run them:
   in ``perf/graphile`` (its ``tasks/`` folder), readiness from the ``pool:listen:success``
   event (the moment it logs "Worker connected and looking for jobs").
 
-Both run with per-job logging off (kongtaskd ``log.level: warning``, graphile-worker
-``NO_LOG_SUCCESS=1``): a log line per job is a real cost and the same one for both.
+Each system runs as its users run it (no ``log:`` section for kongtaskd, graphile-worker's
+success lines on) and tuned (kongtaskd ``log: {level: warning}``, graphile-worker
+``NO_LOG_SUCCESS=1``): a log line per job is a real cost, and the default is what most see.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ GRAPHILE_PACKAGE = INTEROP / "node_modules" / "graphile-worker"
 GRAPHILE_CLI = GRAPHILE_PACKAGE / "dist" / "cli.js"
 
 #: kongtaskd's perf handlers, by task identifier (module ``perf/perf_handlers.py``).
-KONGTASKD_TASKS = {name: f"perf_handlers:{name}" for name in ("noop", "latency", "burn")}
+KONGTASKD_TASKS = {name: f"perf_handlers:{name}" for name in ("noop", "latency", "burn", "record")}
 
 
 class BenchError(Exception):
@@ -169,8 +170,15 @@ def queue(
     priority: int | None = None,
     payload: dict[str, Any] | None = None,
     chunk: int = 100_000,
+    queues: int | None = None,
+    queue_prefix: str = "q",
 ) -> float:
-    """Queue ``count`` jobs with one ``add_jobs`` call per ``chunk``; returns the seconds."""
+    """Queue ``count`` jobs with one ``add_jobs`` call per ``chunk``; returns the seconds.
+
+    ``queues``: None = no named queue; N = the jobs spread round-robin over the N queues
+    ``<queue_prefix>0`` .. ``<queue_prefix>N-1`` (N = count: a queue per job, the
+    per-entity idiom).
+    """
     conn = connect(dsn)
     started = time.perf_counter()
     try:
@@ -180,12 +188,28 @@ def queue(
                     statement("queue_jobs"),
                     {
                         "task": task,
+                        "start": start,
                         "count": min(chunk, count - start),
                         "run_at": run_at,
                         "priority": priority,
                         "payload": json.dumps(payload) if payload is not None else None,
+                        "queues": queues,
+                        "queue_prefix": queue_prefix,
                     },
                 )
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+def add_idle_queues(dsn: str, count: int) -> float:
+    """``count`` queue rows with no job (done, not yet cleaned up), straight into
+    ``_private_job_queues`` as graphile-worker stores them; returns the seconds."""
+    conn = connect(dsn)
+    started = time.perf_counter()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement("idle_queues"), {"count": count})
     finally:
         conn.close()
     return time.perf_counter() - started
@@ -242,11 +266,19 @@ def node_url(dsn: str) -> str:
     return f"postgres://{auth}{host}:{port}/{quote(params['dbname'], safe='')}"
 
 
-def graphile_env() -> dict[str, str]:
+def graphile_env(log_success: bool = False) -> dict[str, str]:
+    """graphile-worker's environment; ``log_success=False`` sets ``NO_LOG_SUCCESS=1``."""
     env = dict(os.environ)
-    for name in ("DATABASE_URL", "GRAPHILE_WORKER_SCHEMA", "NODE_OPTIONS", "NOTIFY_SOCKET"):
+    for name in (
+        "DATABASE_URL",
+        "GRAPHILE_WORKER_SCHEMA",
+        "NODE_OPTIONS",
+        "NOTIFY_SOCKET",
+        "NO_LOG_SUCCESS",
+    ):
         env.pop(name, None)
-    env["NO_LOG_SUCCESS"] = "1"
+    if not log_success:
+        env["NO_LOG_SUCCESS"] = "1"
     return env
 
 
@@ -286,10 +318,15 @@ def warm_up(server: Server, workdir: Path) -> None:
 # ------------------------------------------------------------------------------------------
 @dataclass
 class OnceResult:
-    """A ``--once`` run: wall seconds from exec to exit, CPU seconds of the process tree."""
+    """A ``--once`` run: wall seconds from exec to exit, CPU seconds of the process tree.
+
+    ``capped``: the run was still going at its cap and was killed there (``seconds`` is
+    then the cap: the caller counts the jobs done for a rate).
+    """
 
     seconds: float
     cpu_seconds: float
+    capped: bool = False
 
 
 def pin(cpus: set[int] | None) -> Callable[[], None] | None:
@@ -300,9 +337,22 @@ def pin(cpus: set[int] | None) -> Callable[[], None] | None:
 
 
 def run_to_exit(
-    argv: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float, cpus: set[int] | None
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    cpus: set[int] | None,
+    cap: float | None = None,
 ) -> OnceResult:
-    """Run a process to its end; exec-to-exit wall time and its tree's CPU time (wait4)."""
+    """Run a process to its end; exec-to-exit wall time and its tree's CPU time (wait4).
+
+    ``cap``: kill the process group after that many seconds and return a capped result
+    instead of failing (a system too slow to finish in the suite's budget still gets a
+    rate: jobs done by then over the cap). ``timeout`` without a cap is a failure.
+    """
+    if cap is not None:
+        return _run_capped(argv, env=env, cwd=cwd, cap=cap, cpus=cpus)
     with tempfile.TemporaryFile() as output:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -322,6 +372,46 @@ def run_to_exit(
             killer.cancel()
         elapsed = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            output.seek(0)
+            text = output.read().decode(errors="replace")[-3000:]
+            raise BenchError(f"{argv[0]} {' '.join(argv[1:3])} exited {proc.returncode}:\n{text}")
+    return OnceResult(elapsed, usage.ru_utime + usage.ru_stime)
+
+
+def _run_capped(
+    argv: Sequence[str], *, env: dict[str, str], cwd: Path, cap: float, cpus: set[int] | None
+) -> OnceResult:
+    capped = threading.Event()
+
+    def stop(pid: int) -> None:
+        capped.set()
+        _kill_group(pid)
+
+    with tempfile.TemporaryFile() as output:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            preexec_fn=pin(cpus),
+            start_new_session=True,
+        )
+        killer = threading.Timer(cap, stop, (proc.pid,))
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if capped.is_set():
+            # Children of the group outlive a killed leader for a moment; gone before the
+            # caller counts jobs (a killed daemon's locked jobs stay counted as left).
+            _kill_group(proc.pid)
+            return OnceResult(min(elapsed, cap), usage.ru_utime + usage.ru_stime, capped=True)
         if proc.returncode != 0:
             output.seek(0)
             text = output.read().decode(errors="replace")[-3000:]
@@ -448,8 +538,15 @@ class RunningKongtaskd(Running):
 
     def processes(self) -> dict[str, int]:
         found = {"supervisor": self.pid}
-        for n, pid in enumerate(sorted(child_pids(self.pid))):
+        n = 0
+        for pid in sorted(child_pids(self.pid)):
+            # The zygote (the template children fork from) is the supervisor's child too:
+            # named apart, so that "per child" means the processes that run jobs.
+            if b"zygote" in _cmdline(pid):
+                found["zygote"] = pid
+                continue
             found[f"child {n}"] = pid
+            n += 1
         return found
 
     def kill(self) -> None:
@@ -515,7 +612,7 @@ class System:
     label = ""
     schema_by = ""
 
-    def run_once(self, dsn: str, timeout: float = 900.0) -> OnceResult:
+    def run_once(self, dsn: str, timeout: float = 900.0, cap: float | None = None) -> OnceResult:
         raise NotImplementedError
 
     def start(self, dsn: str) -> Running:
@@ -527,38 +624,42 @@ class Kongtaskd(System):
     workdir: Path
     concurrency: int = 4
     cpus: set[int] | None = None
-    log_level: str = "warning"
+    #: None: no ``log:`` section at all (the daemon's default, as users run it).
+    log_level: str | None = "warning"
+    #: Suffix of the label, e.g. "daemon 2/4" when several run side by side.
+    tag: str = ""
     schema_by = "kongtaskd"
 
     @property
     def label(self) -> str:  # type: ignore[override]
-        return f"kongtaskd, {self.concurrency} {'child' if self.concurrency == 1 else 'children'}"
+        children = f"{self.concurrency} {'child' if self.concurrency == 1 else 'children'}"
+        logging_ = "default log" if self.log_level is None else f"log {self.log_level}"
+        return f"kongtaskd, {children}, {logging_}" + (f", {self.tag}" if self.tag else "")
 
     def config(self, dsn: str) -> Path:
         path = self.workdir / f"kongtask-{uuid.uuid4().hex[:8]}.yaml"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "connection": dsn,
-                    "concurrency": self.concurrency,
-                    "python_path": [str(PERF)],
-                    "tasks": dict(KONGTASKD_TASKS),
-                    "log": {"level": self.log_level},
-                }
-            )
-        )
+        settings: dict[str, Any] = {
+            "connection": dsn,
+            "concurrency": self.concurrency,
+            "python_path": [str(PERF)],
+            "tasks": dict(KONGTASKD_TASKS),
+        }
+        if self.log_level is not None:
+            settings["log"] = {"level": self.log_level}
+        path.write_text(yaml.safe_dump(settings))
         return path
 
     def argv(self, dsn: str, *extra: str) -> list[str]:
         return [sys.executable, "-m", "kongtaskd", "-c", str(self.config(dsn)), *extra]
 
-    def run_once(self, dsn: str, timeout: float = 900.0) -> OnceResult:
+    def run_once(self, dsn: str, timeout: float = 900.0, cap: float | None = None) -> OnceResult:
         return run_to_exit(
             self.argv(dsn, "--once"),
             env=kongtaskd_env(),
             cwd=self.workdir,
             timeout=timeout,
             cpus=self.cpus,
+            cap=cap,
         )
 
     def start(self, dsn: str) -> RunningKongtaskd:
@@ -571,34 +672,48 @@ class Graphile(System):
     #: "default" (--jobs 10) or "best" (local queue 50, batched completions).
     variant: str = "default"
     cpus: set[int] | None = None
+    #: True: its default success line per job; False: ``NO_LOG_SUCCESS=1`` (tuned).
+    log_success: bool = False
     schema_by = "graphile-worker"
 
     @property
     def label(self) -> str:  # type: ignore[override]
-        return f"graphile-worker 0.18.0, {self.variant}"
+        logging_ = "default log" if self.log_success else "NO_LOG_SUCCESS"
+        return f"graphile-worker 0.18.0, {self.variant}, {logging_}"
 
     def argv(self, dsn: str, *extra: str) -> list[str]:
         config = GRAPHILE_DIR / f"{self.variant}.config.mjs"
         return ["node", str(GRAPHILE_CLI), "-C", str(config), *extra, "-c", node_url(dsn)]
 
-    def run_once(self, dsn: str, timeout: float = 900.0) -> OnceResult:
+    def run_once(self, dsn: str, timeout: float = 900.0, cap: float | None = None) -> OnceResult:
         return run_to_exit(
             self.argv(dsn, "--once"),
-            env=graphile_env(),
+            env=graphile_env(self.log_success),
             cwd=GRAPHILE_DIR,
             timeout=timeout,
             cpus=self.cpus,
+            cap=cap,
         )
 
     def start(self, dsn: str) -> RunningGraphile:
-        return RunningGraphile(self.argv(dsn), graphile_env(), self.workdir, self.cpus)
+        return RunningGraphile(
+            self.argv(dsn), graphile_env(self.log_success), self.workdir, self.cpus
+        )
 
 
 # ------------------------------------------------------------------------------------------
 # Latency
 # ------------------------------------------------------------------------------------------
 def measure_latency(
-    dsn: str, workdir: Path, count: int, interval: float, warmup: int
+    dsn: str,
+    workdir: Path,
+    count: int,
+    interval: float,
+    warmup: int,
+    *,
+    options: Callable[[int], dict[str, Any]] | None = None,
+    after_adding: Callable[[], None] | None = None,
+    timeout: float = 120.0,
 ) -> list[float]:
     """Milliseconds from each ``add_job`` commit to its handler's first line.
 
@@ -606,6 +721,8 @@ def measure_latency(
     on its own, ``interval`` seconds apart (paced by absolute deadlines, so a slow commit
     does not shift the rest). The clock is read right after COMMIT returns. ``warmup``
     jobs go first and are not counted (first-use costs: imports, plan caches).
+    ``options(i)``: extra ``add_job`` arguments of the i-th counted job (priority...);
+    ``after_adding`` runs once the last job is committed, before waiting for the starts.
     """
     import kongtaskd
 
@@ -620,18 +737,21 @@ def measure_latency(
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # pacing is the scenario: one job every `interval` seconds
-            kongtaskd.add_job(conn, "latency", {"out": str(out), "i": i})
+            extra = options(i - warmup) if options is not None and i >= warmup else {}
+            kongtaskd.add_job(conn, "latency", {"out": str(out), "i": i}, **extra)
             conn.commit()
             committed[i] = time.time()
             next_at += interval
     finally:
         conn.close()
+    if after_adding is not None:
+        after_adding()
 
     def all_started() -> bool:
         with open(out) as f:
             return sum(1 for _ in f) >= total
 
-    wait_until(all_started, 60.0, f"{total} latency jobs to start")
+    wait_until(all_started, timeout, f"{total} latency jobs to start")
     started: dict[int, float] = {}
     for line in out.read_text().splitlines():
         ordinal, stamp = line.split()
@@ -672,6 +792,56 @@ def child_pids(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             kids.append(int(entry.name))
     return kids
+
+
+#: Clock ticks per second of /proc/PID/stat's times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_times(pid: int) -> tuple[int, float, float]:
+    """(parent pid, own utime+stime, reaped children's cutime+cstime) in seconds, or
+    (0, 0, 0) for a process that is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0, 0.0, 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    # After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15).
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+    return int(fields[1]), own, reaped
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every descendant alive now, plus what the reaped ones
+    used (cutime/cstime): a running daemon's whole process tree, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = proc_times(int(entry.name))[0]
+            parents.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        _, own, reaped = proc_times(current)
+        total += own + reaped
+        todo.extend(parents.get(current, []))
+    return total
+
+
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of every PostgreSQL process so far: the postmaster, its live children
+    (backends, autovacuum, WAL writer, checkpointer...) and its reaped ones (backends that
+    disconnected: cutime/cstime). A difference of two readings is the server's CPU in
+    between, whoever's work it was (on a shared machine, other databases' too)."""
+    return tree_cpu_seconds(postmaster)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def memory_mib(pid: int) -> dict[str, float]:

@@ -6,7 +6,11 @@ They mirror ``perf/graphile/tasks/*.cjs`` so both systems run the same work.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
+
+#: The one statement of ``record``, read once at import (in the zygote, before the fork).
+RECORD_JOB = (Path(__file__).parent / "sql" / "record_job.sql").read_text()
 
 
 def noop(payload: Any, ctx: Any) -> None:
@@ -35,3 +39,14 @@ def burn(payload: dict[str, Any], ctx: Any) -> None:
     while time.thread_time() < until:
         for _ in range(1000):  # amortise the clock read; ~20 µs of arithmetic per check
             n += 1
+
+
+def record(payload: Any, ctx: Any) -> None:
+    """The many-daemons job: one insert of its id into perf_ran (``sql/record_job.sql``).
+
+    On the child's own connection, committed by the child when the handler returns: one
+    autocommit-like insert per job, the exactly-once check's evidence (no unique index, so
+    a job run twice shows as a duplicate rather than as a failure).
+    """
+    with ctx.connection.cursor() as cur:
+        cur.execute(RECORD_JOB, {"job_id": ctx.job.id})
