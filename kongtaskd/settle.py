@@ -2,7 +2,7 @@
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
 jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$11``) and its answer is a union of row kinds; this module is the only place that
+(``$1..$12``) and its answer is a union of row kinds; this module is the only place that
 knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
@@ -19,6 +19,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kongtaskd import tunables
+
 if TYPE_CHECKING:
     from kongtaskd.queries import Queries
 
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 #: task ids, forbidden flags (or null), how many jobs to claim, the run seconds and the task
 #: identifiers of the completed jobs (same order as their ids; null: unknown), whether to
 #: keep a history record of each completed job (``keep_completed``,
-#: ``_kongtaskd_completed_jobs``).
+#: ``_kongtaskd_completed_jobs``), the payload size up to which a claimed job's row comes
+#: back with it (``ClaimedJob.row``; 0: never).
 NAME = "settle"
 PARAM_TYPES = (
     "bigint[]",
@@ -41,6 +44,7 @@ PARAM_TYPES = (
     "float8[]",
     "text[]",
     "boolean",
+    "int",
 )
 
 
@@ -88,6 +92,10 @@ class ClaimedJob:
     task_id: int
     priority: int
     run_at: datetime.datetime
+    #: The row the child would load (``sql/load_job.sql``'s columns), as the JSON array
+    #: text the statement made of it, never decoded here: the child decodes it and skips
+    #: its row load. None: too big, or not visible to the statement (the child loads it).
+    row: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +131,17 @@ class SettleResult:
 
 
 def parse(rows: list[tuple[Any, ...]]) -> SettleResult:
-    """The statement's rows ``(kind, id, task_id, priority, run_at, attempts, max_attempts)``."""
+    """The statement's rows ``(kind, id, task_id, priority, run_at, attempts, max_attempts,
+    row)``."""
     completed: list[int] = []
     failed: list[FailedJob] = []
     released: list[int] = []
     claimed: list[ClaimedJob] = []
     more = False
     wait_until: datetime.datetime | None = None
-    for kind, job_id, task_id, priority, run_at, attempts, max_attempts in rows:
+    for kind, job_id, task_id, priority, run_at, attempts, max_attempts, row in rows:
         if kind == "claimed":
-            claimed.append(ClaimedJob(job_id, task_id, priority, run_at))
+            claimed.append(ClaimedJob(job_id, task_id, priority, run_at, row))
         elif kind == "completed":
             completed.append(job_id)
         elif kind == "failed":
@@ -156,12 +165,19 @@ class Settle:
         self.pool_id = pool_id
 
     def settle(
-        self, outcomes: Outcomes, want: Want, *, keep_completed: bool = False
+        self,
+        outcomes: Outcomes,
+        want: Want,
+        *,
+        keep_completed: bool = False,
+        inline_row_max_bytes: int = tunables.INLINE_ROW_MAX_BYTES,
     ) -> SettleResult:
         """Write ``outcomes`` and claim ``want.count`` jobs, in one statement.
 
         ``keep_completed``: the same statement records each completed job in
         ``_kongtaskd_completed_jobs`` (the ``keep_completed`` config key is set).
+        ``inline_row_max_bytes``: claimed jobs whose payload is at most this big come back
+        with their row (``ClaimedJob.row``); 0 for none.
         """
         failed_ids = list(outcomes.failed)
         rows = self.queries.fetchall(
@@ -177,6 +193,7 @@ class Settle:
             [outcomes.seconds.get(job_id) for job_id in outcomes.completed],
             [outcomes.tasks.get(job_id) for job_id in outcomes.completed],
             keep_completed,
+            inline_row_max_bytes,
         )
         return parse(rows)
 

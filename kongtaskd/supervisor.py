@@ -276,6 +276,7 @@ class Supervisor:
                 self.dispatch()
                 self.settle()
                 self.dispatch()
+                self.book.forget_rows()  # rows vouch for ownership in their turn only
                 self.run_cron()
                 self.tick()
         finally:

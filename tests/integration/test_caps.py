@@ -60,7 +60,19 @@ class Claimer:
 
     def settle(self, size: int, completed: list[int] | None = None) -> list[tuple[Any, ...]]:
         return self.queries.fetchall(
-            "settle", completed or [], [], [], [], self.pool, self.tasks, None, size, [], [], False
+            "settle",
+            completed or [],
+            [],
+            [],
+            [],
+            self.pool,
+            self.tasks,
+            None,
+            size,
+            [],
+            [],
+            False,
+            0,
         )
 
     def claim(self, size: int, completed: list[int] | None = None) -> list[int]:
