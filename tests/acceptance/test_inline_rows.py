@@ -51,7 +51,8 @@ def execute(conn: psycopg2.extensions.connection, text: str, params: Any = None)
 def task_id(conn: psycopg2.extensions.connection, name: str) -> int:
     execute(
         conn,
-        "insert into graphile_worker._private_tasks (identifier) values (%s) on conflict do nothing",
+        "insert into graphile_worker._private_tasks (identifier) values (%s)"
+        " on conflict do nothing",
         (name,),
     )
     return execute(
