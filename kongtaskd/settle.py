@@ -2,7 +2,7 @@
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
 jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$12``) and its answer is a union of row kinds; this module is the only place that
+(``$1..$13``) and its answer is a union of row kinds; this module is the only place that
 knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: identifiers of the completed jobs (same order as their ids; null: unknown), whether to
 #: keep a history record of each completed job (``keep_completed``,
 #: ``_kongtaskd_completed_jobs``), the payload size up to which a claimed job's row comes
-#: back with it (``ClaimedJob.row``; 0: never).
+#: back with it (``ClaimedJob.row``; 0: never), and for how many claimed jobs at most.
 NAME = "settle"
 PARAM_TYPES = (
     "bigint[]",
@@ -44,6 +44,7 @@ PARAM_TYPES = (
     "float8[]",
     "text[]",
     "boolean",
+    "int",
     "int",
 )
 
@@ -78,6 +79,10 @@ class Want:
     count: int
     task_ids: list[int]
     forbidden_flags: list[str] | None = None
+    #: How many of the jobs claimed (best first) should come with their row: as many as
+    #: the idle children can take this turn (``ClaimedJob.row``). Rows cost the database
+    #: a read each, wasted on a job that waits in hand (its row is dropped, see jobbook).
+    rows: int = 0
 
 
 #: No claim at all (a child handing jobs back, the final flush).
@@ -194,6 +199,7 @@ class Settle:
             [outcomes.tasks.get(job_id) for job_id in outcomes.completed],
             keep_completed,
             inline_row_max_bytes,
+            want.rows,
         )
         return parse(rows)
 

@@ -664,7 +664,10 @@ class Supervisor:
         outcomes = self.book.outcomes
         if not outcomes and want == 0:
             return
-        claim = Want(want, self.session.claimable_task_ids, self.forbidden_flags)
+        # Rows for the jobs this turn's dispatch can hand out (the idle children's share,
+        # after what is in hand): the rest would wait in hand and lose theirs anyway.
+        rows = len(self.fleet.idle()) * self.book.batch_size() - len(self.book.prefetched)
+        claim = Want(want, self.session.claimable_task_ids, self.forbidden_flags, max(0, rows))
         # A capped task's job that ends frees a slot that any daemon may take: tell them
         # (one extra statement, only then; uncapped tasks pay nothing).
         frees_slot = self.book.capped and any(

@@ -14,7 +14,9 @@
 --   $10 text[]    task identifiers of the jobs in $1, same order (the supervisor knows them)
 --   $11 boolean   keep_completed: also record each completed job in _kongtaskd_completed_jobs
 --   $12 integer   inline rows: a claimed job whose payload text is at most this many bytes
---                 comes back with its row (0 = never; see `inline_rows` below)
+--                 comes back with its row (0 = never; see `inline_rows` below)...
+--   $13 integer   ...for at most this many claimed jobs, best first (the supervisor's
+--                 idle children can take only so many this turn)
 --
 -- Outcomes touch only rows this pool still holds (locked_by = $5), which makes a retried
 -- turn idempotent and leaves alone a job that a sweeper already took away from us.
@@ -83,12 +85,16 @@ inline_rows as (
       jobs.priority, jobs.run_at, claim.attempts, jobs.max_attempts, jobs.last_error,
       jobs.created_at, jobs.updated_at, jobs.key, now(), $5::text, jobs.revision, jobs.flags
     )::text as job_row
-  from claim
+  from (
+    select claim.id, claim.attempts from claim
+    where claim.kind = 'claimed' and $12::integer > 0
+    order by claim.priority, claim.run_at, claim.id
+    limit $13::integer
+  ) as claim
   join {{schema}}._private_jobs as jobs on jobs.id = claim.id
   join {{schema}}._private_tasks as tasks on tasks.id = jobs.task_id
   left join {{schema}}._private_job_queues as queues on queues.id = jobs.job_queue_id
-  where claim.kind = 'claimed' and $12::integer > 0
-    and octet_length(jobs.payload::text) <= $12::integer
+  where octet_length(jobs.payload::text) <= $12::integer
     and jobs.xmax::text = mod(pg_current_xact_id_if_assigned()::text::bigint, 4294967296)::text
 ),
 completed as (

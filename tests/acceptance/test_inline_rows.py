@@ -75,7 +75,7 @@ def test_a_claimed_row_is_the_row_the_child_would_load(conn) -> None:
     plain = kongtaskd.add_job(conn, "noop", None).id
     big = kongtaskd.add_job(conn, "noop", {"blob": "x" * tunables.INLINE_ROW_MAX_BYTES}).id
     queries = Queries(conn, "graphile_worker")
-    result = Settle(queries, POOL).settle(Outcomes(), Want(10, [noop]))
+    result = Settle(queries, POOL).settle(Outcomes(), Want(10, [noop], rows=10))
     claimed = {job.id: job for job in result.claimed}
     assert set(claimed) == {small, plain, big}
     assert claimed[big].row is None  # over the threshold: the child loads it
@@ -84,9 +84,15 @@ def test_a_claimed_row_is_the_row_the_child_would_load(conn) -> None:
         assert row is not None
         (loaded,) = queries.fetchall("load_job", job_id, POOL)
         assert decode_row(row.encode()) == loaded
+    # Rows for the best jobs only, as many as asked for (what idle children can take).
+    later = kongtaskd.add_job(conn, "noop", {"n": 2}).id
+    best = kongtaskd.add_job(conn, "noop", {"n": 1}, priority=-1).id
+    result = Settle(queries, POOL).settle(Outcomes(), Want(10, [noop], rows=1))
+    assert {job.id: job.row is not None for job in result.claimed} == {best: True, later: False}
     # Off: no row at all.
     other = kongtaskd.add_job(conn, "noop", {"n": 1}).id
-    result = Settle(queries, POOL).settle(Outcomes(), Want(10, [noop]), inline_row_max_bytes=0)
+    want = Want(10, [noop], rows=10)
+    result = Settle(queries, POOL).settle(Outcomes(), want, inline_row_max_bytes=0)
     assert [(job.id, job.row) for job in result.claimed] == [(other, None)]
 
 
@@ -121,7 +127,8 @@ def test_a_job_changed_or_added_after_the_statements_snapshot_goes_without_its_r
 
         def run() -> None:
             try:
-                outcome["result"] = settle.settle(Outcomes(completed=[held]), Want(10, [noop]))
+                want = Want(10, [noop], rows=10)
+                outcome["result"] = settle.settle(Outcomes(completed=[held]), want)
             except psycopg2.Error as exc:
                 outcome["error"] = exc
 

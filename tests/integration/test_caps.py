@@ -73,6 +73,7 @@ class Claimer:
             [],
             False,
             0,
+            0,
         )
 
     def claim(self, size: int, completed: list[int] | None = None) -> list[int]:

@@ -130,6 +130,7 @@ class Claimer:
             [],
             False,
             0,
+            0,
         )
         claimed = [row[1] for row in rows if row[0] == "claimed"]
         more = any(row[0] == "more" for row in rows)
@@ -148,8 +149,8 @@ class Claimer:
     def _explain(self, size: int) -> str:
         return explain_analyze(
             self.conn,
-            "execute kongtaskd_settle (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            ([], [], [], [], POOL, self.tasks, None, size, [], [], False, 0),
+            "execute kongtaskd_settle (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            ([], [], [], [], POOL, self.tasks, None, size, [], [], False, 0, 0),
         )
 
 
@@ -306,7 +307,7 @@ def test_claimed_rows_carry_what_the_supervisor_needs(conn) -> None:
     job = add(conn, "noop", priority=3, max_attempts=4)
     claimer = Claimer(conn, [noop])
     rows = claimer.queries.fetchall(
-        "settle", [], [], [], [], POOL, [noop], None, 5, [], [], False, 0
+        "settle", [], [], [], [], POOL, [noop], None, 5, [], [], False, 0, 0
     )
     (row,) = [row for row in rows if row[0] == "claimed"]
     _kind, job_id, task_id, priority, run_at, attempts, max_attempts, _row = row
@@ -333,7 +334,7 @@ def test_jobs_and_queues_this_turn_hands_back_stay_out_of_its_claim(conn) -> Non
     claimed, _ = claimer.claim(3)
     assert sorted(claimed) == sorted([first, second, serial])
     rows = claimer.queries.fetchall(
-        "settle", [serial], [second], ["boom"], [first], POOL, [noop], None, 10, [], [], False, 0
+        "settle", [serial], [second], ["boom"], [first], POOL, [noop], None, 10, [], [], False, 0, 0
     )
     kinds = sorted((row[0], row[1]) for row in rows)
     assert kinds == [("completed", serial), ("failed", second), ("released", first)]
@@ -401,7 +402,20 @@ def test_outcome_rows_unlocked_by_someone_else_mid_statement_do_not_break_the_tu
         def settle() -> None:
             try:
                 result["rows"] = claimer.queries.fetchall(
-                    "settle", [queued, plain], [], [], [], POOL, [noop], None, 5, [], [], False, 0
+                    "settle",
+                    [queued, plain],
+                    [],
+                    [],
+                    [],
+                    POOL,
+                    [noop],
+                    None,
+                    5,
+                    [],
+                    [],
+                    False,
+                    0,
+                    0,
                 )
             except psycopg2.Error as exc:
                 result["error"] = exc
