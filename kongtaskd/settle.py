@@ -2,7 +2,7 @@
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
 jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$13``) and its answer is a union of row kinds; this module is the only place that
+(``$1..$14``) and its answer is a union of row kinds; this module is the only place that
 knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 #: identifiers of the completed jobs (same order as their ids; null: unknown), whether to
 #: keep a history record of each completed job (``keep_completed``,
 #: ``_kongtaskd_completed_jobs``), the payload size up to which a claimed job's row comes
-#: back with it (``ClaimedJob.row``; 0: never), and for how many claimed jobs at most.
+#: back with it (``ClaimedJob.row``; 0: never), and for how many claimed jobs at most;
+#: whether a claim without outcomes may commit asynchronously (``Want.async_commit``).
 NAME = "settle"
 PARAM_TYPES = (
     "bigint[]",
@@ -46,6 +47,7 @@ PARAM_TYPES = (
     "boolean",
     "int",
     "int",
+    "boolean",
 )
 
 
@@ -83,6 +85,11 @@ class Want:
     #: the idle children can take this turn (``ClaimedJob.row``). Rows cost the database
     #: a read each, wasted on a job that waits in hand (its row is dropped, see jobbook).
     rows: int = 0
+    #: A statement that carries no outcome commits without waiting for its WAL flush
+    #: (``sql/settle.sql``'s ``commit_mode``: a database crash right after may forget the
+    #: claim, and the job runs again). Only on a connection of our own: on a caller's
+    #: (``run_jobs``) it would make the caller's whole transaction asynchronous.
+    async_commit: bool = False
 
 
 #: No claim at all (a child handing jobs back, the final flush).
@@ -200,6 +207,7 @@ class Settle:
             keep_completed,
             inline_row_max_bytes,
             want.rows,
+            want.async_commit,
         )
         return parse(rows)
 

@@ -82,6 +82,14 @@ INLINE_ROW_MAX_BYTES = 4096
 #: beyond go without, and the child loads those.
 INLINE_ROWS_MAX_FRAME_BYTES = 65536
 
+#: The supervisor's claims that carry no outcome commit without waiting for the WAL flush
+#: (``sql/settle.sql``'s ``commit_mode``): on an idle daemon the flush was most of the time
+#: from a job's NOTIFY to its handler (one fsync). The cost: a PostgreSQL crash or failover
+#: within ``wal_writer_delay`` (200 ms by default) of such a claim, before anything else
+#: flushed it, forgets the claim, and the job runs again after recovery (at-least-once, as
+#: every job running at a crash already is). Outcomes are always written synchronously.
+CLAIM_ASYNC_COMMIT = True
+
 #: graphile-worker's stale-lock rule: a lock older than this (four hours) is presumed dead
 #: when no kongtaskd heartbeat vouches for its pool...
 STALE_LOCK_SECONDS = 4 * 3600

@@ -220,3 +220,28 @@ def test_a_prefetched_job_another_pool_took_never_runs(fresh_dsn, tmp_path: Path
         )
         assert row == [(OTHER_POOL, 1, None)]
         daemon.stop()
+
+
+def test_only_a_claim_without_outcomes_commits_asynchronously(conn) -> None:
+    """``Want.async_commit``: the statement sets synchronous_commit off for its own
+    transaction when it carries no outcome, never for the session, and never when an
+    outcome rides along (run in an explicit transaction here, to read the setting in it)."""
+    noop = task_id(conn, "noop")
+    queries = Queries(conn, "graphile_worker")
+    settle = Settle(queries, POOL)
+
+    def commit_mode(outcomes: Outcomes, async_commit: bool) -> str:
+        execute(conn, "begin")
+        try:
+            settle.settle(outcomes, Want(1, [noop], async_commit=async_commit))
+            return execute(conn, "show synchronous_commit")[0][0]
+        finally:
+            execute(conn, "commit")
+
+    assert commit_mode(Outcomes(), async_commit=False) == "on"
+    assert commit_mode(Outcomes(), async_commit=True) == "off"
+    job = kongtaskd.add_job(conn, "noop").id
+    assert [j.id for j in settle.settle(Outcomes(), Want(1, [noop], async_commit=True)).claimed]
+    assert execute(conn, "show synchronous_commit")[0][0] == "on"  # the session's is kept
+    assert commit_mode(Outcomes(completed=[job]), async_commit=True) == "on"
+    assert not execute(conn, "select 1 from graphile_worker._private_jobs where id = %s", (job,))

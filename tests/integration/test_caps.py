@@ -74,6 +74,7 @@ class Claimer:
             False,
             0,
             0,
+            False,
         )
 
     def claim(self, size: int, completed: list[int] | None = None) -> list[int]:

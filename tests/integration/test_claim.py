@@ -131,6 +131,7 @@ class Claimer:
             False,
             0,
             0,
+            False,
         )
         claimed = [row[1] for row in rows if row[0] == "claimed"]
         more = any(row[0] == "more" for row in rows)
@@ -149,8 +150,8 @@ class Claimer:
     def _explain(self, size: int) -> str:
         return explain_analyze(
             self.conn,
-            "execute kongtaskd_settle (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            ([], [], [], [], POOL, self.tasks, None, size, [], [], False, 0, 0),
+            "execute kongtaskd_settle (" + ", ".join(["%s"] * 14) + ")",
+            ([], [], [], [], POOL, self.tasks, None, size, [], [], False, 0, 0, False),
         )
 
 
@@ -307,7 +308,7 @@ def test_claimed_rows_carry_what_the_supervisor_needs(conn) -> None:
     job = add(conn, "noop", priority=3, max_attempts=4)
     claimer = Claimer(conn, [noop])
     rows = claimer.queries.fetchall(
-        "settle", [], [], [], [], POOL, [noop], None, 5, [], [], False, 0, 0
+        "settle", [], [], [], [], POOL, [noop], None, 5, [], [], False, 0, 0, False
     )
     (row,) = [row for row in rows if row[0] == "claimed"]
     _kind, job_id, task_id, priority, run_at, attempts, max_attempts, _row = row
@@ -334,7 +335,21 @@ def test_jobs_and_queues_this_turn_hands_back_stay_out_of_its_claim(conn) -> Non
     claimed, _ = claimer.claim(3)
     assert sorted(claimed) == sorted([first, second, serial])
     rows = claimer.queries.fetchall(
-        "settle", [serial], [second], ["boom"], [first], POOL, [noop], None, 10, [], [], False, 0, 0
+        "settle",
+        [serial],
+        [second],
+        ["boom"],
+        [first],
+        POOL,
+        [noop],
+        None,
+        10,
+        [],
+        [],
+        False,
+        0,
+        0,
+        False,
     )
     kinds = sorted((row[0], row[1]) for row in rows)
     assert kinds == [("completed", serial), ("failed", second), ("released", first)]
@@ -416,6 +431,7 @@ def test_outcome_rows_unlocked_by_someone_else_mid_statement_do_not_break_the_tu
                     False,
                     0,
                     0,
+                    False,
                 )
             except psycopg2.Error as exc:
                 result["error"] = exc
