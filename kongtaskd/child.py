@@ -775,14 +775,19 @@ _ROW_TIMESTAMPS = (5, 9, 10, 12)
 
 
 def decode_row(data: bytes | None) -> tuple[Any, ...] | None:
-    """A row that came with its id (``sql/settle.sql``'s JSON array) as the tuple
-    ``load_job`` returns: the payload and flags decoded as psycopg2 decodes ``json`` and
-    ``jsonb``, timestamps as aware datetimes. None when there is none, or when it is not
-    what we expect (a timestamp Python cannot hold): then the child loads the job."""
+    """A row that came with its id (the task identifier, NUL, ``sql/settle.sql``'s JSON
+    array) as the tuple ``load_job`` returns: the payload and flags decoded as psycopg2
+    decodes ``json`` and ``jsonb``, timestamps as aware datetimes. None when there is none,
+    or when it is not what we expect (a timestamp Python cannot hold): then the child loads
+    the job."""
     if data is None:
         return None
+    task, nul, text = data.partition(b"\0")
+    if not nul:
+        return None
     try:
-        values = json.loads(data)
+        values = json.loads(text)
+        values[1] = task.decode()
         for index in _ROW_TIMESTAMPS:
             if values[index] is not None:
                 values[index] = datetime.datetime.fromisoformat(values[index])

@@ -627,14 +627,16 @@ def describe_status(status: int) -> str:
 
 
 def run_frame(batch: list[PrefetchedJob]) -> bytes:
-    """The RUN frame of a batch: rows as bytes, passed on undecoded, up to
-    ``INLINE_ROWS_MAX_FRAME_BYTES`` in all (the rest go without: the child loads them)."""
+    """The RUN frame of a batch: each row as ``task identifier NUL row text`` (the row
+    leaves the identifier to us, see ``sql/settle.sql``; neither can hold a NUL), passed on
+    undecoded, up to ``INLINE_ROWS_MAX_FRAME_BYTES`` in all (the rest go without: the
+    child loads them)."""
     if all(job.row is None for job in batch):
         return protocol.encode_run(*(job.id for job in batch))
     budget = tunables.INLINE_ROWS_MAX_FRAME_BYTES
     jobs: list[tuple[int, bytes | None]] = []
     for job in batch:
-        row = job.row.encode() if job.row is not None else None
+        row = b"%s\0%s" % (job.task.encode(), job.row.encode()) if job.row is not None else None
         if row is not None:
             budget -= len(row)
             if budget < 0:

@@ -207,7 +207,7 @@ class JobBook:
                 job.priority,
                 job.run_at,
                 now,
-                job.row,
+                job.row if job.task_id in task_names else None,  # it travels with the task
             )
             for job in result.claimed
         ]

@@ -13,7 +13,8 @@ of it (the supervisor never decodes it), and the child skips its row load.
 Supervisor -> child
     ``RUN``      body ``int64 job_id`` * n                   run these jobs, in this order
     ``RUN_ROWS`` (``int64 job_id, uint32 size, row``) * n    the same, each with its row
-                 (UTF-8 JSON array, ``sql/settle.sql``), size ``NO_ROW``: load it yourself;
+                 (UTF-8: task identifier, NUL, the JSON array of ``sql/settle.sql``),
+                 size ``NO_ROW``: load it yourself;
                  received as a ``RUN`` whose ``rows`` are set
     ``STOP``     empty                                      exit when idle (recycle, drain)
     ``CANCEL``   ``int64 job_id, float64 grace`` + UTF-8     this job was cancelled (text: the

@@ -104,9 +104,10 @@ class ClaimedJob:
     task_id: int
     priority: int
     run_at: datetime.datetime
-    #: The row the child would load (``sql/load_job.sql``'s columns), as the JSON array
-    #: text the statement made of it, never decoded here: the child decodes it and skips
-    #: its row load. None: too big, or not visible to the statement (the child loads it).
+    #: The row the child would load (``sql/load_job.sql``'s columns, the task identifier
+    #: null: the supervisor sends it beside), as the JSON array text the statement made of
+    #: it, never decoded here: the child decodes it and skips its row load. None: too big,
+    #: or not visible to the statement (the child loads it).
     row: str | None = None
 
 

@@ -93,11 +93,13 @@ claim_done as (
 -- transaction is its xmax: a job inserted after the snapshot is not seen at all, one
 -- replaced in between (add_job with its key) is seen in its older version, whose xmax is
 -- another transaction. Either way no row comes back and the child loads the job as before.
--- Task identifiers and queue names never change, and a job's task and queue rows exist
--- before the job does.
+-- Queue names never change, and a job's queue row exists before the job does. The task's
+-- identifier is left null: the supervisor knows it by task id and sends it along, so the
+-- statement still reads no table but those it always read (_private_tasks is not one: a
+-- lock on it, a migration's, must not stall the claim).
 inline_rows as (
   select jobs.id,
-    json_build_array(jobs.id, tasks.identifier, queues.queue_name, jobs.payload,
+    json_build_array(jobs.id, null::text, queues.queue_name, jobs.payload,
       jobs.priority, jobs.run_at, claim.attempts, jobs.max_attempts, jobs.last_error,
       jobs.created_at, jobs.updated_at, jobs.key, now(), $5::text, jobs.revision, jobs.flags
     )::text as job_row
@@ -108,7 +110,6 @@ inline_rows as (
     limit $13::integer
   ) as claim
   join {{schema}}._private_jobs as jobs on jobs.id = claim.id
-  join {{schema}}._private_tasks as tasks on tasks.id = jobs.task_id
   left join {{schema}}._private_job_queues as queues on queues.id = jobs.job_queue_id
   where octet_length(jobs.payload::text) <= $12::integer
     and jobs.xmax::text = mod(pg_current_xact_id_if_assigned()::text::bigint, 4294967296)::text

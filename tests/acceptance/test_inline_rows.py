@@ -79,11 +79,12 @@ def test_a_claimed_row_is_the_row_the_child_would_load(conn) -> None:
     claimed = {job.id: job for job in result.claimed}
     assert set(claimed) == {small, plain, big}
     assert claimed[big].row is None  # over the threshold: the child loads it
+    assert decode_row(b"no task identifier, no NUL") is None  # malformed: the child loads
     for job_id in (small, plain):
         row = claimed[job_id].row
         assert row is not None
         (loaded,) = queries.fetchall("load_job", job_id, POOL)
-        assert decode_row(row.encode()) == loaded
+        assert decode_row(b"noop\0" + row.encode()) == loaded
     # Rows for the best jobs only, as many as asked for (what idle children can take).
     later = kongtaskd.add_job(conn, "noop", {"n": 2}).id
     best = kongtaskd.add_job(conn, "noop", {"n": 1}, priority=-1).id
@@ -155,7 +156,8 @@ def test_a_job_changed_or_added_after_the_statements_snapshot_goes_without_its_r
     assert rows[unchanged] is not None  # seen by the snapshot, unchanged since: it travels
     assert rows[replaced] is None  # the snapshot holds the old payload: must not travel
     assert rows[added] is None  # invisible to the snapshot
-    assert decode_row(rows[unchanged].encode()) == queries.fetchall("load_job", unchanged, POOL)[0]
+    loaded = queries.fetchall("load_job", unchanged, POOL)[0]
+    assert decode_row(b"noop\0" + rows[unchanged].encode()) == loaded
 
 
 def test_a_prefetched_job_another_pool_took_never_runs(fresh_dsn, tmp_path: Path) -> None:
