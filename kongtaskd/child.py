@@ -33,8 +33,10 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import datetime
 import enum
 import inspect
+import json
 import logging
 import os
 import resource
@@ -393,20 +395,21 @@ class Child:
         if message.kind is protocol.Kind.STOP:
             self.exit(EXIT_OK)
         if message.kind is protocol.Kind.RUN and message.job_ids:
-            self.run_batch()
+            self.run_batch(message.rows)
             if self.stop_after_report:
                 self.exit(EXIT_INTERRUPTED)
             self.recycle_if_due()
 
-    def run_batch(self) -> None:
+    def run_batch(self, inline: tuple[bytes | None, ...] = ()) -> None:
         """The jobs held (one, or a few short ones handed over together): load all, run in
-        order. Each leaves the holdings only once its outcome is reported.
+        order. Each leaves the holdings only once its outcome is reported. ``inline``: the
+        rows that came with the ids (same order; None: load that one).
 
         Between two jobs a STOP from the supervisor (a drain) is honoured at once: the jobs
         not started yet go back to it, to be handed back to the queue.
         """
         first = self.holdings.jobs[0]
-        rows = self.load_held()
+        rows = self.load_held(inline)
         while rows is not None and self.holdings.jobs:
             job_id = self.holdings.jobs[0]
             if job_id != first and self.stop_requested():
@@ -415,7 +418,8 @@ class Child:
             if self.conn is None or self.conn.closed:
                 # The job before lost the connection (a failover, a restart): the rest are
                 # read again on the new one, so a job the server we now talk to does not
-                # show as ours is skipped, as at the batch's start.
+                # show as ours is skipped, as at the batch's start. No inline rows here: a
+                # row vouches for ownership only on the server whose claim read it.
                 rows = self.load_held()
                 if rows is None:
                     return
@@ -425,11 +429,12 @@ class Child:
                     self.report_returned()
                 return
 
-    def load_held(self) -> dict[int, tuple[Any, ...]] | None:
-        """The rows of the jobs held (``load``); None when the database stayed out of reach,
-        after giving them all back: none of them ran, none loses an attempt."""
+    def load_held(self, inline: tuple[bytes | None, ...] = ()) -> dict[int, tuple[Any, ...]] | None:
+        """The rows of the jobs held (``load``; ``inline``: the rows that came with them, in
+        the same order); None when the database stayed out of reach, after giving them all
+        back: none of them ran, none loses an attempt."""
         try:
-            return self.load(self.holdings.jobs)
+            return self.load(self.holdings.jobs, inline)
         except (KongtaskError, psycopg2.Error) as exc:
             log.error(
                 "child %d could not load jobs %s: %s", self.settings.index, self.holdings.jobs, exc
@@ -445,8 +450,8 @@ class Child:
     def run_job(self, job_id: int, row: tuple[Any, ...] | None) -> None:
         """One job, phase by phase: its row (loaded), run the handler, report the outcome."""
         started = time.perf_counter()
-        # 1. The row. The supervisor sent only the id; the row was read here, and only
-        #    while this pool still held the job (a sweeper may have taken it back).
+        # 1. The row, read only while this pool still held the job (a sweeper may have
+        #    taken it back): here, or by the claim of the supervisor's turn that sent it.
         if row is None:
             self.report(protocol.encode_skipped(job_id, "the job is gone or no longer ours"))
             return
@@ -516,8 +521,20 @@ class Child:
             finally:
                 self.holdings = held
 
-    def load(self, job_ids: tuple[int, ...]) -> dict[int, tuple[Any, ...]]:
-        """Read the job rows, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""
+    def load(
+        self, job_ids: tuple[int, ...], inline: tuple[bytes | None, ...] = ()
+    ) -> dict[int, tuple[Any, ...]]:
+        """The job rows: those that came with their ids (``inline``, same order), the others
+        read, riding out a lost connection for ``CHILD_DB_RETRY_SECONDS``."""
+        found: dict[int, tuple[Any, ...]] = {}
+        if inline:
+            for job_id, data in zip(job_ids, inline, strict=False):
+                row = decode_row(data)
+                if row is not None:
+                    found[job_id] = row
+            job_ids = tuple(job_id for job_id in job_ids if job_id not in found)
+            if not job_ids:
+                return found
         deadline = time.monotonic() + tunables.CHILD_DB_RETRY_SECONDS
         while True:
             try:
@@ -527,7 +544,8 @@ class Child:
                     rows = self.queries.fetchall("load_job", job_ids[0], self.settings.pool_id)
                 else:
                     rows = self.queries.fetchall("load_jobs", list(job_ids), self.settings.pool_id)
-                return {row[0]: row for row in rows}
+                found.update((row[0], row) for row in rows)
+                return found
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 self.broken()
                 if time.monotonic() > deadline:
@@ -762,6 +780,35 @@ class Child:
 
     def set_title(self, what: str) -> None:
         setproctitle(f"kongtaskd: child {self.settings.index} {what}")
+
+
+#: Positions of the timestamps in a job row (``sql/load_job.sql``'s columns): run_at,
+#: created_at, updated_at, locked_at.
+_ROW_TIMESTAMPS = (5, 9, 10, 12)
+
+
+def decode_row(data: bytes | None) -> tuple[Any, ...] | None:
+    """A row that came with its id (the task identifier, NUL, ``sql/settle.sql``'s JSON
+    array) as the tuple ``load_job`` returns: the payload and flags decoded as psycopg2
+    decodes ``json`` and ``jsonb``, timestamps as aware datetimes. None when there is none,
+    or when it is not what we expect (a timestamp Python cannot hold): then the child loads
+    the job."""
+    if data is None:
+        return None
+    task, nul, text = data.partition(b"\0")
+    if not nul:
+        return None
+    try:
+        values = json.loads(text)
+        values[1] = task.decode()
+        for index in _ROW_TIMESTAMPS:
+            if values[index] is not None:
+                values[index] = datetime.datetime.fromisoformat(values[index])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+    if len(values) != 16:
+        return None
+    return tuple(values)
 
 
 def rss_mib() -> float:

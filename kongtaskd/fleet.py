@@ -372,9 +372,10 @@ class Fleet:
 
     # ---- assign ---------------------------------------------------------------------------
     def assign(self, child: ChildProcess, batch: list[PrefetchedJob]) -> None:
-        """Send an idle child its job ids (one, or a batch run in order)."""
+        """Send an idle child its job ids (one, or a batch run in order), each with the row
+        this turn's claim read when it has one (``jobbook``'s "Inline rows")."""
         ids = [job.id for job in batch]
-        if not self.send(child, protocol.encode_run(*ids)):
+        if not self.send(child, run_frame(batch)):
             # The child died under us; it never saw the jobs, so give them back unharmed.
             self.book.hand_back(ids)
             return
@@ -623,3 +624,22 @@ def describe_status(status: int) -> str:
             name = str(signum)
         return f"was killed by signal {name}"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def run_frame(batch: list[PrefetchedJob]) -> bytes:
+    """The RUN frame of a batch: each row as ``task identifier NUL row text`` (the row
+    leaves the identifier to us, see ``sql/settle.sql``; neither can hold a NUL), passed on
+    undecoded, up to ``INLINE_ROWS_MAX_FRAME_BYTES`` in all (the rest go without: the
+    child loads them)."""
+    if all(job.row is None for job in batch):
+        return protocol.encode_run(*(job.id for job in batch))
+    budget = tunables.INLINE_ROWS_MAX_FRAME_BYTES
+    jobs: list[tuple[int, bytes | None]] = []
+    for job in batch:
+        row = b"%s\0%s" % (job.task.encode(), job.row.encode()) if job.row is not None else None
+        if row is not None:
+            budget -= len(row)
+            if budget < 0:
+                row = None
+        jobs.append((job.id, row))
+    return protocol.encode_run_rows(jobs)

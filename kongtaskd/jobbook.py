@@ -12,7 +12,9 @@ children, and decides how much to claim and how to share it out:
   batch size (``batch_size``), the prefetch target (``prefetch_target``) and the claim
   size (``claim_size``);
 * whether a claim is wanted (``want_claim``: a NOTIFY, a poll, a full claim, an outcome that
-  may have unlocked a queue) and the next poll.
+  may have unlocked a queue) and the next poll;
+* the rows the latest claim read (``PrefetchedJob.row``), valid for that loop turn only
+  (``forget_rows``): see "Inline rows" below.
 
 Claims are sized to the idle children plus, only while jobs are short, a prefetch, so a
 child that finishes gets its next ids at once. A claimed job never waits for a child while
@@ -20,11 +22,22 @@ another is idle (idle children are served first, best jobs first, shared out eve
 ``deal``). While jobs take well under a couple of milliseconds, a child is handed a small
 batch of ids (about ``BATCH_TARGET_SECONDS`` of work), cut at a task that is slow or not
 yet measured. Times are passed in (``now``), so tests drive the policy with real numbers.
+
+Inline rows. A job claimed by this turn's settle and handed to an idle child in the same
+turn travels with the row the claim read, and the child skips its row load. The claim is
+the ownership check then: the lock was taken, and committed, microseconds before the
+hand-over, later than the child's own check would have been made without it. A job that
+waits in hand past its turn (prefetched for a busy child) drops its row: the sweep or
+``force_unlock_workers`` may take it back meanwhile, and the child's load (``locked_by =
+pool``) is what keeps such a job from running. Re-confirming those in the next settle was
+the alternative; it buys nothing in this loop, whose first dispatch (before the settle)
+gives every prefetched job to an idle child, so none is left for the second.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
 
@@ -41,6 +54,8 @@ class PrefetchedJob:
     priority: int
     run_at: datetime.datetime
     claimed_at: float
+    #: The row this turn's claim read (``settle.ClaimedJob.row``), until ``forget_rows``.
+    row: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class JobBook:
         self.next_poll = 0.0
         #: Tasks with a fleet-wide cap or rate: never batched (each job is one slot).
         self.capped: frozenset[str] = frozenset()
+        #: Some prefetched job still carries its row (``forget_rows`` has work to do).
+        self.rows_in_hand = False
 
     # ---- outcomes -------------------------------------------------------------------------
     def succeeded(self, job_id: int, task: str, seconds: float) -> None:
@@ -185,10 +202,16 @@ class JobBook:
             self.job_tasks.pop(job_id, None)
         claimed = [
             PrefetchedJob(
-                job.id, task_names.get(job.task_id, str(job.task_id)), job.priority, job.run_at, now
+                job.id,
+                task_names.get(job.task_id, str(job.task_id)),
+                job.priority,
+                job.run_at,
+                now,
+                job.row if job.task_id in task_names else None,  # it travels with the task
             )
             for job in result.claimed
         ]
+        self.rows_in_hand = self.rows_in_hand or any(job.row is not None for job in claimed)
         if want:
             # A short claim means nothing more was ready for us, as this statement saw it,
             # unless it says that it left ready jobs behind.
@@ -240,6 +263,17 @@ class JobBook:
             if budget <= 0:
                 break
         return batch
+
+    def forget_rows(self) -> None:
+        """The loop turn is over: jobs still in hand go without their row (the child loads
+        it and checks that this pool still holds the job)."""
+        if not self.rows_in_hand:
+            return
+        self.rows_in_hand = False
+        self.prefetched = collections.deque(
+            dataclasses.replace(job, row=None) if job.row is not None else job
+            for job in self.prefetched
+        )
 
     def assigned(self, batch: list[PrefetchedJob]) -> None:
         """A child took the batch: its jobs' tasks are remembered until their outcomes."""

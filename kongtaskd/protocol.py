@@ -5,11 +5,17 @@ Each child has one ``AF_UNIX`` stream socket pair with the supervisor. A frame i
     length: uint32 big-endian (of what follows) | kind: 1 byte | body
 
 Bodies are binary for the hot messages (a job id, a job outcome) and JSON for the rare
-ones (the child's hello, a fatal start-up error). The supervisor sends job *ids* only; the
-child reads the row itself, so payload size never touches the pipe.
+ones (the child's hello, a fatal start-up error). The supervisor sends job *ids*; the
+child reads the row itself, except for a job whose row the claim of the same loop turn
+read (``RUN_ROWS``): then a small row travels with its id, as the text the statement made
+of it (the supervisor never decodes it), and the child skips its row load.
 
 Supervisor -> child
     ``RUN``      body ``int64 job_id`` * n                   run these jobs, in this order
+    ``RUN_ROWS`` (``int64 job_id, uint32 size, row``) * n    the same, each with its row
+                 (UTF-8: task identifier, NUL, the JSON array of ``sql/settle.sql``),
+                 size ``NO_ROW``: load it yourself;
+                 received as a ``RUN`` whose ``rows`` are set
     ``STOP``     empty                                      exit when idle (recycle, drain)
     ``CANCEL``   ``int64 job_id, float64 grace`` + UTF-8     this job was cancelled (text: the
                  message); followed by SIGUSR1, since a child running a handler is not
@@ -39,6 +45,9 @@ from typing import Any
 _HEADER = struct.Struct(">IB")  # frame length (kind + body), kind
 _ID = struct.Struct(">q")
 _OUTCOME = struct.Struct(">qd")
+_ID_ROW = struct.Struct(">qI")
+#: RUN_ROWS: the size of a job that travels without its row.
+NO_ROW = 0xFFFFFFFF
 _READ_SIZE = 65536
 
 
@@ -46,6 +55,7 @@ class Kind(enum.IntEnum):
     RUN = 1
     STOP = 2
     CANCEL = 3
+    RUN_ROWS = 4
     READY = 10
     FATAL = 11
     DONE = 12
@@ -61,6 +71,9 @@ class Message:
     job_id: int = 0
     #: RUN and RETURNED carry several ids; ``job_id`` is then the first.
     job_ids: tuple[int, ...] = ()
+    #: RUN: the row of each job in ``job_ids`` that travelled with it (None: load it); empty
+    #: when none did.
+    rows: tuple[bytes | None, ...] = ()
     seconds: float = 0.0
     text: str = ""
     data: Any = None
@@ -72,6 +85,20 @@ def _frame(kind: Kind, body: bytes) -> bytes:
 
 def encode_run(*job_ids: int) -> bytes:
     return _frame(Kind.RUN, struct.pack(f">{len(job_ids)}q", *job_ids))
+
+
+def encode_run_rows(jobs: list[tuple[int, bytes | None]]) -> bytes:
+    """RUN with rows: (job id, its row or None) in order; a plain RUN when no row travels."""
+    if all(row is None for _, row in jobs):
+        return encode_run(*(job_id for job_id, _ in jobs))
+    parts = []
+    for job_id, row in jobs:
+        if row is None:
+            parts.append(_ID_ROW.pack(job_id, NO_ROW))
+        else:
+            parts.append(_ID_ROW.pack(job_id, len(row)))
+            parts.append(row)
+    return _frame(Kind.RUN_ROWS, b"".join(parts))
 
 
 def encode_returned(job_ids: list[int]) -> bytes:
@@ -116,7 +143,27 @@ def encode_bye(reason: str) -> bytes:
     return _frame(Kind.BYE, reason.encode("utf-8", "replace"))
 
 
+def _decode_run_rows(body: bytes) -> Message:
+    ids: list[int] = []
+    rows: list[bytes | None] = []
+    offset = 0
+    while offset < len(body):
+        job_id, size = _ID_ROW.unpack_from(body, offset)
+        offset += _ID_ROW.size
+        ids.append(job_id)
+        if size == NO_ROW:
+            rows.append(None)
+        else:
+            if offset + size > len(body):
+                raise ProtocolError(f"RUN_ROWS: the row of job {job_id} runs past the frame")
+            rows.append(body[offset : offset + size])
+            offset += size
+    return Message(Kind.RUN, job_id=ids[0] if ids else 0, job_ids=tuple(ids), rows=tuple(rows))
+
+
 def _decode(kind: Kind, body: bytes) -> Message:
+    if kind is Kind.RUN_ROWS:
+        return _decode_run_rows(body)
     if kind in (Kind.RUN, Kind.RETURNED):
         ids = struct.unpack(f">{len(body) // _ID.size}q", body)
         return Message(kind, job_id=ids[0] if ids else 0, job_ids=ids)

@@ -2,7 +2,7 @@
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
 jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$11``) and its answer is a union of row kinds; this module is the only place that
+(``$1..$14``) and its answer is a union of row kinds; this module is the only place that
 knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
@@ -19,6 +19,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kongtaskd import tunables
+
 if TYPE_CHECKING:
     from kongtaskd.queries import Queries
 
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 #: task ids, forbidden flags (or null), how many jobs to claim, the run seconds and the task
 #: identifiers of the completed jobs (same order as their ids; null: unknown), whether to
 #: keep a history record of each completed job (``keep_completed``,
-#: ``_kongtaskd_completed_jobs``).
+#: ``_kongtaskd_completed_jobs``), the payload size up to which a claimed job's row comes
+#: back with it (``ClaimedJob.row``; 0: never), and for how many claimed jobs at most;
+#: whether a claim without outcomes may commit asynchronously (``Want.async_commit``).
 NAME = "settle"
 PARAM_TYPES = (
     "bigint[]",
@@ -40,6 +44,9 @@ PARAM_TYPES = (
     "int",
     "float8[]",
     "text[]",
+    "boolean",
+    "int",
+    "int",
     "boolean",
 )
 
@@ -74,6 +81,15 @@ class Want:
     count: int
     task_ids: list[int]
     forbidden_flags: list[str] | None = None
+    #: How many of the jobs claimed (best first) should come with their row: as many as
+    #: the idle children can take this turn (``ClaimedJob.row``). Rows cost the database
+    #: a read each, wasted on a job that waits in hand (its row is dropped, see jobbook).
+    rows: int = 0
+    #: A statement that carries no outcome commits without waiting for its WAL flush
+    #: (``sql/settle.sql``'s ``commit_mode``: a database crash right after may forget the
+    #: claim, and the job runs again). Only on a connection of our own: on a caller's
+    #: (``run_jobs``) it would make the caller's whole transaction asynchronous.
+    async_commit: bool = False
 
 
 #: No claim at all (a child handing jobs back, the final flush).
@@ -88,6 +104,11 @@ class ClaimedJob:
     task_id: int
     priority: int
     run_at: datetime.datetime
+    #: The row the child would load (``sql/load_job.sql``'s columns, the task identifier
+    #: null: the supervisor sends it beside), as the JSON array text the statement made of
+    #: it, never decoded here: the child decodes it and skips its row load. None: too big,
+    #: or not visible to the statement (the child loads it).
+    row: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +144,17 @@ class SettleResult:
 
 
 def parse(rows: list[tuple[Any, ...]]) -> SettleResult:
-    """The statement's rows ``(kind, id, task_id, priority, run_at, attempts, max_attempts)``."""
+    """The statement's rows ``(kind, id, task_id, priority, run_at, attempts, max_attempts,
+    row)``."""
     completed: list[int] = []
     failed: list[FailedJob] = []
     released: list[int] = []
     claimed: list[ClaimedJob] = []
     more = False
     wait_until: datetime.datetime | None = None
-    for kind, job_id, task_id, priority, run_at, attempts, max_attempts in rows:
+    for kind, job_id, task_id, priority, run_at, attempts, max_attempts, row in rows:
         if kind == "claimed":
-            claimed.append(ClaimedJob(job_id, task_id, priority, run_at))
+            claimed.append(ClaimedJob(job_id, task_id, priority, run_at, row))
         elif kind == "completed":
             completed.append(job_id)
         elif kind == "failed":
@@ -156,12 +178,19 @@ class Settle:
         self.pool_id = pool_id
 
     def settle(
-        self, outcomes: Outcomes, want: Want, *, keep_completed: bool = False
+        self,
+        outcomes: Outcomes,
+        want: Want,
+        *,
+        keep_completed: bool = False,
+        inline_row_max_bytes: int = tunables.INLINE_ROW_MAX_BYTES,
     ) -> SettleResult:
         """Write ``outcomes`` and claim ``want.count`` jobs, in one statement.
 
         ``keep_completed``: the same statement records each completed job in
         ``_kongtaskd_completed_jobs`` (the ``keep_completed`` config key is set).
+        ``inline_row_max_bytes``: claimed jobs whose payload is at most this big come back
+        with their row (``ClaimedJob.row``); 0 for none.
         """
         failed_ids = list(outcomes.failed)
         rows = self.queries.fetchall(
@@ -177,6 +206,9 @@ class Settle:
             [outcomes.seconds.get(job_id) for job_id in outcomes.completed],
             [outcomes.tasks.get(job_id) for job_id in outcomes.completed],
             keep_completed,
+            inline_row_max_bytes,
+            want.rows,
+            want.async_commit,
         )
         return parse(rows)
 

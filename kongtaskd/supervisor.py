@@ -280,6 +280,7 @@ class Supervisor:
                 self.dispatch()
                 self.settle()
                 self.dispatch()
+                self.book.forget_rows()  # rows vouch for ownership in their turn only
                 self.run_cron()
                 self.tick()
         finally:
@@ -667,7 +668,16 @@ class Supervisor:
         outcomes = self.book.outcomes
         if not outcomes and want == 0:
             return
-        claim = Want(want, self.session.claimable_task_ids, self.forbidden_flags)
+        # Rows for the jobs this turn's dispatch can hand out (the idle children's share,
+        # after what is in hand): the rest would wait in hand and lose theirs anyway.
+        rows = len(self.fleet.idle()) * self.book.batch_size() - len(self.book.prefetched)
+        claim = Want(
+            want,
+            self.session.claimable_task_ids,
+            self.forbidden_flags,
+            max(0, rows),
+            async_commit=tunables.CLAIM_ASYNC_COMMIT,
+        )
         # A capped task's job that ends frees a slot that any daemon may take: tell them
         # (one extra statement, only then; uncapped tasks pay nothing).
         frees_slot = self.book.capped and any(

@@ -76,6 +76,26 @@ PREFETCH_MAX_AVERAGE_JOB_SECONDS = 0.05
 #: A prefetched job that no child took within this many seconds is handed back.
 PREFETCH_MAX_WAIT = 1.0
 
+#: Inline rows: a job claimed and handed to an idle child in the same loop turn travels with
+#: the row the claim read when its payload is at most this many bytes (``sql/settle.sql``),
+#: so the child starts it without its own row-load round trip (about a tenth of an idle
+#: daemon's latency). Bigger payloads would cost the supervisor more in copies than the
+#: round trip they save, and a child loads them itself, as it does every job whose
+#: ownership this turn's claim does not vouch for. 0 turns inline rows off.
+INLINE_ROW_MAX_BYTES = 4096
+#: A RUN frame carries at most this many bytes of rows (a batch of big rows must never
+#: fill the child's socket buffer, which a non-blocking send cannot wait for); the rows
+#: beyond go without, and the child loads those.
+INLINE_ROWS_MAX_FRAME_BYTES = 65536
+
+#: The supervisor's claims that carry no outcome commit without waiting for the WAL flush
+#: (``sql/settle.sql``'s ``commit_mode``): on an idle daemon the flush was most of the time
+#: from a job's NOTIFY to its handler (one fsync). The cost: a PostgreSQL crash or failover
+#: within ``wal_writer_delay`` (200 ms by default) of such a claim, before anything else
+#: flushed it, forgets the claim, and the job runs again after recovery (at-least-once, as
+#: every job running at a crash already is). Outcomes are always written synchronously.
+CLAIM_ASYNC_COMMIT = True
+
 #: graphile-worker's stale-lock rule: a lock older than this (four hours) is presumed dead
 #: when no kongtaskd heartbeat vouches for its pool...
 STALE_LOCK_SECONDS = 4 * 3600

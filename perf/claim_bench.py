@@ -73,8 +73,8 @@ def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
 
     def claim(cur: Cursor, done: list[int], tasks: list[int], size: int) -> list[int]:
         cur.execute(
-            f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (done, [], [], [], POOL, tasks, None, size, [], [], False),
+            f"EXECUTE {name} ({', '.join(['%s'] * 14)})",
+            (done, [], [], [], POOL, tasks, None, size, [], [], False, 0, 0, False),
         )
         return [row[1] for row in cur.fetchall() if row[0] == "claimed"]
 

@@ -13,6 +13,12 @@
 --   $9 float8[]   run seconds of the jobs in $1, same order (null: unknown)
 --   $10 text[]    task identifiers of the jobs in $1, same order (the supervisor knows them)
 --   $11 boolean   keep_completed: also record each completed job in _kongtaskd_completed_jobs
+--   $12 integer   inline rows: a claimed job whose payload text is at most this many bytes
+--                 comes back with its row (0 = never; see `inline_rows` below)...
+--   $13 integer   ...for at most this many claimed jobs, best first (the supervisor's
+--                 idle children can take only so many this turn)
+--   $14 boolean   a claim without outcomes commits without waiting for its WAL flush
+--                 (`commit_mode` below)
 --
 -- Outcomes touch only rows this pool still holds (locked_by = $5), which makes a retried
 -- turn idempotent and leaves alone a job that a sweeper already took away from us.
@@ -52,17 +58,61 @@ held_queues as (
     and queues.locked_by = $5
   for update of queues
 ),
+-- commit_mode: a statement that only claims (no outcome rides along) may commit without
+-- waiting for the WAL flush (synchronous_commit = off for this transaction only: SET LOCAL
+-- semantics, the session keeps its setting). On an idle daemon that flush is the biggest
+-- part of the time from a job's NOTIFY to its handler's start (one fsync: 0.1 to 10 ms).
+-- What it risks: a PostgreSQL crash (or a failover) within wal_writer_delay of the claim
+-- forgets the claim, so the job is claimed and run again after recovery. Only then: any
+-- later synchronous commit flushes the claim's WAL with its own (WAL is one sequence), be it
+-- the handler's transaction or the outcome's statement, which stays synchronous. Other
+-- sessions see the claim at once either way (visibility never waits for the flush).
+commit_mode as (
+  select set_config('synchronous_commit', 'off', true) as setting
+  where $14::boolean and coalesce(cardinality($1::bigint[] || $2::bigint[] || $4::bigint[]), 0) = 0
+),
 claim as (
   select claim.kind, claim.id, claim.task_id, claim.priority, claim.run_at, claim.attempts,
     claim.max_attempts
   from {{schema}}.kongtaskd_claim(
     $5::text, $6::integer[], $7::text[],
-    case when (select count(*) from held_jobs) + (select count(*) from held_queues) >= 0
+    case when (select count(*) from held_jobs) + (select count(*) from held_queues)
+      + (select count(*) from commit_mode) >= 0
       then $8::integer end
   ) as claim
 ),
 claim_done as (
   select count(*) as claim_rows from claim
+),
+-- Inline rows: the row of each job claimed, as the child's load (load_job.sql) would read
+-- it, in the same order, as one JSON array text that the supervisor passes on undecoded
+-- (the child decodes it, payload included, and skips its own load round trip).
+-- Read from this statement's snapshot, which predates the claim's update (a later command),
+-- so the columns the claim sets are the claim's: attempts, locked_at = now(), locked_by =
+-- $5 (like graphile-worker's get_job, it leaves updated_at alone). The snapshot's version is the one the claim updated only if this
+-- transaction is its xmax: a job inserted after the snapshot is not seen at all, one
+-- replaced in between (add_job with its key) is seen in its older version, whose xmax is
+-- another transaction. Either way no row comes back and the child loads the job as before.
+-- Queue names never change, and a job's queue row exists before the job does. The task's
+-- identifier is left null: the supervisor knows it by task id and sends it along, so the
+-- statement still reads no table but those it always read (_private_tasks is not one: a
+-- lock on it, a migration's, must not stall the claim).
+inline_rows as (
+  select jobs.id,
+    json_build_array(jobs.id, null::text, queues.queue_name, jobs.payload,
+      jobs.priority, jobs.run_at, claim.attempts, jobs.max_attempts, jobs.last_error,
+      jobs.created_at, jobs.updated_at, jobs.key, now(), $5::text, jobs.revision, jobs.flags
+    )::text as job_row
+  from (
+    select claim.id, claim.attempts from claim
+    where claim.kind = 'claimed' and $12::integer > 0
+    order by claim.priority, claim.run_at, claim.id
+    limit $13::integer
+  ) as claim
+  join {{schema}}._private_jobs as jobs on jobs.id = claim.id
+  left join {{schema}}._private_job_queues as queues on queues.id = jobs.job_queue_id
+  where octet_length(jobs.payload::text) <= $12::integer
+    and jobs.xmax::text = mod(pg_current_xact_id_if_assigned()::text::bigint, 4294967296)::text
 ),
 completed as (
   delete from {{schema}}._private_jobs as jobs
@@ -130,14 +180,17 @@ unlocked_queues as (
 -- ready jobs may wait behind them, so the supervisor claims again next turn (the queue
 -- itself stays held until the outcome of the job taken from it is written).
 select 'completed' as kind, completed.id, null::integer as task_id, null::smallint as priority,
-  null::timestamptz as run_at, null::smallint as attempts, null::smallint as max_attempts
+  null::timestamptz as run_at, null::smallint as attempts, null::smallint as max_attempts,
+  null::text as job_row
 from completed
 union all
-select 'failed', failed.id, null, null, failed.run_at, failed.attempts, failed.max_attempts
+select 'failed', failed.id, null, null, failed.run_at, failed.attempts, failed.max_attempts,
+  null
 from failed
 union all
-select 'released', released.id, null, null, null, null, null from released
+select 'released', released.id, null, null, null, null, null, null from released
 union all
 select claim.kind, claim.id, claim.task_id, claim.priority, claim.run_at, claim.attempts,
-  claim.max_attempts
+  claim.max_attempts, inline_rows.job_row
 from claim
+left join inline_rows on inline_rows.id = claim.id and claim.kind = 'claimed'

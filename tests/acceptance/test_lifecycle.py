@@ -11,6 +11,7 @@ import psycopg2
 import pytest
 import yaml
 
+from kongtaskd import tunables
 from tests.acceptance.test_daemon import add_job, job_row, jobs_left, runs
 from tests.support import wait_for
 from tests.support.daemon import Daemon, prepare_database, query, run_once, write_config
@@ -237,10 +238,12 @@ def test_a_job_received_but_not_started_goes_back_when_the_supervisor_dies(db: s
     with Daemon(config) as daemon:
         daemon.wait_ready()
         (child,) = daemon.children()
+        # Too big to travel with its id (tunables.INLINE_ROW_MAX_BYTES): the child loads it.
         job = query(
             db,
-            "select id from graphile_worker.add_job('remember', '{}',"
+            "select id from graphile_worker.add_job('remember', json_build_object('pad', %s),"
             " run_at => now() + interval '1 second')",
+            ("x" * tunables.INLINE_ROW_MAX_BYTES,),
         )[0][0]
         locker = psycopg2.connect(db)
         try:

@@ -60,7 +60,21 @@ class Claimer:
 
     def settle(self, size: int, completed: list[int] | None = None) -> list[tuple[Any, ...]]:
         return self.queries.fetchall(
-            "settle", completed or [], [], [], [], self.pool, self.tasks, None, size, [], [], False
+            "settle",
+            completed or [],
+            [],
+            [],
+            [],
+            self.pool,
+            self.tasks,
+            None,
+            size,
+            [],
+            [],
+            False,
+            0,
+            0,
+            False,
         )
 
     def claim(self, size: int, completed: list[int] | None = None) -> list[int]:

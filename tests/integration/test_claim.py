@@ -117,7 +117,21 @@ class Claimer:
     ) -> tuple[list[int], bool]:
         """Claimed ids in the order the statement returns them, and its 'more' signal."""
         rows = self.queries.fetchall(
-            "settle", completed or [], [], [], [], pool, self.tasks, forbidden, size, [], [], False
+            "settle",
+            completed or [],
+            [],
+            [],
+            [],
+            pool,
+            self.tasks,
+            forbidden,
+            size,
+            [],
+            [],
+            False,
+            0,
+            0,
+            False,
         )
         claimed = [row[1] for row in rows if row[0] == "claimed"]
         more = any(row[0] == "more" for row in rows)
@@ -136,8 +150,8 @@ class Claimer:
     def _explain(self, size: int) -> str:
         return explain_analyze(
             self.conn,
-            "execute kongtaskd_settle (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            ([], [], [], [], POOL, self.tasks, None, size, [], [], False),
+            "execute kongtaskd_settle (" + ", ".join(["%s"] * 14) + ")",
+            ([], [], [], [], POOL, self.tasks, None, size, [], [], False, 0, 0, False),
         )
 
 
@@ -293,9 +307,11 @@ def test_claimed_rows_carry_what_the_supervisor_needs(conn) -> None:
     (noop,) = task_ids(conn, "noop")
     job = add(conn, "noop", priority=3, max_attempts=4)
     claimer = Claimer(conn, [noop])
-    rows = claimer.queries.fetchall("settle", [], [], [], [], POOL, [noop], None, 5, [], [], False)
+    rows = claimer.queries.fetchall(
+        "settle", [], [], [], [], POOL, [noop], None, 5, [], [], False, 0, 0, False
+    )
     (row,) = [row for row in rows if row[0] == "claimed"]
-    _kind, job_id, task_id, priority, run_at, attempts, max_attempts = row
+    _kind, job_id, task_id, priority, run_at, attempts, max_attempts, _row = row
     assert (job_id, task_id, priority, attempts, max_attempts) == (job, noop, 3, 1, 4)
     assert isinstance(run_at, dt.datetime) and run_at.tzinfo is not None
     # Another pool cannot complete it: outcomes touch only rows this pool holds.
@@ -319,7 +335,21 @@ def test_jobs_and_queues_this_turn_hands_back_stay_out_of_its_claim(conn) -> Non
     claimed, _ = claimer.claim(3)
     assert sorted(claimed) == sorted([first, second, serial])
     rows = claimer.queries.fetchall(
-        "settle", [serial], [second], ["boom"], [first], POOL, [noop], None, 10, [], [], False
+        "settle",
+        [serial],
+        [second],
+        ["boom"],
+        [first],
+        POOL,
+        [noop],
+        None,
+        10,
+        [],
+        [],
+        False,
+        0,
+        0,
+        False,
     )
     kinds = sorted((row[0], row[1]) for row in rows)
     assert kinds == [("completed", serial), ("failed", second), ("released", first)]
@@ -387,7 +417,21 @@ def test_outcome_rows_unlocked_by_someone_else_mid_statement_do_not_break_the_tu
         def settle() -> None:
             try:
                 result["rows"] = claimer.queries.fetchall(
-                    "settle", [queued, plain], [], [], [], POOL, [noop], None, 5, [], [], False
+                    "settle",
+                    [queued, plain],
+                    [],
+                    [],
+                    [],
+                    POOL,
+                    [noop],
+                    None,
+                    5,
+                    [],
+                    [],
+                    False,
+                    0,
+                    0,
+                    False,
                 )
             except psycopg2.Error as exc:
                 result["error"] = exc

@@ -254,3 +254,18 @@ def test_outcomes_written_without_a_claim_ask_for_the_next_claim() -> None:
     settled = book.settled(book.outcomes, 0, SettleResult(completed=[1]), {}, now=1.0)
     assert settled.wrote and settled.lost == []
     assert book.want_claim  # its queue may have unlocked a job this snapshot could not see
+
+
+def test_claimed_rows_last_for_the_turn_of_their_claim_only() -> None:
+    """A row vouches for ownership in the loop turn of its claim: the jobs dealt then carry
+    it; those left in hand lose it (the child loads them and checks the lock)."""
+    book = book_with(None)
+    claimed = [ClaimedJob(1, 5, 0, T0, '[1, "noop"]'), ClaimedJob(2, 5, 0, T0, None)]
+    claimed.append(ClaimedJob(3, 5, 0, T0, '[3, "noop"]'))
+    book.settled(book.outcomes, 3, SettleResult(claimed=claimed), {5: "noop"}, now=1.0)
+    (batch,) = book.deal(1)
+    assert [(j.id, j.row) for j in batch] == [(1, '[1, "noop"]')]
+    book.forget_rows()
+    assert [(j.id, j.row) for j in book.prefetched] == [(2, None), (3, None)]
+    assert [j.claimed_at for j in book.prefetched] == [1.0, 1.0]  # nothing else changes
+    assert not book.rows_in_hand

@@ -156,3 +156,21 @@ def test_cancel_round_trips_and_take_leaves_the_other_messages_in_order():
     finally:
         parent.close()
         child.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 4096])
+def test_run_with_rows_arrives_as_a_run_whose_rows_line_up_with_its_ids(chunk: int) -> None:
+    rows = protocol.encode_run_rows([(7, b'[7, "x"]'), (8, None), (9, b""), (10, "é".encode())])
+    plain = protocol.encode_run_rows([(11, None), (12, None)])
+    assert plain == protocol.encode_run(11, 12)  # no row at all: the plain frame
+    first, second = roundtrip([rows, plain], chunk)
+    assert first.kind is Kind.RUN and first.job_ids == (7, 8, 9, 10) and first.job_id == 7
+    assert first.rows == (b'[7, "x"]', None, b"", "é".encode())
+    assert second.kind is Kind.RUN and second.job_ids == (11, 12) and second.rows == ()
+
+
+def test_a_run_row_that_overruns_its_frame_is_a_protocol_error() -> None:
+    frame = bytearray(protocol.encode_run_rows([(7, b"[7]")]))
+    frame[4 + 1 + 8 + 3] = 200  # the row's size byte: far past the frame's end
+    with pytest.raises(protocol.ProtocolError, match="job 7"):
+        roundtrip([bytes(frame)], 4096)

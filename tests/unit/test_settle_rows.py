@@ -14,11 +14,11 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 def test_every_row_kind_lands_in_its_field() -> None:
     result = parse(
         [
-            ("completed", 1, None, None, None, None, None),
-            ("failed", 2, None, None, T0, 25, 25),
-            ("released", 3, None, None, None, None, None),
-            ("claimed", 4, 7, -1, T0, 1, 25),
-            ("more", None, None, None, None, None, None),
+            ("completed", 1, None, None, None, None, None, None),
+            ("failed", 2, None, None, T0, 25, 25, None),
+            ("released", 3, None, None, None, None, None, None),
+            ("claimed", 4, 7, -1, T0, 1, 25, None),
+            ("more", None, None, None, None, None, None, None),
         ]
     )
     assert result == SettleResult(
@@ -35,7 +35,7 @@ def test_every_row_kind_lands_in_its_field() -> None:
 
 def test_an_unknown_row_kind_is_an_error_that_names_it() -> None:
     with pytest.raises(ValueError, match="unknown kind 'deleted'"):
-        parse([("deleted", 1, None, None, None, None, None)])
+        parse([("deleted", 1, None, None, None, None, None, None)])
 
 
 def test_outcomes_are_false_when_empty_and_list_their_ids() -> None:
