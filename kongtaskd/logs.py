@@ -225,38 +225,49 @@ class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """
 
     deferred = False
+    #: Deferred records are in the stream's buffer (``flush`` has something to do).
+    pending = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.stream.write(self.format(record) + self.terminator)
             if not self.deferred or record.levelno >= logging.WARNING:
                 self.stream.flush()
+                self.pending = False
+            else:
+                self.pending = True
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
 
-def _our_handlers() -> list[_KongtaskHandler]:
-    return [h for h in logging.getLogger().handlers if isinstance(h, _KongtaskHandler)]
+#: The handlers :func:`defer_flushes` made deferred: what :func:`flush` flushes.
+_deferred: list[_KongtaskHandler] = []
 
 
 def defer_flushes() -> None:
     """From now on our handler flushes only on :func:`flush` and at WARNING or worse (a
     child: it calls :func:`flush` when a job ends and before it exits)."""
-    for handler in _our_handlers():
+    _deferred[:] = [h for h in logging.getLogger().handlers if isinstance(h, _KongtaskHandler)]
+    for handler in _deferred:
         handler.deferred = True
 
 
 def flush() -> None:
-    """Write out what our handler buffered (no system call when nothing is). Never raises:
-    it runs on the way out of a child, possibly from a signal handler that interrupted a
-    write, and losing a log line must not lose the exit."""
-    for handler in _our_handlers():
-        try:
-            handler.flush()
-        except Exception:
-            pass
+    """Write out what our deferred handler buffered; nearly free when nothing is (twice per
+    job in a child, whatever the level). Never raises: it runs on the way out of a child,
+    possibly from a signal handler that interrupted a write, and losing a log line must not
+    lose the exit."""
+    for handler in _deferred:
+        if handler.pending:
+            # Cleared first: a record the output thread writes meanwhile sets it again, so
+            # it is flushed now or by the next call, never forgotten.
+            handler.pending = False
+            try:
+                handler.flush()
+            except Exception:
+                pass
 
 
 #: pathname of the records :func:`job_line` makes (the stdlib would walk the stack for it).
