@@ -21,9 +21,11 @@ pass of each step: :func:`job_line` makes the record without the stdlib's stack 
 (``findCaller``: the caller is always kongtaskd), the message is scrubbed once (by
 :class:`SecretMaskingFilter`), the timestamp's date and time are formatted once a second,
 the ``logger [job N task]`` part is scrubbed once per job, not per line. In a child the
-handler writes into a buffer (:func:`defer_flushes`) that the child flushes when a job ends
-(before it reports), before it exits and at every WARNING or worse, so a job's lines and its
-captured output go out in one write, in order, and nothing waits past the job.
+handler holds back only a job's end line and captured output (:func:`defer_flushes`): the
+child flushes when a job ends (before it reports) and before it exits, the output thread
+after each read, so a job's last output and its end line go out in one write, in order, and
+nothing waits past the job. Everything else (a handler's own records, "job started", every
+WARNING or worse) is written at once: it may be the last line before a crash.
 """
 
 from __future__ import annotations
@@ -136,7 +138,10 @@ def _scrub_cached(key: Any, text: str) -> str:
     if _scrubbed_for is not registry:
         _scrubbed_cache.clear()
         _scrubbed_for = registry
-    found = _scrubbed_cache.get(key)
+    try:
+        found = _scrubbed_cache.get(key)
+    except TypeError:  # an unhashable job_id or task someone passed in extra=
+        return mask_secrets(text)
     if found is None:
         if len(_scrubbed_cache) >= _SCRUBBED_CACHE_MAX:
             _scrubbed_cache.clear()
@@ -231,7 +236,11 @@ class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.stream.write(self.format(record) + self.terminator)
-            if not self.deferred or record.levelno >= logging.WARNING:
+            if (
+                not self.deferred
+                or record.levelno >= logging.WARNING
+                or record.pathname not in _DEFERRABLE
+            ):
                 self.stream.flush()
                 self.pending = False
             else:
@@ -272,10 +281,23 @@ def flush() -> None:
 
 #: pathname of the records :func:`job_line` makes (the stdlib would walk the stack for it).
 _JOB_LINE_SOURCE = __file__
+#: pathname of a job's end line: the child flushes right after it, so it may wait in the
+#: buffer. Every other record of a child is written at once (a handler's own lines, "job
+#: started": the last words before a crash that no flush would follow).
+_JOB_END_SOURCE = __file__ + ":job_finished"
+#: Records a deferred handler may hold back: job ends, and the output capture's lines
+#: (its reader thread flushes after each read, the child at each job's end).
+_DEFERRABLE = frozenset({_JOB_END_SOURCE, "(captured)"})
 
 
 def job_line(
-    logger: logging.Logger, level: int, job_id: int, task: str, msg: str, *args: object
+    logger: logging.Logger,
+    level: int,
+    job_id: int,
+    task: str,
+    msg: str,
+    *args: object,
+    source: str = _JOB_LINE_SOURCE,
 ) -> None:
     """One of kongtaskd's own lines about a job (started, finished), as cheap as a record
     gets: no ``LoggerAdapter``, no stack walk for the caller's file and line."""
@@ -284,7 +306,7 @@ def job_line(
     record = logger.makeRecord(
         logger.name,
         level,
-        _JOB_LINE_SOURCE,
+        source,
         0,
         msg,
         args,
@@ -349,6 +371,7 @@ def job_finished(logger: logging.Logger, job: Job, seconds: float, error: str | 
             seconds,
             job.attempts,
             job.max_attempts,
+            source=_JOB_END_SOURCE,
         )
         return
     last = job.attempts >= job.max_attempts
@@ -363,4 +386,5 @@ def job_finished(logger: logging.Logger, job: Job, seconds: float, error: str | 
         job.max_attempts,
         "no retries left" if last else "will retry",
         error.split("\n", 1)[0],
+        source=_JOB_END_SOURCE,
     )

@@ -92,3 +92,35 @@ def test_run_jobs_logs_the_same_lines(fresh_dsn: str, root_logging: Any) -> None
     assert summary.ran == 4
     assert job_lines(stream.getvalue()) == EXPECTED, stream.getvalue()
     assert "job started" not in stream.getvalue()
+
+
+LAST_WORDS = """
+import os
+
+
+def handler(payload, ctx):
+    ctx.logger.info("last words before the crash")
+    os._exit(7)  # like a segfaulting extension: no exception, no flush
+"""
+
+
+def test_a_handlers_lines_before_a_crash_are_not_lost(fresh_dsn: str, tmp_path: Path) -> None:
+    prepare_database(fresh_dsn)
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "crash.py").write_text(LAST_WORDS)
+    config = write_config(
+        tmp_path,
+        fresh_dsn,
+        concurrency=1,
+        python_path=[str(modules)],
+        tasks={"crash": "crash:handler"},
+        task_modules=[],
+        log={"level": "debug"},
+    )
+    kongtaskd.add_job(fresh_dsn, "crash", {}, max_attempts=1)
+    done = run_once(config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = done.stderr
+    assert "[job 1 crash]: job started (attempt 1 of 1)" in log, log
+    assert "[job 1 crash]: last words before the crash" in log, log

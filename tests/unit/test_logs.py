@@ -256,19 +256,23 @@ def test_the_cached_timestamp_is_the_exact_one(created: float) -> None:
     assert _timestamp(created) == exact  # second call: from the cache
 
 
-def test_deferred_flushes_write_at_flush_and_at_warnings(stream: io.StringIO) -> None:
+def test_deferred_flushes_hold_back_only_job_ends(stream: io.StringIO) -> None:
     raw = io.BytesIO()
     buffered = io.TextIOWrapper(raw, encoding="utf-8", write_through=False)
-    setup_logging("info", "text", buffered)
-    log = logging.getLogger("kongtaskd.child")
-    log.info("flushed at once")
-    assert b"at once" in raw.getvalue()
+    setup_logging("debug", "text", buffered)
+    task_log = logging.getLogger("kongtaskd.task.send_email")
+    job_finished(task_log, a_job(), 0.5, None)
+    assert b"job succeeded" in raw.getvalue()  # not deferred: written at once
     defer_flushes()
-    log.info("held back")
-    assert b"held back" not in raw.getvalue()
+    job_started(task_log, a_job())  # the last words before a crash: never held back
+    assert b"job started" in raw.getvalue()
+    task_log.info("a handler's own line")  # the same
+    assert b"a handler's own line" in raw.getvalue()
+    job_finished(task_log, a_job(2), 0.5, None)
+    assert b"attempt 2 of 25" not in raw.getvalue()
     flush()
-    assert b"held back" in raw.getvalue()
-    log.info("a line before a warning")
-    log.warning("a warning is never held back")
-    assert b"a line before a warning" in raw.getvalue()
+    assert b"attempt 2 of 25" in raw.getvalue()
+    job_finished(task_log, a_job(3), 0.5, None)
+    job_finished(task_log, a_job(4), 0.5, "RuntimeError: a failure is never held back")
+    assert b"attempt 3 of 25" in raw.getvalue()
     assert b"never held back" in raw.getvalue()
