@@ -93,6 +93,8 @@ class SecretMaskingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_masked", False):  # already masked, or holds nobody's data
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a bad %-format must not lose the record; logging reports it
@@ -298,6 +300,7 @@ def job_line(
     msg: str,
     *args: object,
     source: str = _JOB_LINE_SOURCE,
+    clean: bool = False,
 ) -> None:
     """One of kongtaskd's own lines about a job (started, finished), as cheap as a record
     gets: no ``LoggerAdapter``, no stack walk for the caller's file and line."""
@@ -313,6 +316,12 @@ def job_line(
         None,
         extra={"job_id": job_id, "task": task},
     )
+    if clean:
+        # Our text and numbers only (``args`` are counts and seconds): nothing a secret
+        # could be in, so no redaction pass; rendered once, here.
+        record.msg = msg % args
+        record.args = None
+        record._masked = True
     logger.handle(record)
 
 
@@ -356,6 +365,7 @@ def job_started(logger: logging.Logger, job: Job) -> None:
         "job started (attempt %d of %d)",
         job.attempts,
         job.max_attempts,
+        clean=True,
     )
 
 
@@ -372,6 +382,7 @@ def job_finished(logger: logging.Logger, job: Job, seconds: float, error: str | 
             job.attempts,
             job.max_attempts,
             source=_JOB_END_SOURCE,
+            clean=True,
         )
         return
     last = job.attempts >= job.max_attempts
