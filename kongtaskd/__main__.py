@@ -1,5 +1,5 @@
 """``python -m kongtaskd`` is the same as the ``kongtaskd`` command."""
 
-from kongtaskd.cli import main
+from kongtaskd.cli import entry
 
-raise SystemExit(main())
+entry()

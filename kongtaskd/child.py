@@ -52,14 +52,14 @@ import psycopg2
 from psycopg2 import extensions
 from setproctitle import setproctitle
 
-from kongtaskd import protocol, redact, tunables
+from kongtaskd import logs, protocol, redact, tunables
 from kongtaskd.context import JobContext
 from kongtaskd.errors import KongtaskError
 from kongtaskd.hooks import Hooks
 from kongtaskd.hooks import build as build_hooks
 from kongtaskd.integrations.otel import split_trace_context
 from kongtaskd.job import Job
-from kongtaskd.logs import job_context
+from kongtaskd.logs import job_context, job_finished, job_started
 from kongtaskd.output import OutputCapture
 from kongtaskd.queries import Queries
 from kongtaskd.registry import Handler, load_handlers
@@ -204,6 +204,7 @@ class Child:
     def start(self) -> None:
         self.watch_parent()
         self.output = OutputCapture.start()  # before the imports: their prints are caught too
+        logs.defer_flushes()  # flushed at each job's end and before exit (logs.py)
         self.set_title("starting")
         self.install_signals()
         try:
@@ -385,6 +386,7 @@ class Child:
     def serve_next(self) -> None:
         """Wait for one message from the supervisor and act on it."""
         self.set_title("idle")
+        logs.flush()  # nothing logged waits while we do (end-of-job hooks' lines, errors)
         self.channel.wait()  # idle: a SIGTERM here ends the child at once
         with sigterm_deferred():  # the ids leave the socket and enter the holdings together
             message = self.channel.receive()
@@ -470,13 +472,11 @@ class Child:
             return
         # 2. Run, in the handler's own transaction on this child's connection.
         self.set_title(f"running {job.task_identifier}#{job.id}")
-        job_log = logging.LoggerAdapter(
-            logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
-            {"job_id": job.id, "task": job.task_identifier},
-        )
+        task_log = logging.getLogger(f"kongtaskd.task.{job.task_identifier}")
+        job_log = logging.LoggerAdapter(task_log, {"job_id": job.id, "task": job.task_identifier})
         output = self.output
         with job_context(job.id, job.task_identifier):  # every log record names the job
-            job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
+            job_started(task_log, job)
             if output is not None:
                 output.set_job((job.id, job.task_identifier))  # its prints name it too
             failure = self.call(handler, job, job_log, trace)
@@ -484,10 +484,8 @@ class Child:
                 output.set_job(None)
             seconds = time.perf_counter() - started
             self.jobs_done += 1
-            if failure is None:
-                job_log.info("job succeeded in %.3fs", seconds)
-            else:
-                job_log.warning("job failed in %.3fs: %s", seconds, failure.text.splitlines()[0])
+            job_finished(task_log, job, seconds, failure.text if failure else None)
+            logs.flush()  # this job's lines and output are out before its outcome
         # 3. Report. The supervisor writes the outcome (batched with other children's).
         # A cancelled job ends as the cancel's failure, also when its handler swallowed the
         # JobCancelled and returned (the trigger of kongtaskd migration 7 writes the message).
@@ -776,6 +774,7 @@ class Child:
                     stream.flush()
                 except (OSError, ValueError):
                     pass
+        logs.flush()
         os._exit(code)
 
     def set_title(self, what: str) -> None:

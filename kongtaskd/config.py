@@ -674,11 +674,12 @@ LOG_KEYS: tuple[Key, ...] = (
         "level",
         Str(choices=("debug", "info", "warning", "error")),
         "info",
-        "Lowest level written. Default info: start-up, shutdown, children, failures, and two "
-        "lines per job (started; succeeded or failed, with its duration), which at thousands "
-        "of jobs a second is a lot of journal: warning keeps failures and problems only. "
-        "debug adds kongtaskd's and libraries' debug lines, and makes CLI errors print their "
-        "traceback.",
+        "Lowest level written. Default info: start-up, shutdown, children, and one line per "
+        "finished job (task, id, attempt, outcome, duration; a failure at warning, or error "
+        "on its last attempt, with the error's first line), as graphile-worker logs one per "
+        "completed job; at thousands of jobs a second that is still a lot of journal: warning "
+        "keeps failures and problems only. debug adds a 'job started' line per job, "
+        "kongtaskd's and libraries' debug lines, and makes CLI errors print their traceback.",
     ),
     Key(
         "format",

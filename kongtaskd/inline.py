@@ -209,19 +209,18 @@ class _Runner:
         """Run the handler; None on success, else the error text the child would write."""
         from kongtaskd.child import format_error
         from kongtaskd.context import JobContext
-        from kongtaskd.logs import job_context
+        from kongtaskd.logs import job_context, job_finished, job_started
 
         handler = self.handlers[job.task_identifier]
-        job_log = logging.LoggerAdapter(
-            logging.getLogger(f"kongtaskd.task.{job.task_identifier}"),
-            {"job_id": job.id, "task": job.task_identifier},
-        )
+        task_log = logging.getLogger(f"kongtaskd.task.{job.task_identifier}")
+        job_log = logging.LoggerAdapter(task_log, {"job_id": job.id, "task": job.task_identifier})
         ctx = JobContext(
             job=job, logger=job_log, connection=self.ctx_connection, schema=self.schema
         )
         started = time.perf_counter()
+        error: str | None = None
         with job_context(job.id, job.task_identifier):
-            job_log.info("job started (attempt %d of %d)", job.attempts, job.max_attempts)
+            job_started(task_log, job)  # the daemon's lines, the same policy (logs.py)
             try:
                 result = handler(job.payload, ctx)
                 if inspect.isawaitable(result):
@@ -229,10 +228,9 @@ class _Runner:
                         self.loop = asyncio.new_event_loop()
                     self.loop.run_until_complete(result)
             except Exception as exc:  # a handler's failure is the job's, not ours
-                job_log.warning("job failed in %.3fs: %s", time.perf_counter() - started, exc)
-                return format_error(exc)
-            job_log.info("job succeeded in %.3fs", time.perf_counter() - started)
-        return None
+                error = format_error(exc)
+            job_finished(task_log, job, time.perf_counter() - started, error)
+        return error
 
     def record(self, job_id: int, error: str | None, summary: RunSummary) -> None:
         if error is None:

@@ -15,6 +15,17 @@ not only ``ctx.logger``'s. Context variables follow ``async`` handlers into thei
 
 Nothing here starts a thread or holds a lock across calls; the stdlib re-initialises
 handler locks in a forked child, so this setup is safe to inherit across ``fork()``.
+
+Per-job lines are on the hot path (thousands a second), so each costs one record and one
+pass of each step: :func:`job_line` makes the record without the stdlib's stack walk
+(``findCaller``: the caller is always kongtaskd), the message is scrubbed once (by
+:class:`SecretMaskingFilter`), the timestamp's date and time are formatted once a second,
+the ``logger [job N task]`` part is scrubbed once per job, not per line. In a child the
+handler holds back only a job's end line and captured output (:func:`defer_flushes`): the
+child flushes when a job ends (before it reports) and before it exits, the output thread
+after each read, so a job's last output and its end line go out in one write, in order, and
+nothing waits past the job. Everything else (a handler's own records, "job started", every
+WARNING or worse) is written at once: it may be the last line before a crash.
 """
 
 from __future__ import annotations
@@ -26,9 +37,13 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from kongtaskd import redact
 from kongtaskd.dsn import mask_secrets
+
+if TYPE_CHECKING:
+    from kongtaskd.job import Job
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
@@ -78,6 +93,8 @@ class SecretMaskingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_masked", False):  # already masked, or holds nobody's data
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a bad %-format must not lose the record; logging reports it
@@ -94,9 +111,44 @@ def _message(record: logging.LogRecord) -> str:
     return message if getattr(record, "_masked", False) else mask_secrets(message)
 
 
+# The date and time of the last second formatted: strftime once a second, not per line.
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(created: float) -> str:
-    moment = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _second
+    second, micros = divmod(round(created * 1_000_000), 1_000_000)
+    cached = _second  # one read: another thread may replace it meanwhile, never half of it
+    if cached[0] != second:
+        moment = dt.datetime.fromtimestamp(second, tz=dt.timezone.utc)
+        cached = _second = (second, moment.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{cached[1]}{micros // 1000:03d}Z"
+
+
+# Scrubbed texts that repeat on every line of a job (logger names, task identifiers, the
+# text format's ``logger [job N task]``), for the secrets registry of the moment: a new
+# secret empties it. Bounded: a long-lived process sees endless job ids.
+_scrubbed_cache: dict[Any, str] = {}
+_scrubbed_for: object = None
+_SCRUBBED_CACHE_MAX = 4096
+
+
+def _scrub_cached(key: Any, text: str) -> str:
+    """``mask_secrets(text)``, remembered under ``key`` while the registry stays the same."""
+    global _scrubbed_for
+    registry = redact.registry()
+    if _scrubbed_for is not registry:
+        _scrubbed_cache.clear()
+        _scrubbed_for = registry
+    try:
+        found = _scrubbed_cache.get(key)
+    except TypeError:  # an unhashable job_id or task someone passed in extra=
+        return mask_secrets(text)
+    if found is None:
+        if len(_scrubbed_cache) >= _SCRUBBED_CACHE_MAX:
+            _scrubbed_cache.clear()
+        found = _scrubbed_cache[key] = mask_secrets(text)
+    return found
 
 
 class TextFormatter(logging.Formatter):
@@ -107,11 +159,15 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         job_id = getattr(record, "job_id", None)
-        where = record.name
-        if job_id is not None:
-            where += f" [job {job_id} {getattr(record, 'task', None) or '?'}]"
-        head = mask_secrets(f"{_timestamp(record.created)} {record.levelname} {where}")
-        line = f"{head}: {_message(record)}"
+        if job_id is None:
+            where = _scrub_cached(record.name, record.name)
+        else:
+            task = getattr(record, "task", None) or "?"
+            where = _scrub_cached(
+                (record.name, job_id, task), f"{record.name} [job {job_id} {task}]"
+            )
+        # The timestamp and level are ours (digits, a level name): nothing to scrub there.
+        line = f"{_timestamp(record.created)} {record.levelname} {where}: {_message(record)}"
         if record.exc_info:
             line += "\n" + mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
@@ -127,29 +183,29 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
+        # quote of the JSON syntax next to a secret. ts and level are ours (nothing to
+        # scrub); logger and task repeat on every line of a job (scrubbed once, cached).
+        task = getattr(record, "task", None)
         entry: dict[str, Any] = {
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": None,  # filled in below, scrubbed once
-            "job_id": getattr(record, "job_id", None),
-            "task": getattr(record, "task", None),
+            "logger": _scrub_cached(record.name, record.name),
+            "msg": _message(record),
+            "job_id": _scrubbed(getattr(record, "job_id", None)),
+            "task": _scrub_cached(task, task) if isinstance(task, str) else _scrubbed(task),
             "pid": record.process,
         }
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
+            entry["stack"] = mask_secrets(self.formatStack(record.stack_info))
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and key not in entry:
-                entry[key] = value
-        # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
-        # quote of the JSON syntax next to a secret. default: an extra value that JSON
-        # cannot hold is still logged, as (scrubbed) text.
-        scrubbed = _scrubbed(entry)
-        scrubbed["msg"] = _message(record)
+                entry[mask_secrets(key)] = _scrubbed(value)
+        # default: an extra value that JSON cannot hold is still logged, as (scrubbed) text.
         return json.dumps(
-            scrubbed,
+            entry,
             default=lambda value: mask_secrets(str(value)),
             ensure_ascii=False,
             separators=(",", ":"),
@@ -168,7 +224,105 @@ def _scrubbed(value: Any) -> Any:
 
 
 class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler we installed, so a second setup replaces it instead of doubling."""
+    """The handler we installed (a second setup replaces it instead of doubling).
+
+    ``deferred``: a record is written into the stream's buffer and the buffer flushed only
+    by :func:`flush` (the child's job end and exit) or by a record of WARNING or worse;
+    otherwise (the supervisor, the CLI) every record is flushed as it is written.
+    """
+
+    deferred = False
+    #: Deferred records are in the stream's buffer (``flush`` has something to do).
+    pending = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            if (
+                not self.deferred
+                or record.levelno >= logging.WARNING
+                or record.pathname not in _DEFERRABLE
+            ):
+                self.stream.flush()
+                self.pending = False
+            else:
+                self.pending = True
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+#: The handlers :func:`defer_flushes` made deferred: what :func:`flush` flushes.
+_deferred: list[_KongtaskHandler] = []
+
+
+def defer_flushes() -> None:
+    """From now on our handler flushes only on :func:`flush` and at WARNING or worse (a
+    child: it calls :func:`flush` when a job ends and before it exits)."""
+    _deferred[:] = [h for h in logging.getLogger().handlers if isinstance(h, _KongtaskHandler)]
+    for handler in _deferred:
+        handler.deferred = True
+
+
+def flush() -> None:
+    """Write out what our deferred handler buffered; nearly free when nothing is (twice per
+    job in a child, whatever the level). Never raises: it runs on the way out of a child,
+    possibly from a signal handler that interrupted a write, and losing a log line must not
+    lose the exit."""
+    for handler in _deferred:
+        if handler.pending:
+            # Cleared first: a record the output thread writes meanwhile sets it again, so
+            # it is flushed now or by the next call, never forgotten.
+            handler.pending = False
+            try:
+                handler.flush()
+            except Exception:
+                pass
+
+
+#: pathname of the records :func:`job_line` makes (the stdlib would walk the stack for it).
+_JOB_LINE_SOURCE = __file__
+#: pathname of a job's end line: the child flushes right after it, so it may wait in the
+#: buffer. Every other record of a child is written at once (a handler's own lines, "job
+#: started": the last words before a crash that no flush would follow).
+_JOB_END_SOURCE = __file__ + ":job_finished"
+#: Records a deferred handler may hold back: job ends, and the output capture's lines
+#: (its reader thread flushes after each read, the child at each job's end).
+_DEFERRABLE = frozenset({_JOB_END_SOURCE, "(captured)"})
+
+
+def job_line(
+    logger: logging.Logger,
+    level: int,
+    job_id: int,
+    task: str,
+    msg: str,
+    *args: object,
+    source: str = _JOB_LINE_SOURCE,
+    clean: bool = False,
+) -> None:
+    """One of kongtaskd's own lines about a job (started, finished), as cheap as a record
+    gets: no ``LoggerAdapter``, no stack walk for the caller's file and line."""
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(
+        logger.name,
+        level,
+        source,
+        0,
+        msg,
+        args,
+        None,
+        extra={"job_id": job_id, "task": task},
+    )
+    if clean:
+        # Our text and numbers only (``args`` are counts and seconds): nothing a secret
+        # could be in, so no redaction pass; rendered once, here.
+        record.msg = msg % args
+        record.args = None
+        record._masked = True
+    logger.handle(record)
 
 
 def setup_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> None:
@@ -190,3 +344,58 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None
     handler.addFilter(SecretMaskingFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+# -- what is logged about each job ---------------------------------------------------------
+# An operator needs, at INFO, one line per finished job (graphile-worker's one line per
+# completed job, not Celery's two): task, id and attempt, the outcome and its duration. A
+# failure is WARNING while retries are left and ERROR on the last attempt, with the error's
+# first line (the traceback is in last_error). "job started" is DEBUG: the finished line
+# says the same and more, and the start of a job that never finishes is in the heartbeat's
+# details and the child's process title.
+
+
+def job_started(logger: logging.Logger, job: Job) -> None:
+    """DEBUG: the handler is about to run."""
+    job_line(
+        logger,
+        logging.DEBUG,
+        job.id,
+        job.task_identifier,
+        "job started (attempt %d of %d)",
+        job.attempts,
+        job.max_attempts,
+        clean=True,
+    )
+
+
+def job_finished(logger: logging.Logger, job: Job, seconds: float, error: str | None) -> None:
+    """The one INFO line per job (success), or its failure at WARNING/ERROR."""
+    if error is None:
+        job_line(
+            logger,
+            logging.INFO,
+            job.id,
+            job.task_identifier,
+            "job succeeded in %.3fs (attempt %d of %d)",
+            seconds,
+            job.attempts,
+            job.max_attempts,
+            source=_JOB_END_SOURCE,
+            clean=True,
+        )
+        return
+    last = job.attempts >= job.max_attempts
+    job_line(
+        logger,
+        logging.ERROR if last else logging.WARNING,
+        job.id,
+        job.task_identifier,
+        "job failed in %.3fs (attempt %d of %d, %s): %s",
+        seconds,
+        job.attempts,
+        job.max_attempts,
+        "no retries left" if last else "will retry",
+        error.split("\n", 1)[0],
+        source=_JOB_END_SOURCE,
+    )

@@ -29,7 +29,7 @@ import sys
 import threading
 from typing import IO, Any
 
-from kongtaskd import tunables
+from kongtaskd import logs, tunables
 
 _STREAMS = (("stdout", 1, logging.INFO), ("stderr", 2, logging.WARNING))
 
@@ -58,6 +58,8 @@ class OutputCapture:
         #: the main thread inside a boundary.
         self.lock = threading.RLock()
         self.job: tuple[int, str] | None = None
+        #: The last boundary ended a job and read the pipes dry (see ``set_job``).
+        self.settled = False
         # Two poll objects: CPython refuses concurrent poll() calls on one.
         self.poller = select.poll()  # the reader thread's
         self.sync_poller = select.poll()  # the main thread's
@@ -102,9 +104,21 @@ class OutputCapture:
     # -- the main thread ---------------------------------------------------------------------
     def set_job(self, job: tuple[int, str] | None) -> None:
         """From now on lines belong to ``job`` (None: outside any job). What was written
-        before is logged first, as the previous job's, its last partial line included."""
+        before is logged first, as the previous job's, its last partial line included.
+
+        One system call per job, not two: a job's start right after a job's end (only
+        kongtaskd's own code ran in between, which writes nothing to fds 1 and 2) needs no
+        read of the pipes, the end already read them dry. What a process left behind by an
+        earlier job writes in that gap is logged as no job's if the reader thread reads it
+        in the gap, else as the starting job's: it was no job's code anyway.
+        """
+        if job is not None and self.job is None and self.settled:
+            self.settled = False
+            self.job = job
+            return
         self.sync(end_lines=True)
         self.job = job
+        self.settled = job is None
 
     def sync(self, end_lines: bool = False) -> None:
         """Log everything written so far; ``end_lines``: unterminated lines too."""
@@ -145,6 +159,9 @@ class OutputCapture:
                     if pipe is not None and not self._read(pipe):
                         self.poller.unregister(fd)
                         del self.by_fd[fd]
+            # The log is buffered in a child (logs.defer_flushes): output read here, while a
+            # job runs or after it, goes out now, not at the next job's end.
+            logs.flush()
             if not self.by_fd:
                 return
 
@@ -202,10 +219,11 @@ def _keep_log_handlers_on_the_original_streams() -> None:
             continue
         if fd not in copies:
             stream.flush()
+            # Block-buffered: kongtaskd's handler flushes at each job's end and before exit
+            # (logs.defer_flushes), a stdlib StreamHandler after every record anyway.
             copies[fd] = os.fdopen(
                 os.dup(fd),
                 "w",
-                buffering=1,
                 encoding=getattr(stream, "encoding", None) or "utf-8",
                 errors="backslashreplace",
                 closefd=True,

@@ -37,6 +37,12 @@ _secrets: frozenset[str] = frozenset()
 _windows: frozenset[str] = frozenset()
 
 
+def registry() -> frozenset[str]:
+    """The registered secrets (every spelling): a new value after every change, so a cache
+    of scrubbed texts can tell when to forget (``kongtaskd.logs``)."""
+    return _secrets
+
+
 def spellings(secret: str) -> set[str]:
     """``secret`` and the forms it takes when encoded into a URI, JSON or a ``repr``."""
     found = {secret, urllib.parse.unquote(secret)}

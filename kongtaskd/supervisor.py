@@ -320,8 +320,12 @@ class Supervisor:
         if not self.draining:
             for _ in range(self.config.concurrency):
                 self.fleet.spawn()
+            # Our session connects while the children connect: start-up is on the clock of
+            # every `--once` run. (They fork from the zygote: no fd of it reaches them.)
+            self.connect()
             self.await_children()
-        self.connect()
+        if not self.session.connected:
+            self.connect()
         self.beat()
         self.announce_ready()
 

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import io
 import json
 import logging
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from kongtaskd import redact
-from kongtaskd.logs import current_job, job_context, setup_logging
+from kongtaskd.job import Job
+from kongtaskd.logs import (
+    _timestamp,
+    current_job,
+    defer_flushes,
+    flush,
+    job_context,
+    job_finished,
+    job_started,
+    setup_logging,
+)
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<rest>.*)$")
 
@@ -179,3 +192,87 @@ def test_registered_secrets_are_hidden_in_every_part_of_a_record(
         assert "ValueError: bad password '***'" in entries[3]["exc"]
     else:
         assert "reconnect failed: could not translate host name '***@db'" in text
+
+
+# -- the per-job lines and what makes them cheap ---------------------------------------------
+def a_job(attempts: int = 1, max_attempts: int = 25) -> Job:
+    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(Job)}
+    values.update(id=42, task_identifier="send_email", attempts=attempts, max_attempts=max_attempts)
+    return Job(**values)
+
+
+def test_one_info_line_per_finished_job_and_started_at_debug(stream: io.StringIO) -> None:
+    setup_logging("info", "text", stream)
+    task_log = logging.getLogger("kongtaskd.task.send_email")
+    job_started(task_log, a_job())
+    job_finished(task_log, a_job(), 0.0123, None)
+    job_finished(task_log, a_job(2, 3), 1.5, "RuntimeError: smtp down\n\nTraceback ...")
+    job_finished(task_log, a_job(3, 3), 0.25, "RuntimeError: smtp down")
+    assert [line.split(" ", 1)[1] for line in lines(stream)] == [
+        "INFO kongtaskd.task.send_email [job 42 send_email]: "
+        "job succeeded in 0.012s (attempt 1 of 25)",
+        "WARNING kongtaskd.task.send_email [job 42 send_email]: "
+        "job failed in 1.500s (attempt 2 of 3, will retry): RuntimeError: smtp down",
+        "ERROR kongtaskd.task.send_email [job 42 send_email]: "
+        "job failed in 0.250s (attempt 3 of 3, no retries left): RuntimeError: smtp down",
+    ]
+    setup_logging("debug", "json", stream)
+    stream.truncate(0)
+    stream.seek(0)
+    job_started(task_log, a_job())
+    (entry,) = (json.loads(line) for line in lines(stream))
+    assert entry == {
+        "ts": entry["ts"],
+        "level": "debug",
+        "logger": "kongtaskd.task.send_email",
+        "msg": "job started (attempt 1 of 25)",
+        "job_id": 42,
+        "task": "send_email",
+        "pid": os.getpid(),
+    }
+
+
+def test_a_secret_registered_later_is_hidden_in_names_seen_before(stream: io.StringIO) -> None:
+    """The scrubbed logger names and job tags are cached: a new secret must empty the cache."""
+    setup_logging("info", "text", stream)
+    task_log = logging.getLogger("kongtaskd.task.hunter2secret")
+    job = dataclasses.replace(a_job(), task_identifier="hunter2secret")
+    job_finished(task_log, job, 0.0, None)
+    redact.register_secret("hunter2secret")
+    job_finished(task_log, job, 0.0, None)
+    first, second = lines(stream)
+    assert "hunter2secret" in first
+    assert "hunter2secret" not in second and "***" in second, second
+
+
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1_700_000_000.0, 1_700_000_000.9994, 1_700_000_000.9996, 1_764_583_199.999999],
+)
+def test_the_cached_timestamp_is_the_exact_one(created: float) -> None:
+    moment = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc)
+    exact = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert _timestamp(created) == exact
+    assert _timestamp(created) == exact  # second call: from the cache
+
+
+def test_deferred_flushes_hold_back_only_job_ends(stream: io.StringIO) -> None:
+    raw = io.BytesIO()
+    buffered = io.TextIOWrapper(raw, encoding="utf-8", write_through=False)
+    setup_logging("debug", "text", buffered)
+    task_log = logging.getLogger("kongtaskd.task.send_email")
+    job_finished(task_log, a_job(), 0.5, None)
+    assert b"job succeeded" in raw.getvalue()  # not deferred: written at once
+    defer_flushes()
+    job_started(task_log, a_job())  # the last words before a crash: never held back
+    assert b"job started" in raw.getvalue()
+    task_log.info("a handler's own line")  # the same
+    assert b"a handler's own line" in raw.getvalue()
+    job_finished(task_log, a_job(2), 0.5, None)
+    assert b"attempt 2 of 25" not in raw.getvalue()
+    flush()
+    assert b"attempt 2 of 25" in raw.getvalue()
+    job_finished(task_log, a_job(3), 0.5, None)
+    job_finished(task_log, a_job(4), 0.5, "RuntimeError: a failure is never held back")
+    assert b"attempt 3 of 25" in raw.getvalue()
+    assert b"never held back" in raw.getvalue()
