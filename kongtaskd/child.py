@@ -80,6 +80,7 @@ class ChildSettings:
 
     index: int
     pool_id: str
+    #: ``child_connection`` if set, else ``connection``.
     dsn: str
     schema: str
     tasks: Mapping[str, str]
@@ -92,6 +93,9 @@ class ChildSettings:
     #: The ``hooks:`` module (kongtaskd.hooks) and the ``sentry`` section (a SentryConfig).
     hooks: str | None = None
     sentry: Any = None
+    #: ``dsn`` is ``child_connection`` (a pooler, maybe in transaction mode): no session
+    #: state on it, so no PREPARE (queries.py runs the statements unprepared).
+    pooled: bool = False
 
 
 class Failure(NamedTuple):
@@ -327,6 +331,10 @@ class Child:
         self.hand_back(jobs)
 
     def connect(self) -> None:
+        """Open this child's connection. Through a pooler (``pooled``) it carries no session
+        state: application_name goes in the startup packet (PgBouncer tracks it per client
+        and sets it on whichever server connection runs our transaction), nothing is SET
+        after connecting, and the statements run unprepared."""
         from kongtaskd.dsn import connect
 
         self.conn = connect(
@@ -335,7 +343,10 @@ class Child:
             autocommit=True,
         )
         self.queries = Queries(
-            self.conn, self.settings.schema, names=("load_job", "load_jobs", "settle")
+            self.conn,
+            self.settings.schema,
+            names=("load_job", "load_jobs", "settle"),
+            prepared=not self.settings.pooled,
         )
 
     def ensure_connection(self) -> None:
