@@ -25,6 +25,8 @@ class PoolerDsn(str):
     """The DSN through the pooler, which can also show the pooler's log (while it runs)."""
 
     log_path: Path
+    #: The pgbouncer process (for a benchmark's CPU figures).
+    pid: int
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -94,6 +96,7 @@ def pgbouncer(
         user = params.get("user", "postgres")
         pooled = PoolerDsn(f"host=127.0.0.1 port={port} dbname={dbname} user={user}")
         pooled.log_path = directory / "pgbouncer.log"
+        pooled.pid = proc.pid
         yield pooled
     finally:
         proc.terminate()
