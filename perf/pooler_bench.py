@@ -129,6 +129,51 @@ def one(mode: str, jobs: int, concurrency: int, task: str) -> dict[str, float]:
         drop_database(ADMIN, dsn)
 
 
+def statement_cost(rounds: int, calls: int) -> None:
+    """The child's per-job statement alone (``load_job`` of a held job), prepared vs
+    unprepared on one direct connection, blocks interleaved: the backend's CPU and the
+    client's wall time per call."""
+    from kongtaskd.queries import Queries
+    from kongtaskd.settle import Outcomes, Settle, Want
+
+    dsn = create_database(ADMIN, "kt_pooler_stmt")
+    try:
+        prepare_database(dsn)
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("select graphile_worker.add_job('noop', '{}'::json)")
+            cur.execute("select pg_backend_pid(), id from graphile_worker._private_tasks")
+            backend, task_id = cur.fetchone()
+        modes = {
+            "prepared": Queries(conn, "graphile_worker", names=("load_job", "settle")),
+            "unprepared": Queries(conn, "graphile_worker", names=("load_job",), prepared=False),
+        }
+        (job,) = (
+            Settle(modes["prepared"], "pooler-bench-pool")
+            .settle(Outcomes(), Want(1, [task_id]))
+            .claimed
+        )
+        cpu: dict[str, list[float]] = {mode: [] for mode in modes}
+        wall: dict[str, list[float]] = {mode: [] for mode in modes}
+        for round_ in range(rounds):
+            for mode in sorted(modes, reverse=bool(round_ % 2)):
+                queries = modes[mode]
+                before, started = cpu_seconds(backend), time.perf_counter()
+                for _ in range(calls):
+                    assert queries.fetchall("load_job", job.id, "pooler-bench-pool")
+                wall[mode].append((time.perf_counter() - started) / calls * 1e6)
+                cpu[mode].append((cpu_seconds(backend) - before) / calls * 1e6)
+        conn.close()
+    finally:
+        drop_database(ADMIN, dsn)
+    print(f"\nload_job alone, {calls} calls x {rounds} interleaved blocks (median, min-max)\n")
+    print("| mode | backend CPU µs/call | wall µs/call |")
+    print("|---|---|---|")
+    for mode in modes:
+        print(f"| {mode} | {fmt(cpu[mode], 1)} | {fmt(wall[mode], 1)} |")
+
+
 def fmt(values: list[float], digits: int = 0) -> str:
     median = statistics.median(values)
     return f"{median:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
@@ -140,7 +185,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--task", default="noop", help="noop, or remember (one insert)")
+    parser.add_argument(
+        "--statement", action="store_true", help="only the per-job statement, prepared or not"
+    )
     args = parser.parse_args()
+    if args.statement:
+        statement_cost(args.rounds, 5000)
+        return
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for round_ in range(args.rounds):
         order = MODES[round_ % 3 :] + MODES[: round_ % 3]
