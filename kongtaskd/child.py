@@ -332,14 +332,17 @@ class Child:
 
     def connect(self) -> None:
         """Open this child's connection. Through a pooler (``pooled``) it carries no session
-        state: application_name goes in the startup packet (PgBouncer tracks it per client
-        and sets it on whichever server connection runs our transaction), nothing is SET
-        after connecting, and the statements run unprepared."""
+        state: nothing is SET after connecting, and the statements run unprepared.
+        application_name goes in the startup packet, and there it is the same for every
+        child: PgBouncer tracks it per client and SETs it on a server connection whenever
+        the next transaction comes from a client with another value, which with one name
+        per child would be a SET before most transactions."""
         from kongtaskd.dsn import connect
 
+        name = "kongtaskd child"
         self.conn = connect(
             self.settings.dsn,
-            application_name=f"kongtaskd child {self.settings.index}",
+            application_name=name if self.settings.pooled else f"{name} {self.settings.index}",
             autocommit=True,
         )
         self.queries = Queries(
