@@ -73,6 +73,11 @@ EXIT_ORPHANED = 5  # the supervisor went away
 
 _PR_SET_PDEATHSIG = 1
 
+#: The statements a child runs (queries.py): PREPAREd on a direct connection, unprepared on
+#: a ``child_connection`` (so each must also convert with ``queries.pyformat``: no inline
+#: ``--`` comment, no ``%``; tests/integration/test_queries_modes.py checks).
+CHILD_STATEMENTS = ("load_job", "load_jobs", "settle")
+
 
 @dataclass(frozen=True)
 class ChildSettings:
@@ -348,7 +353,7 @@ class Child:
         self.queries = Queries(
             self.conn,
             self.settings.schema,
-            names=("load_job", "load_jobs", "settle"),
+            names=CHILD_STATEMENTS,
             prepared=not self.settings.pooled,
         )
 

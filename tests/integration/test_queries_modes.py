@@ -16,12 +16,12 @@ import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
+from kongtaskd.child import CHILD_STATEMENTS
 from kongtaskd.queries import STATEMENTS, Queries, pyformat, source
 from kongtaskd.schema import migrate
 from kongtaskd.settle import Outcomes, Settle, Want
 
 POOL = "pool-queries-modes-1"
-CHILD_STATEMENTS = ("load_job", "load_jobs", "settle")
 
 
 @pytest.fixture()
@@ -54,7 +54,8 @@ def task_with_jobs(conn: psycopg2.extensions.connection, schema: str, count: int
     return int(task_id)
 
 
-def test_unprepared_texts_cast_every_parameter_to_the_prepares_type() -> None:
+def test_every_childs_statement_has_an_unprepared_text_with_typed_parameters() -> None:
+    # A statement a child runs that pyformat refuses would fail only on child_connection.
     for name in CHILD_STATEMENTS:
         types = STATEMENTS[name].param_types
         text = pyformat(source(name), types)
