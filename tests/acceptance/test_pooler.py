@@ -143,8 +143,13 @@ def test_a_child_dropped_by_query_wait_timeout_loads_again_and_runs_the_job_once
             try:
                 with blocker.cursor() as cur:
                     cur.execute("select 1")
+                # A payload above the inline-row threshold (a few KiB): the child loads the
+                # row itself, and that load is what waits (a small row travels with the
+                # dispatch, and the handler's insert would be what PgBouncer drops).
                 ((job_id,),) = query(
-                    dsn, "select id from graphile_worker.add_job('remember', '{}'::json)"
+                    dsn,
+                    "select id from graphile_worker.add_job('remember', "
+                    "json_build_object('pad', repeat('x', 16384)))",
                 )
                 wait_for(
                     lambda: pooled.log_text().count("closing because: query_wait_timeout") >= 2,
