@@ -75,6 +75,11 @@ EXIT_ORPHANED = 5  # the supervisor went away
 
 _PR_SET_PDEATHSIG = 1
 
+#: The statements a child runs (queries.py): PREPAREd on a direct connection, unprepared on
+#: a ``child_connection`` (so each must also convert with ``queries.pyformat``: no inline
+#: ``--`` comment, no ``%``; tests/integration/test_queries_modes.py checks).
+CHILD_STATEMENTS = ("load_job", "load_jobs", "settle")
+
 
 @dataclass(frozen=True)
 class ChildSettings:
@@ -82,6 +87,7 @@ class ChildSettings:
 
     index: int
     pool_id: str
+    #: ``child_connection`` if set, else ``connection``.
     dsn: str
     schema: str
     tasks: Mapping[str, str]
@@ -94,6 +100,9 @@ class ChildSettings:
     #: The ``hooks:`` module (kongtaskd.hooks) and the ``sentry`` section (a SentryConfig).
     hooks: str | None = None
     sentry: Any = None
+    #: ``dsn`` is ``child_connection`` (a pooler, maybe in transaction mode): no session
+    #: state on it, so no PREPARE (queries.py runs the statements unprepared).
+    pooled: bool = False
 
 
 class Failure(NamedTuple):
@@ -330,15 +339,25 @@ class Child:
         self.hand_back(jobs)
 
     def connect(self) -> None:
+        """Open this child's connection. Through a pooler (``pooled``) it carries no session
+        state: nothing is SET after connecting, and the statements run unprepared.
+        application_name goes in the startup packet, and there it is the same for every
+        child: PgBouncer tracks it per client and SETs it on a server connection whenever
+        the next transaction comes from a client with another value, which with one name
+        per child would be a SET before most transactions."""
         from kongtaskd.dsn import connect
 
+        name = "kongtaskd child"
         self.conn = connect(
             self.settings.dsn,
-            application_name=f"kongtaskd child {self.settings.index}",
+            application_name=name if self.settings.pooled else f"{name} {self.settings.index}",
             autocommit=True,
         )
         self.queries = Queries(
-            self.conn, self.settings.schema, names=("load_job", "load_jobs", "settle")
+            self.conn,
+            self.settings.schema,
+            names=CHILD_STATEMENTS,
+            prepared=not self.settings.pooled,
         )
 
     def ensure_connection(self) -> None:

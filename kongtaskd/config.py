@@ -31,10 +31,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+import psycopg2.extensions
 import yaml
 
 from kongtaskd import redact
-from kongtaskd.dsn import mask_dsn, resolve_dsn, secrets_in
+from kongtaskd.dsn import mask_dsn, mask_secrets, resolve_dsn, secrets_in
 from kongtaskd.embedded import EMBEDDED, is_embedded
 from kongtaskd.errors import ConfigError
 
@@ -417,6 +419,39 @@ class Str(ValueType):
     def from_env(self, text: str) -> Any:
         # Strings stay as typed: KONGTASK_SCHEMA=2024 is the schema "2024", not a number.
         return None if self.nullable and text.strip() == "null" else text
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionString(Str):
+    """A libpq connection string (URI or key=value), checked by libpq's own parser at load
+    time: a typo is an error naming the key and line at start, not a failing child later.
+    ``embedded`` is the ``connection`` key's alone (the CLI starts that server)."""
+
+    def describe(self) -> str:
+        return "connection string" + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str, origin: Origin) -> str | None:
+        checked = super().check(value, path, origin)
+        if checked is None:
+            return None
+        if is_embedded(checked):
+            raise Invalid(
+                path,
+                "'embedded' is only for `connection`; the children of an embedded server "
+                "connect to it directly (leave this key out)",
+            )
+        try:
+            psycopg2.extensions.parse_dsn(checked)
+        except psycopg2.ProgrammingError as error:
+            # The value is never quoted (it may hold a password), and libpq's message, which
+            # quotes the token it choked on, is masked: the loader registers the secrets
+            # only once every value has passed.
+            secrets = secrets_in(checked)
+            redact.register_secret(*secrets)
+            detail = " ".join(str(error).split()).removeprefix("invalid dsn: ")
+            detail = mask_secrets(detail, secrets)
+            raise Invalid(path, f"not a valid connection string: {detail}") from None
+        return checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -833,6 +868,24 @@ KEYS: tuple[Key, ...] = (
         secret=secrets_in,
     ),
     Key(
+        "child_connection",
+        ConnectionString(nullable=True),
+        None,
+        "A second connection string for the children (the processes that load and run jobs, "
+        "and whose connection handlers get as ctx.connection), typically PgBouncer in "
+        "transaction mode; the supervisor keeps its own direct session on `connection` for "
+        "LISTEN and claims (one connection per daemon). Default null: children use "
+        "`connection`, one server connection each. When set, children PREPARE nothing and run "
+        "the same statements unprepared (a transaction pooler cannot keep prepared "
+        "statements; PostgreSQL then plans each row load, about 0.1-0.2 ms of its CPU, see "
+        "deployment.md), and at start "
+        "the supervisor checks that a NOTIFY sent through it reaches its own connection "
+        "(same database). On a pooled ctx.connection only transactions are safe: no session "
+        "state (SET without LOCAL, advisory locks, temp tables, LISTEN, prepared statements). "
+        "Never logged with its password.",
+        secret=secrets_in,
+    ),
+    Key(
         "schema",
         Str(max_bytes=63),
         "graphile_worker",
@@ -1115,6 +1168,8 @@ class Config:
 
     #: The resolved connection string (flag > DATABASE_URL > file); None: libpq defaults.
     connection: str | None
+    #: The children's connection string (``child_connection``); None: ``connection``.
+    child_connection: str | None
     schema: str
     concurrency: int
     poll_interval: float
@@ -1169,7 +1224,7 @@ class Config:
         shown = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "connection" and value is not None:
+            if field.name in ("connection", "child_connection") and value is not None:
                 value = mask_dsn(value)
             shown.append(f"{field.name}={value!r}")
         return f"Config({', '.join(shown)})"
@@ -1178,6 +1233,16 @@ class Config:
     def dsn(self) -> str:
         """The connection string to hand to libpq; "" means its PG* variables and defaults."""
         return self.connection or ""
+
+    @property
+    def child_dsn(self) -> str:
+        """The children's connection string: ``child_connection``, else :attr:`dsn`."""
+        return self.child_connection if self.child_connection is not None else self.dsn
+
+    @property
+    def pooled_children(self) -> bool:
+        """Children connect through ``child_connection`` (a pooler): no PREPARE there."""
+        return self.child_connection is not None
 
     @property
     def is_embedded(self) -> bool:

@@ -124,7 +124,8 @@ class Fleet:
     ) -> None:
         self.config = config
         # Where the database is cannot change under a running daemon: fixed at birth.
-        self.pool_id, self.dsn, self.schema = pool_id, config.dsn, config.schema
+        self.pool_id, self.dsn, self.schema = pool_id, config.child_dsn, config.schema
+        self.pooled = config.pooled_children
         self.selector = selector
         self.book = book
         self.metrics = metrics
@@ -236,6 +237,7 @@ class Fleet:
             django_settings=self.config.django_settings,
             hooks=self.config.hooks,
             sentry=self.config.sentry,
+            pooled=self.pooled,
         )
 
     def forget_in_child(self) -> None:

@@ -29,7 +29,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -40,15 +39,13 @@ from typing import Any, cast
 from kongtaskd import settle as settle_sql
 from kongtaskd.drivers import Fetch, quote_identifier, sync_kind, sync_target
 from kongtaskd.job import Job
-from kongtaskd.queries import bind, source
+from kongtaskd.queries import bind, pyformat, source
 from kongtaskd.registry import Handler, resolve
 
 log = logging.getLogger("kongtaskd.inline")
 
 #: The savepoint each job runs under when run_jobs works in the caller's transaction.
 SAVEPOINT = "kongtaskd_run_jobs"
-
-_NUMBERED = re.compile(r"\$(\d+)")
 
 
 @dataclass
@@ -72,19 +69,6 @@ class RunSummary:
             f"{self.ran} jobs: {len(self.succeeded)} succeeded, {len(self.failed)} failed, "
             f"{len(self.permanently_failed)} failed permanently"
         )
-
-
-def pyformat(text: str) -> str:
-    """A ``$n`` statement file as ``%(pn)s`` text for every sync driver.
-
-    Comment lines go first: a value the driver interpolates on the client (psycopg2) must
-    never land inside a ``--`` comment, where a newline in it would end the comment.
-    """
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    body = "\n".join(lines)
-    if "--" in body or "%" in body:
-        raise ValueError("a statement file for run_jobs has an inline comment or a '%'")
-    return _NUMBERED.sub(lambda match: f"%(p{match.group(1)})s", body)
 
 
 class FetchQueries:

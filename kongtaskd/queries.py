@@ -7,6 +7,13 @@ PREPAREd once per connection: the claim and completion statements run thousands 
 second, and skipping their parse and plan is the cheapest speed-up there is. Values always
 travel as parameters.
 
+A connection through a pooler in transaction mode (``child_connection``) cannot keep a
+prepared statement: the next transaction may run on another server connection, where it
+does not exist (or another client's of the same name does). There :class:`Queries` runs the
+same files unprepared (``prepared=False``): ``$n`` becomes a psycopg2 parameter cast to the
+type the PREPARE would have declared (:func:`pyformat`), so both modes bind values to the
+same types and callers (``settle.Settle``, the child's loads) cannot tell them apart.
+
 Where a bound text goes decides one thing: psycopg2 reads ``%`` as a placeholder in a text
 executed *with* parameters (even an empty dict), so there a ``%`` of the name is doubled;
 a ``PREPARE`` runs without parameters and gets the name as it is. Every caller says which
@@ -16,6 +23,7 @@ a ``PREPARE`` runs without parameters and gets the name as it is. Every caller s
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -68,6 +76,31 @@ STATEMENTS: dict[str, Statement] = {
 }
 
 
+_NUMBERED = re.compile(r"\$(\d+)")
+
+
+def pyformat(text: str, param_types: tuple[str, ...] | None = None) -> str:
+    """A ``$n`` statement file as ``%(pn)s`` text for every sync driver.
+
+    Comment lines go first: a value the driver interpolates on the client (psycopg2) must
+    never land inside a ``--`` comment, where a newline in it would end the comment. With
+    ``param_types``, each ``$n`` becomes ``(%(pn)s::type)``: the type PREPARE declares, so
+    an empty list is a ``bigint[]`` and not an unknown literal.
+    """
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    body = "\n".join(lines)
+    if "--" in body or "%" in body:
+        raise ValueError("a statement file run with parameters has an inline comment or a '%'")
+
+    def placeholder(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        if param_types is None:
+            return f"%(p{number})s"
+        return f"(%(p{number})s::{param_types[number - 1]})"
+
+    return _NUMBERED.sub(placeholder, body)
+
+
 @functools.cache
 def source(name: str) -> str:
     """The text of ``sql/<name>.sql``, read once."""
@@ -114,17 +147,34 @@ def statement(name: str, schema: str, conn: Connection) -> str:
 
 
 class Queries:
-    """The prepared runtime statements of one connection."""
+    """The runtime statements of one connection: PREPAREd (a direct session), or run
+    unprepared with typed parameters (``prepared=False``: a transaction pooler)."""
 
-    def __init__(self, conn: Connection, schema: str, names: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        schema: str,
+        names: tuple[str, ...] | None = None,
+        *,
+        prepared: bool = True,
+    ) -> None:
         self.conn = conn
         self.schema = schema
+        self.prepared = prepared
         self._prefix = "kongtaskd_"
         self._names = names if names is not None else tuple(STATEMENTS)
+        #: Unprepared mode: name -> the bound ``%(pn)s`` text, made once per connection.
+        self._texts: dict[str, str] = {}
         self.prepare()
 
     def prepare(self) -> None:
-        """PREPARE every statement on this connection (again after a reconnect)."""
+        """PREPARE every statement on this connection (again after a reconnect); unprepared,
+        bind the texts once instead (no round trip)."""
+        if not self.prepared:
+            for name in self._names:
+                body = pyformat(source(name), STATEMENTS[name].param_types)
+                self._texts[name] = bind_schema(body, self.schema, self.conn, with_parameters=True)
+            return
         with self.conn.cursor() as cur:
             for name in self._names:
                 statement = STATEMENTS[name]
@@ -134,6 +184,10 @@ class Queries:
                 cur.execute(f"PREPARE {self._prefix}{name} {types} AS {body}")
 
     def execute(self, cur: Cursor, name: str, *params: Any) -> None:
+        if not self.prepared:
+            values = {f"p{number}": value for number, value in enumerate(params, start=1)}
+            cur.execute(self._texts[name], values)
+            return
         placeholders = f"({', '.join(['%s'] * len(params))})" if params else ""
         cur.execute(f"EXECUTE {self._prefix}{name} {placeholders}", params)
 

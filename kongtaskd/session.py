@@ -134,38 +134,58 @@ class Session:
             raise
         return conn
 
-    def check_listen(self) -> None:
-        """At start-up, before any child exists: refuse a connection on which LISTEN hears
-        nothing (see ``check_notifications_arrive``)."""
+    def check_listen(self, child_dsn: str | None = None) -> None:
+        """At start-up, before any child exists: refuse a ``connection`` on which LISTEN
+        hears nothing, and a ``child_connection`` (``child_dsn``) that does not lead to the
+        same database (see ``check_notifications_arrive``)."""
         from kongtaskd.dsn import connect
 
         conn = connect(self.dsn, application_name="kongtaskd supervisor (check)", autocommit=True)
         try:
             self.check_notifications_arrive(conn)
+            if child_dsn is not None:
+                self.check_notifications_arrive(conn, sender_dsn=child_dsn)
         finally:
             conn.close()
 
-    def check_notifications_arrive(self, conn: extensions.connection) -> None:
+    def check_notifications_arrive(
+        self, conn: extensions.connection, *, sender_dsn: str | None = None
+    ) -> None:
         """Refuse a connection on which LISTEN hears nothing.
 
         A pooler in transaction mode (PgBouncer's usual setting) hands the session's server
         connection to other clients between transactions: the LISTEN stays on a server
         connection we no longer hold, and every NOTIFY (new jobs, cancels, pauses) is lost
-        without an error; the daemon would only notice new jobs at each poll. So: LISTEN here,
+        without an error; the daemon would only notice new jobs at each poll (and the
+        supervisor's PREPAREd statements would vanish the same way). So: LISTEN here,
         NOTIFY from a second connection (as an application would), and wait for it, with no
         query in flight on this one (a pooler then holds no server connection for us).
+
+        ``sender_dsn`` (``child_connection``): send the NOTIFY through it instead. NOTIFY is
+        per database, so hearing it proves the children reach the database the supervisor
+        claims in; a pooler in transaction mode delivers a NOTIFY like any write.
         """
         from kongtaskd.dsn import connect
 
         channel, token = "kongtaskd:listen-check", secrets.token_hex(8)
         with conn.cursor() as cur:
             cur.execute(f'LISTEN "{channel}"')
-        other = connect(self.dsn, application_name="kongtaskd supervisor (check)", autocommit=True)
         try:
-            with other.cursor() as cur:
-                cur.execute("select pg_notify(%s, %s)", (channel, token))
-        finally:
-            other.close()
+            other = connect(
+                self.dsn if sender_dsn is None else sender_dsn,
+                application_name="kongtaskd supervisor (check)",
+                autocommit=True,
+            )
+            try:
+                with other.cursor() as cur:
+                    cur.execute("select pg_notify(%s, %s)", (channel, token))
+            finally:
+                other.close()
+        except (KongtaskError, psycopg2.Error) as exc:
+            if sender_dsn is None:
+                raise
+            message = exc.message if isinstance(exc, KongtaskError) else str(exc).strip()
+            raise type(exc)(f"child_connection: {message}") from None  # name the key
         deadline = time.monotonic() + tunables.LISTEN_CHECK_SECONDS
         while True:
             conn.poll()
@@ -177,14 +197,27 @@ class Session:
                 return
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ConfigError(
-                    "connection: a NOTIFY sent to this connection never arrived within "
-                    f"{tunables.LISTEN_CHECK_SECONDS:g} s: is it a pooler in transaction mode "
-                    "(PgBouncer)? The supervisor LISTENs for new jobs, cancels and pauses and "
-                    "needs a session of its own: point `connection` at PostgreSQL itself, or "
-                    "at a pooler in session mode"
-                )
+                raise ConfigError(self.unheard_message(sender_dsn is not None))
             select.select([conn], [], [], left)
+
+    @staticmethod
+    def unheard_message(through_child_connection: bool) -> str:
+        """The one line that says why the check failed and what to set."""
+        seconds = f"{tunables.LISTEN_CHECK_SECONDS:g} s"
+        if through_child_connection:
+            return (
+                "child_connection: a NOTIFY sent through it never reached the supervisor's "
+                f"`connection` within {seconds}: they lead to different databases, and the "
+                "children would find none of the jobs the supervisor claims; point "
+                "`child_connection` at the database `connection` names (through the pooler)"
+            )
+        return (
+            f"connection: a NOTIFY sent to this connection never arrived within {seconds}: "
+            "is it a pooler in transaction mode (PgBouncer)? The supervisor LISTENs for new "
+            "jobs, cancels and pauses and PREPAREs its statements, so it needs a session of "
+            "its own: point `connection` at PostgreSQL itself (or at a pooler in session "
+            "mode) and put the pooler's DSN in `child_connection`, which the children use"
+        )
 
     def release_unknown(self, known_ids: list[int]) -> None:
         """Hand back jobs locked by this pool that we do not know of (a claim's lost answer)."""

@@ -179,6 +179,7 @@ class Supervisor:
         # Where the database is cannot change under a running daemon (its locks carry
         # this pool's id on that database): a reload that changes it is refused.
         self.dsn = config.dsn
+        self.child_dsn = config.child_dsn  # the children's (fleet.py fixes it at birth too)
         self.schema = config.schema
         self.once = once
         self.pool_id = new_pool_id(once)
@@ -303,8 +304,9 @@ class Supervisor:
         )
         self.install_signals()
         self.migrate()
-        if self.session.listen:
-            self.session.check_listen()  # a transaction pooler would hear no NOTIFY: refuse it
+        # A transaction pooler would hear no NOTIFY and lose our PREPAREs (also --once):
+        # refuse it; and a child_connection must reach this database.
+        self.session.check_listen(self.config.child_connection)
         if self.config.metrics is not None:
             self.metrics_server = MetricsServer(
                 self.metrics,
@@ -940,8 +942,15 @@ class Supervisor:
         except KongtaskError as exc:
             self.reload_refused(exc.message)
             return
-        if (fresh.dsn, fresh.schema) != (self.dsn, self.schema):
-            log.warning("SIGHUP: connection and schema changes take effect only after a restart")
+        if (fresh.dsn, fresh.child_dsn, fresh.schema) != (
+            self.dsn,
+            self.child_dsn,
+            self.schema,
+        ):
+            log.warning(
+                "SIGHUP: connection, child_connection and schema changes take effect only "
+                "after a restart"
+            )
         self.pending = (fresh, cron_items)
         self.zygotes.propose(HandlerSpec.of(fresh))
         log.info("SIGHUP: configuration read again; importing its handlers before any change")

@@ -266,6 +266,52 @@ def test_a_running_daemon_shows_the_password_nowhere(
     assert not leaks(last_error), last_error
 
 
+def test_a_child_connections_password_is_shown_nowhere(migrated: str, tmp_path: Path) -> None:
+    """``child_connection`` holds a password of its own (the pooler's): registered like
+    ``connection``'s, so the children's logs, titles and application_name hide it."""
+    (tmp_path / "leaky.py").write_text(LEAKY_HANDLER)
+    config = write_config(
+        tmp_path,
+        migrated,
+        concurrency=1,
+        child_connection=uri(migrated),
+        python_path=[str(tmp_path)],
+        tasks={"leaky": "leaky:leaky"},
+        task_modules=[],
+    )
+    job_id = query(migrated, "select id from graphile_worker.add_job('leaky', '{}')")[0][0]
+    with Daemon(config) as daemon:
+        daemon.wait_ready()
+        wait_for(
+            lambda: (
+                query(
+                    migrated,
+                    "select attempts from graphile_worker._private_jobs where id = %s",
+                    (job_id,),
+                )[0][0]
+                == 1
+            ),
+            timeout=30,
+            what="the job's first attempt failed",
+        )
+        titles = [cmdline(daemon.pid)] + [cmdline(pid) for pid in daemon.children()]
+        names = query(
+            migrated,
+            "select application_name from pg_stat_activity where datname = current_database()"
+            " and pid <> pg_backend_pid()",
+        )
+        assert daemon.stop() == 0
+        log = daemon.log()
+    assert "connected with password ***" in log, log
+    assert not leaks(log), log
+    assert len(titles) == 2 and not leaks(" | ".join(titles)), titles
+    assert names and not leaks(repr(names)), names
+    ((last_error,),) = query(
+        migrated, "select last_error from graphile_worker._private_jobs where id = %s", (job_id,)
+    )
+    assert "ValueError: failing with '***' in the error" in last_error, last_error
+
+
 # --- .pgpass --------------------------------------------------------------------------------
 
 

@@ -21,6 +21,17 @@ from psycopg2.extensions import parse_dsn
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 
+class PoolerDsn(str):
+    """The DSN through the pooler, which can also show the pooler's log (while it runs)."""
+
+    log_path: Path
+    #: The pgbouncer process (for a benchmark's CPU figures).
+    pid: int
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -29,10 +40,18 @@ def _free_port() -> int:
 
 @contextmanager
 def pgbouncer(
-    server_dsn: str, *, pool_mode: str = "transaction", pool_size: int = 4
-) -> Iterator[str]:
+    server_dsn: str,
+    *,
+    pool_mode: str = "transaction",
+    pool_size: int = 4,
+    query_wait_timeout: float | None = None,
+) -> Iterator[PoolerDsn]:
     """Run PgBouncer in ``pool_mode`` before the server of ``server_dsn``; yield the DSN
-    that reaches the same database through it."""
+    that reaches the same database through it.
+
+    ``pool_size`` server connections per database and user (``default_pool_size``);
+    ``query_wait_timeout``: seconds a client may wait for one before PgBouncer drops it
+    (None: PgBouncer's default, 120 s)."""
     params = parse_dsn(server_dsn)
     directory = Path(tempfile.mkdtemp(prefix="kt-pgbouncer-"))
     directory.chmod(0o755)
@@ -53,6 +72,7 @@ def pgbouncer(
         f"default_pool_size = {pool_size}\n"
         "max_client_conn = 200\n"
         "ignore_startup_parameters = extra_float_digits\n"
+        + (f"query_wait_timeout = {query_wait_timeout:g}\n" if query_wait_timeout else "")
     )
     for path in (users, ini):
         path.chmod(0o644)
@@ -74,7 +94,10 @@ def pgbouncer(
                 time.sleep(0.05)
         dbname = params.get("dbname", "postgres")
         user = params.get("user", "postgres")
-        yield f"host=127.0.0.1 port={port} dbname={dbname} user={user}"
+        pooled = PoolerDsn(f"host=127.0.0.1 port={port} dbname={dbname} user={user}")
+        pooled.log_path = directory / "pgbouncer.log"
+        pooled.pid = proc.pid
+        yield pooled
     finally:
         proc.terminate()
         try:
