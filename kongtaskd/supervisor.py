@@ -676,7 +676,12 @@ class Supervisor:
             return
         # Rows for the jobs this turn's dispatch can hand out (the idle children's share,
         # after what is in hand): the rest would wait in hand and lose theirs anyway.
+        # None for pooled children (child_connection): their row load is where a child waits
+        # for a server connection, riding out PgBouncer's query_wait_timeout by reconnecting;
+        # without it the handler's first query would wait, and a drop would cost an attempt.
         rows = len(self.fleet.idle()) * self.book.batch_size() - len(self.book.prefetched)
+        if self.fleet.pooled:
+            rows = 0
         claim = Want(
             want,
             self.session.claimable_task_ids,
