@@ -64,7 +64,7 @@ def add_jobs(conn: psycopg2.extensions.connection, task: str, count: int) -> tup
 
 def test_the_statement_is_prepared_with_the_wrappers_types() -> None:
     assert STATEMENTS[NAME].param_types == PARAM_TYPES
-    assert len(PARAM_TYPES) == 11  # $1..$11 of sql/settle.sql
+    assert len(PARAM_TYPES) == 14  # $1..$14 of sql/settle.sql
 
 
 def test_settle_writes_each_outcome_kind_and_claims(conn: psycopg2.extensions.connection) -> None:
