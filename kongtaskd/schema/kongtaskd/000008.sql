@@ -170,7 +170,9 @@ begin
     --   available jobs, best priority first, one index probe per pair. For each pair of a
     --   task we may take, one range scan collects the run_at and queue of up to
     --   v_remaining * v_overfetch ready jobs: due, without a forbidden flag, and either in
-    --   no named queue or in one that is available (a probe of that queue's row, no lock).
+    --   no named queue or in one that is available (a probe of that queue's row by primary
+    --   key, no lock: a scalar subquery, never a join, which the generic plan could make a
+    --   hash join over every queue row).
     --   The walk stops when it holds that many and the next pair has a worse priority.
     streams(priority, task_id, first_run_at, run_ats, queue_ids, collected) as (
       select -32769, 0, null::timestamptz, null::timestamptz[], null::integer[], 0
@@ -187,11 +189,11 @@ begin
         limit 1
       ) as next
       cross join lateral (
-        select coalesce(array_agg(due.run_at order by due.n), '{}') as run_ats,
-          coalesce(array_agg(due.job_queue_id order by due.n), '{}') as queue_ids
+        -- Aggregated from the ordered, limited scan: in its order (no sort of its own).
+        select coalesce(array_agg(due.run_at), '{}') as run_ats,
+          coalesce(array_agg(due.job_queue_id), '{}') as queue_ids
         from (
-          select jobs.run_at, jobs.job_queue_id,
-            row_number() over (order by jobs.run_at) as n
+          select jobs.run_at, jobs.job_queue_id
           from {{schema}}._private_jobs as jobs
           where jobs.is_available = true
             and jobs.priority = next.priority
@@ -200,9 +202,9 @@ begin
             and jobs.run_at >= next.run_at
             and jobs.run_at <= now()
             and (forbidden_flags is null or (jobs.flags ?| forbidden_flags) is not true)
-            and (jobs.job_queue_id is null or exists (
-              select from {{schema}}._private_job_queues as queues
-              where queues.id = jobs.job_queue_id and queues.is_available = true))
+            and (jobs.job_queue_id is null or (
+              select queues.is_available from {{schema}}._private_job_queues as queues
+              where queues.id = jobs.job_queue_id))
           order by jobs.run_at
           limit least(v_remaining, coalesce(
             (select allowances.allow from allowances where allowances.task_id = next.task_id),
@@ -212,34 +214,37 @@ begin
       where streams.collected < v_remaining * v_overfetch or next.priority = streams.priority
     ),
     -- Every collected job, with its place in its pair's scan; the first of each named queue
-    -- is a slot (the others wait for it).
-    collected as (
+    -- is a slot (the others wait for it). Jobs in no queue are slots without a sort: the
+    -- common case pays for no window.
+    collected_jobs as (
       select streams.priority, streams.task_id, streams.first_run_at, due.run_at,
-        due.job_queue_id, due.place,
-        due.job_queue_id is null or row_number() over (
-          partition by due.job_queue_id order by streams.priority, due.run_at) = 1 as is_slot
+        due.job_queue_id, due.place
       from streams
       cross join lateral unnest(streams.run_ats, streams.queue_ids)
         with ordinality as due(run_at, job_queue_id, place)
     ),
+    collected as (
+      select collected_jobs.*, true as is_slot
+      from collected_jobs
+      where collected_jobs.job_queue_id is null
+      union all
+      select collected_jobs.*, row_number() over (
+          partition by collected_jobs.job_queue_id
+          order by collected_jobs.priority, collected_jobs.run_at) = 1
+      from collected_jobs
+      where collected_jobs.job_queue_id is not null
+    ),
     -- `shares`: the best v_remaining slots (the merge across tasks of one priority is by
-    --   run_at, as graphile-worker orders; a capped task keeps at most its allowance), and
-    --   per pair how far its scan must go to reach its last chosen slot.
+    --   run_at, as graphile-worker orders), and per pair how far its scan must go to reach
+    --   its last chosen slot. (A capped task seen at several priorities may get more than
+    --   its allowance here: `picked` keeps only the best `allow` of its jobs.)
     shares as (
       select best.priority, best.task_id, best.first_run_at, max(best.place) as reach
       from (
-        select slots.*
-        from (
-          select collected.*, row_number() over (
-              partition by collected.task_id order by collected.priority, collected.run_at
-            ) as place_in_task
-          from collected
-          where collected.is_slot
-        ) as slots
-        where v_allow_ids is null or slots.place_in_task <= coalesce(
-          (select allowances.allow from allowances where allowances.task_id = slots.task_id),
-          v_remaining)
-        order by slots.priority, slots.run_at
+        select collected.*
+        from collected
+        where collected.is_slot
+        order by collected.priority, collected.run_at
         limit v_remaining
       ) as best
       group by best.priority, best.task_id, best.first_run_at
@@ -261,38 +266,57 @@ begin
           and jobs.run_at >= shares.first_run_at
           and jobs.run_at <= now()
           and (forbidden_flags is null or (jobs.flags ?| forbidden_flags) is not true)
-          and (jobs.job_queue_id is null or exists (
-            select from {{schema}}._private_job_queues as queues
-            where queues.id = jobs.job_queue_id and queues.is_available = true))
+          and (jobs.job_queue_id is null or (
+            select queues.is_available from {{schema}}._private_job_queues as queues
+            where queues.id = jobs.job_queue_id))
         order by jobs.run_at
         limit shares.reach
         for update of jobs skip locked
       ) as locked
     ),
-    -- The first locked job of each named queue, every job of no queue; the best
-    -- v_remaining of them, each capped task within its allowance.
+    -- The first locked job of each named queue, every job of no queue (again no window
+    -- for those); the best v_remaining of them, each capped task within its allowance
+    -- (the window by task runs only when a cap is in play: one-time filters).
     ranked as (
+      select candidates.*, 1::bigint as place_in_queue
+      from candidates
+      where candidates.job_queue_id is null
+      union all
       select candidates.*,
         row_number() over (
           partition by candidates.job_queue_id
           order by candidates.priority, candidates.run_at, candidates.id
-        ) as place_in_queue
+        )
       from candidates
+      where candidates.job_queue_id is not null
+    ),
+    slots as (
+      select ranked.* from ranked where ranked.place_in_queue = 1
     ),
     picked as (
-      select within.id, within.job_queue_id
-      from (
-        select ranked.*, row_number() over (
-            partition by ranked.task_id order by ranked.priority, ranked.run_at, ranked.id
-          ) as place_in_task
-        from ranked
-        where ranked.job_queue_id is null or ranked.place_in_queue = 1
-      ) as within
-      where v_allow_ids is null or within.place_in_task <= coalesce(
-        (select allowances.allow from allowances where allowances.task_id = within.task_id),
-        v_remaining)
-      order by within.priority, within.run_at, within.id
-      limit v_remaining
+      (
+        select slots.id, slots.job_queue_id
+        from slots
+        where v_allow_ids is null
+        order by slots.priority, slots.run_at, slots.id
+        limit v_remaining
+      )
+      union all
+      (
+        select within.id, within.job_queue_id
+        from (
+          select slots.*, row_number() over (
+              partition by slots.task_id order by slots.priority, slots.run_at, slots.id
+            ) as place_in_task
+          from slots
+          where v_allow_ids is not null
+        ) as within
+        where within.place_in_task <= coalesce(
+          (select allowances.allow from allowances where allowances.task_id = within.task_id),
+          v_remaining)
+        order by within.priority, within.run_at, within.id
+        limit v_remaining
+      )
     ),
     -- The picked jobs' queues, locked FOR UPDATE SKIP LOCKED as graphile-worker does: a
     -- queue a concurrent claimer (of either fleet) holds, or took since our snapshot, is
@@ -339,19 +363,18 @@ begin
         and c.task_id = taken.task_id and c.rate_limit is not null
         and c.task_id = any(v_allow_ids)
     )
+    -- The same CTE read six times gives its rows in the same order every time.
     select
-      array(select claimed.id from claimed order by claimed.id),
-      array(select claimed.task_id from claimed order by claimed.id),
-      array(select claimed.priority from claimed order by claimed.id),
-      array(select claimed.run_at from claimed order by claimed.id),
-      array(select claimed.attempts from claimed order by claimed.id),
-      array(select claimed.max_attempts from claimed order by claimed.id),
+      array(select claimed.id from claimed),
+      array(select claimed.task_id from claimed),
+      array(select claimed.priority from claimed),
+      array(select claimed.run_at from claimed),
+      array(select claimed.attempts from claimed),
+      array(select claimed.max_attempts from claimed),
       -- Jobs left behind because their queue already gave this claim a job: they may be
       -- ready once it is free, or in another round.
-      (select count(*) from ranked where ranked.job_queue_id is not null
-         and ranked.place_in_queue > 1)::integer
-        + greatest(0, (select count(*) from ranked where ranked.job_queue_id is null
-           or ranked.place_in_queue = 1)::integer - v_remaining)
+      (select count(*) from ranked where ranked.place_in_queue > 1)::integer
+        + greatest(0, (select count(*) from slots)::integer - v_remaining)
     into v_ids, v_tasks, v_priorities, v_run_ats, v_attempts, v_max_attempts, v_behind;
 
     return query
