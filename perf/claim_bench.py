@@ -460,9 +460,10 @@ def queue_bench(args: argparse.Namespace) -> None:
         f"{shape} rounds={args.rounds} (medians)"
     )
     for label, runs in per.items():
+        medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         figures = ", ".join(
-            f"{key} {statistics.median(run[key] for run in runs):.{0 if key in ('claims', 'more') else 2}f}"
-            for key in runs[0]
+            f"{key} {value:.0f}" if key in ("claims", "more") else f"{key} {value:.2f}"
+            for key, value in medians.items()
         )
         every = " ".join(f"{run['jobs/s']:.0f}" for run in runs)
         print(f"  {label}: {figures} (jobs/s by round: {every})")

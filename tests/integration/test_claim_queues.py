@@ -55,11 +55,11 @@ def add_queued(conn: Connection, task: str, queues: int, per_queue: int) -> list
         " returning id, job_queue_id, run_at",
         (task_id, queues * per_queue, per_queue),
     )
+    # dicts keep insertion order: queues in the order of their first job.
     by_queue: dict[int, list[int]] = {}
     for job_id, queue_id, _run_at in sorted(rows, key=lambda row: row[2]):
         by_queue.setdefault(queue_id, []).append(job_id)
-    # Queues in the order of their first job.
-    return sorted(by_queue.values(), key=lambda ids: [row[2] for row in rows if row[0] == ids[0]])
+    return list(by_queue.values())
 
 
 def locked_queue_rows(conn: Connection) -> list[tuple[int, str]]:

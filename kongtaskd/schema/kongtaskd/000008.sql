@@ -64,6 +64,10 @@ declare
   v_attempts smallint[];
   v_max_attempts smallint[];
   v_behind integer;
+  -- Queues whose lock this claim could not get (a concurrent claimer holds them): passed
+  -- over in later rounds, which can then give their slots to other jobs.
+  v_lost_queues integer[] := '{}';
+  v_lost integer[];
   v_claimed_any boolean := false;
   v_left_behind boolean := false;
 begin
@@ -203,8 +207,9 @@ begin
             and jobs.run_at <= now()
             and (forbidden_flags is null or (jobs.flags ?| forbidden_flags) is not true)
             and (jobs.job_queue_id is null or (
+              jobs.job_queue_id <> all(v_lost_queues) and (
               select queues.is_available from {{schema}}._private_job_queues as queues
-              where queues.id = jobs.job_queue_id))
+              where queues.id = jobs.job_queue_id)))
           order by jobs.run_at
           limit least(v_remaining, coalesce(
             (select allowances.allow from allowances where allowances.task_id = next.task_id),
@@ -267,8 +272,9 @@ begin
           and jobs.run_at <= now()
           and (forbidden_flags is null or (jobs.flags ?| forbidden_flags) is not true)
           and (jobs.job_queue_id is null or (
+            jobs.job_queue_id <> all(v_lost_queues) and (
             select queues.is_available from {{schema}}._private_job_queues as queues
-            where queues.id = jobs.job_queue_id))
+            where queues.id = jobs.job_queue_id)))
         order by jobs.run_at
         limit shares.reach
         for update of jobs skip locked
@@ -374,8 +380,11 @@ begin
       -- Jobs left behind because their queue already gave this claim a job: they may be
       -- ready once it is free, or in another round.
       (select count(*) from ranked where ranked.place_in_queue > 1)::integer
-        + greatest(0, (select count(*) from slots)::integer - v_remaining)
-    into v_ids, v_tasks, v_priorities, v_run_ats, v_attempts, v_max_attempts, v_behind;
+        + greatest(0, (select count(*) from slots)::integer - v_remaining),
+      array(select picked.job_queue_id from picked where picked.job_queue_id is not null
+        except select got_queues.id from got_queues)
+    into v_ids, v_tasks, v_priorities, v_run_ats, v_attempts, v_max_attempts, v_behind,
+      v_lost;
 
     return query
     select 'claimed'::text, c.id, c.task_id, c.priority, c.run_at, c.attempts, c.max_attempts
@@ -385,10 +394,13 @@ begin
     v_claimed_any := v_claimed_any or cardinality(v_ids) > 0;
     v_left_behind := v_left_behind or v_behind > 0;
     v_remaining := v_remaining - cardinality(v_ids);
-    -- Another round only for jobs left behind in a queue this claim took, while something
-    -- is missing and the last round made progress (rows someone else holds never make a
-    -- claim spin). Three rounds: collections of 1x, 8x and 64x the jobs missing.
-    exit when v_behind = 0 or v_remaining <= 0 or cardinality(v_ids) = 0 or v_round >= 3;
+    -- Another round, while something is missing, for jobs left behind in a queue this
+    -- claim took (if the last round made progress), or for the slots of queues whose lock
+    -- was lost (those queues passed over from now on). At most three rounds, collecting 1x,
+    -- 8x and 64x the jobs missing, so rows someone else holds never make a claim spin.
+    v_lost_queues := v_lost_queues || v_lost;
+    exit when v_remaining <= 0 or v_round >= 3
+      or not ((v_behind > 0 and cardinality(v_ids) > 0) or cardinality(v_lost) > 0);
     v_overfetch := v_overfetch * 8;
     if v_allow_ids is not null then
       v_allow := array(
