@@ -10,9 +10,10 @@
 -- locks as candidates, queue first, FOR UPDATE SKIP LOCKED (graphile-worker's "strategy
 -- 1"); a job is claimed only if its queue's lock was obtained (a queue a concurrent claimer
 -- holds, or has just taken: the lock re-checks is_available on the newest row version, is
--- left to that claimer). At most one
--- job per named queue is locked fleet-wide, graphile-worker's workers included: they lock
--- the same rows.
+-- left to that claimer). At most one job per named queue is locked fleet-wide,
+-- graphile-worker's workers included: they lock the same rows. A queue locked for a job
+-- that is not taken in the end (cut by the claim's size) is only held until commit, as
+-- graphile-worker's own get_jobs holds every available queue for its statement.
 --
 -- Several jobs of one queue in a row (a hot queue filled queue by queue) would fill a claim
 -- of N with few distinct queues. The claim therefore runs in rounds: a round that left jobs
@@ -330,10 +331,10 @@ begin
         limit v_remaining
       )
     ),
-    -- The picked jobs' queues, locked FOR UPDATE SKIP LOCKED as graphile-worker does: a
-    -- queue a concurrent claimer (of either fleet) holds, or took since our snapshot, is
-    -- not obtained, and its job is not claimed. Paused queues never are (a pause that
-    -- committed after the marking above).
+    -- The picked jobs' queues, already locked by the candidate scan (locking again is a
+    -- no-op for our own locks): what it adds is the pause check, for a pause that
+    -- committed after the marking above. A queue not obtained gives no job (and is
+    -- passed over in the next round).
     got_queues as (
       select queues.id
       from {{schema}}._private_job_queues as queues
