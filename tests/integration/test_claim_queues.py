@@ -86,7 +86,8 @@ def test_a_claim_over_many_distinct_queues_takes_the_best_and_locks_only_their_q
 
 
 def test_idle_queue_rows_beside_ready_jobs_are_neither_read_nor_locked(conn, fresh_dsn) -> None:
-    """50,000 queues whose jobs are done (not cleaned up yet) and 20 ready jobs in no queue.
+    """50,000 queues whose jobs are done (not cleaned up yet), 20 ready jobs in no queue and
+    one in a live queue.
 
     Fails on migration 6's claim, which locked every available queue row: a concurrent
     transaction could then lock none of them, and the claim read every page of the table.
@@ -98,6 +99,9 @@ def test_idle_queue_rows_beside_ready_jobs_are_neither_read_nor_locked(conn, fre
         " select 'idle-' || n from generate_series(1, 50000) as n",
     )
     mine = [add(conn, "noop", seconds=-10 + n / 10) for n in range(20)]
+    # One live queue among them: a claim that looks at any queue at all must not read or
+    # lock the idle ones.
+    mine.insert(0, add(conn, "noop", seconds=-20, queue="live"))
     execute(conn, "vacuum analyze graphile_worker._private_job_queues")
     claimer = Claimer(conn, [noop])
     plan = claimer.plan(8)
@@ -112,14 +116,14 @@ def test_idle_queue_rows_beside_ready_jobs_are_neither_read_nor_locked(conn, fre
         with other.cursor() as cur:
             cur.execute(
                 "select count(*) from (select id from graphile_worker._private_job_queues"
-                " for update skip locked) as free"
+                " where queue_name like 'idle-%' for update skip locked) as free"
             )
             assert cur.fetchone() == (50000,)
         other.rollback()
         execute(conn, "commit")
     finally:
         other.close()
-    assert locked_queue_rows(conn) == []
+    assert [by for _, by in locked_queue_rows(conn)] == [POOL]  # the live queue only
 
 
 @pytest.mark.parametrize("steered", [False, True], ids=["fast path", "steered path"])
