@@ -379,10 +379,10 @@ def claimer(
     done: list[int] = []
     while True:
         began = time.perf_counter()
-        cur.execute(
-            f"EXECUTE {name} (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (done, [], [], [], f"{POOL}-{os.getpid()}", tasks, None, size, [], [], False),
-        )
+        # As many parameters as the statement declares (later ones: off / none).
+        params = (done, [], [], [], f"{POOL}-{os.getpid()}", tasks, None, size, [], [], False)
+        params += (0, 0, False)[: len(settle.PARAM_TYPES) - len(params)]
+        cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
         rows = cur.fetchall()
         claim_ms.append((time.perf_counter() - began) * 1000)
         done = [row[1] for row in rows if row[0] == "claimed"]
