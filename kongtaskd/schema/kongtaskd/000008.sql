@@ -408,7 +408,10 @@ begin
     v_lost_queues := v_lost_queues || v_lost;
     exit when v_remaining <= 0 or v_round >= 3
       or not ((v_behind > 0 and cardinality(v_ids) > 0) or cardinality(v_lost) > 0);
-    v_overfetch := v_overfetch * 8;
+    -- Only jobs left behind call for a wider collection; lost queues are passed over.
+    if v_behind > 0 then
+      v_overfetch := v_overfetch * 8;
+    end if;
     if v_allow_ids is not null then
       v_allow := array(
         select a.n - (select count(*) from unnest(v_tasks) as t where t = a.id)::integer
