@@ -246,7 +246,14 @@ begin
     --   its last chosen slot. (A capped task seen at several priorities may get more than
     --   its allowance here: `picked` keeps only the best `allow` of its jobs.)
     shares as (
-      select best.priority, best.task_id, best.first_run_at, max(best.place) as reach
+      -- The reach also covers every collected job of a chosen queue: jobs of equal run_at
+      -- sit in the index in row order, not id order, and the queue's job with the lowest
+      -- id must be among the candidates for `ranked` to take it.
+      select best.priority, best.task_id, best.first_run_at,
+        greatest(max(best.place), (
+          select max(same.place) from collected_jobs as same
+          where same.priority = best.priority and same.task_id = best.task_id
+            and same.job_queue_id = any(array_agg(best.job_queue_id)))) as reach
       from (
         select collected.*
         from collected
