@@ -36,11 +36,28 @@ migration 6's index of locked jobs: what an uncapped claim cost before caps exis
 ``caps on`` (every task of ours, and the backlog's task, with a concurrency cap and a
 rate that never bind, so the claim does all of a capped claim's work: lock, count,
 refill, spend). Results: perf/results/caps.md.
+
+``--queues`` (kongtaskd migration 8) drains named-queue workloads with ``--claimers``
+concurrent claimer processes (each its own connection, as separate daemons), comparing
+``before`` (migration 6's claim, installed beside the current one as kongtaskd_claim_m6)
+with ``current``, each in a fresh database, the order alternating by round (A,B,B,A,...):
+
+* ``none``: ``--jobs`` jobs in no queue (the baseline the others are held against);
+* ``distinct``: ``--jobs`` jobs, each in a queue of its own (a queue per entity);
+* ``idle``: ``--jobs`` jobs in no queue beside ``--idle`` queue rows whose jobs are done;
+* ``hot``: ``--hot`` queues of ``--jobs / --hot`` jobs each, inserted queue by queue (the
+  jobs of one queue consecutive in run_at order).
+
+    python perf/claim_bench.py --queues distinct --jobs 100000 --size 100 --claimers 4
+
+Per variant: jobs/s (wall, first claim to drained), claims, jobs per claim, ms per claim,
+and PostgreSQL CPU per job (utime+stime of the claimers' backends, from /proc).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
@@ -275,6 +292,183 @@ def idle(cur: Cursor, claim: Claim, args: argparse.Namespace) -> tuple[float, in
     return statistics.median(times) * 1000, len(times)
 
 
+QUEUE_WORKLOADS = ("none", "distinct", "idle", "hot")
+
+
+def install_claim_m6(cur: Cursor) -> None:
+    """kongtaskd migration 6's kongtaskd_claim (locks every available queue row), beside."""
+    text = load_migrations("kongtaskd")[5].text
+    start = text.index("create or replace function {{schema}}.kongtaskd_claim(")
+    body = text[start:].replace("kongtaskd_claim(", "kongtaskd_claim_m6(", 1)
+    cur.execute(bind(body, '"graphile_worker"', with_parameters=False))
+
+
+def fill_queues(cur: Cursor, args: argparse.Namespace) -> None:
+    """The workload's rows, inserted directly (as add_jobs would leave them)."""
+    cur.execute("insert into graphile_worker._private_tasks (identifier) values ('t0')")
+    jobs = "graphile_worker._private_jobs (task_id, job_queue_id, payload, run_at)"
+    start = "now() - interval '1 hour'"
+    if args.queues in ("none", "idle"):
+        cur.execute(
+            f"insert into {jobs} select t.id, null, '{{}}', {start} + n * interval '1 us'"
+            " from graphile_worker._private_tasks t, generate_series(1, %s) n",
+            (args.jobs,),
+        )
+    if args.queues == "idle":
+        cur.execute(
+            "insert into graphile_worker._private_job_queues (queue_name)"
+            " select 'idle-' || n from generate_series(1, %s) n",
+            (args.idle,),
+        )
+    if args.queues in ("distinct", "hot"):
+        queues = args.jobs if args.queues == "distinct" else args.hot
+        cur.execute(
+            "insert into graphile_worker._private_job_queues (queue_name)"
+            " select 'q-' || n from generate_series(1, %s) n",
+            (queues,),
+        )
+        # Job n belongs to queue (n - 1) / per_queue: queue by queue in run_at order.
+        per_queue = args.jobs // queues
+        cur.execute(
+            f"insert into {jobs} select t.id, q.id, '{{}}', {start} + n * interval '1 us'"
+            " from graphile_worker._private_tasks t, generate_series(0, %s - 1) n"
+            " join graphile_worker._private_job_queues q"
+            " on q.queue_name = 'q-' || (n / %s + 1)",
+            (queues * per_queue, per_queue),
+        )
+    cur.execute("VACUUM ANALYZE graphile_worker._private_jobs")
+    cur.execute("VACUUM ANALYZE graphile_worker._private_job_queues")
+    cur.execute("CHECKPOINT")
+
+
+def backend_cpu(pids: list[int]) -> float:
+    """utime+stime seconds of these server processes (Linux, same machine)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def claimer(
+    dsn: str, sql_path: Path, size: int, start: object, out: object, pid_out: object
+) -> None:
+    """One claimer process: claim `size`, complete the previous claim, until drained."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SET synchronous_commit = off")
+    cur.execute("SET plan_cache_mode = force_generic_plan")
+    claim_rows: list[int] = []
+    claim_ms: list[float] = []
+    more_count = 0
+    name = "c_q"
+    body = queries.bind_schema(
+        sql_path.read_text("utf-8"), "graphile_worker", conn, with_parameters=False
+    )
+    cur.execute(f"PREPARE {name} {CLAIM_TYPES} AS {body}")
+    cur.execute("select pg_backend_pid()")
+    backend = cur.fetchone()[0]
+    pid_out.put(backend)  # type: ignore[attr-defined]
+    tasks = our_task_ids(cur)
+    start.wait()  # type: ignore[attr-defined]
+    cpu = backend_cpu([backend])
+    done: list[int] = []
+    while True:
+        began = time.perf_counter()
+        # As many parameters as the statement declares (later ones: off / none).
+        params = (done, [], [], [], f"{POOL}-{os.getpid()}", tasks, None, size, [], [], False)
+        params += (0, 0, False)[: len(settle.PARAM_TYPES) - len(params)]
+        cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+        rows = cur.fetchall()
+        claim_ms.append((time.perf_counter() - began) * 1000)
+        done = [row[1] for row in rows if row[0] == "claimed"]
+        more_count += any(row[0] == "more" for row in rows)
+        claim_rows.append(len(done))
+        if not done:
+            cur.execute("select exists (select from graphile_worker._private_jobs)")
+            if not cur.fetchone()[0]:
+                break
+            time.sleep(0.001)  # others hold the rest: as a daemon would wait for its turn
+    # Read before closing: the backend exits with the connection.
+    cpu = backend_cpu([backend]) - cpu
+    conn.close()
+    out.put((claim_rows, claim_ms, more_count, cpu))  # type: ignore[attr-defined]
+
+
+def queue_variant(server: Server, sql_path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One drain of the queue workload by --claimers processes, in a fresh database."""
+    with server.database("kongtaskd") as dsn:
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        cur = conn.cursor()
+        install_claim_m6(cur)
+        fill_queues(cur, args)
+        ctx = multiprocessing.get_context("fork")
+        start, out, pid_out = ctx.Event(), ctx.Queue(), ctx.Queue()
+        procs = [
+            ctx.Process(target=claimer, args=(dsn, sql_path, args.size, start, out, pid_out))
+            for _ in range(args.claimers)
+        ]
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            pid_out.get()  # connected and prepared
+        began = time.perf_counter()
+        start.set()
+        results = [out.get() for _ in procs]
+        wall = time.perf_counter() - began
+        cpu = sum(r[3] for r in results)
+        for proc in procs:
+            proc.join()
+        conn.close()
+    rows = [n for r in results for n in r[0]]
+    ms = [t for r in results for t in r[1]]
+    jobs = sum(rows)
+    useful = [n for n in rows if n]
+    return {
+        "jobs/s": jobs / wall,
+        "claims": len(rows),
+        "rows/claim": statistics.mean(useful) if useful else 0.0,
+        "ms/claim": statistics.mean(ms),
+        "more": sum(r[2] for r in results),
+        "pg us/job": cpu * 1e6 / max(jobs, 1),
+    }
+
+
+def queue_bench(args: argparse.Namespace) -> None:
+    m6 = Path(f"/tmp/claim_bench_m6_{os.getpid()}.sql")
+    m6.write_text(DEFAULT_SQL.read_text("utf-8").replace("kongtaskd_claim(", "kongtaskd_claim_m6("))
+    variants = {"before (migration 6 claim)": m6, "current": DEFAULT_SQL}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k.startswith(args.only)}
+    per: dict[str, list[dict[str, float]]] = {label: [] for label in variants}
+    server = Server(args.dsn)
+    try:
+        for round_no in range(args.rounds):
+            order = list(variants) if round_no % 2 == 0 else list(reversed(variants))
+            for label in order:
+                per[label].append(queue_variant(server, variants[label], args))
+    finally:
+        m6.unlink()
+    shape = {"idle": f" idle={args.idle}", "hot": f" hot={args.hot}"}.get(args.queues, "")
+    print(
+        f"queues {args.queues}: jobs={args.jobs} size={args.size} claimers={args.claimers}"
+        f"{shape} rounds={args.rounds} (medians)"
+    )
+    for label, runs in per.items():
+        medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        figures = ", ".join(
+            f"{key} {value:.0f}" if key in ("claims", "more") else f"{key} {value:.2f}"
+            for key, value in medians.items()
+        )
+        every = " ".join(f"{run['jobs/s']:.0f}" for run in runs)
+        print(f"  {label}: {figures} (jobs/s by round: {every})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sql", type=Path, action="append", help="settle statement file(s)")
@@ -292,8 +486,16 @@ def main() -> None:
         default="as-is",
         help="compare: before caps / caps off / caps on (settle caller only)",
     )
+    parser.add_argument("--queues", choices=QUEUE_WORKLOADS, help="named-queue drain")
+    parser.add_argument("--claimers", type=int, default=1, help="concurrent claimers (queues)")
+    parser.add_argument("--idle", type=int, default=500_000, help="idle queue rows (idle)")
+    parser.add_argument("--hot", type=int, default=1_000, help="queues (hot)")
+    parser.add_argument("--only", help="one variant (queues): before / current")
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     args = parser.parse_args()
+    if args.queues:
+        queue_bench(args)
+        return
     files = args.sql or [DEFAULT_SQL]
     per_variant: dict[str, list[float]] = {}
     cpu_per_variant: dict[str, list[float]] = {}

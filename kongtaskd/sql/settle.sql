@@ -23,9 +23,10 @@
 -- Outcomes touch only rows this pool still holds (locked_by = $5), which makes a retried
 -- turn idempotent and leaves alone a job that a sweeper already took away from us.
 --
--- The claim is {{schema}}.kongtaskd_claim($5, $6, $7, $8) (kongtaskd migration 3, the one
--- definition that kongtaskd_get_job also uses): graphile-worker 0.18's rules, by a loose
--- index scan whose cost does not grow with the jobs waiting.
+-- The claim is {{schema}}.kongtaskd_claim($5, $6, $7, $8) (kongtaskd migration 3, replaced
+-- in 6 and 8; the one definition that kongtaskd_get_job also uses): graphile-worker 0.18's
+-- rules, by a loose index scan whose cost does not grow with the jobs waiting, nor with the
+-- named queues (migration 8 locks only the queues of the jobs it takes).
 --
 -- Order: the outcome rows are locked first, then the claim runs, then the outcomes are
 -- written. The function takes a snapshot of its own (it is volatile) and modifies rows at a

@@ -69,6 +69,7 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
             "kongtaskd_claim",
         ],
         ["_kongtaskd_cancels", "_kongtaskd_cancel_guard"],  # 000007: cancels, their trigger
+        ["kongtaskd_claim"],  # 000008: the claim without a lock on every queue row
     ]
 
 
