@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import heapq
 from dataclasses import dataclass, field
 
 from kongtaskd import tally, tunables
@@ -72,6 +73,11 @@ class Settled:
     #: Every completion and failure written, as (task, tally kind, run seconds or None),
     #: for the statistics (``tally.Tally``).
     finished: list[tuple[str, str, float | None]] = field(default_factory=list)
+
+
+def claim_order(job: PrefetchedJob) -> tuple[int, datetime.datetime, int]:
+    """graphile-worker's order of ready jobs: priority, then run_at, then id."""
+    return (job.priority, job.run_at, job.id)
 
 
 def ewma(previous: float | None, value: float) -> float:
@@ -216,8 +222,20 @@ class JobBook:
             # A short claim means nothing more was ready for us, as this statement saw it,
             # unless it says that it left ready jobs behind.
             self.want_claim = len(claimed) >= want or result.more
-            claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
-            self.prefetched.extend(claimed)
+            # Into the jobs in hand in graphile-worker's order, not behind them: a job of
+            # better priority claimed while a backlog streams through must start next, not
+            # after everything prefetched before it (under load that was ~70 ms of wait).
+            claimed.sort(key=claim_order)
+            if (
+                self.prefetched
+                and claimed
+                and claim_order(claimed[0]) < claim_order(self.prefetched[-1])
+            ):
+                self.prefetched = collections.deque(
+                    heapq.merge(self.prefetched, claimed, key=claim_order)
+                )
+            else:
+                self.prefetched.extend(claimed)
         wrote = bool(outcomes)
         if wrote:
             # The claim in this statement could not see the queues these outcomes unlocked
@@ -299,4 +317,8 @@ class JobBook:
         """When the oldest prefetched job must go back, if there is one."""
         if not self.prefetched:
             return None
-        return self.prefetched[0].claimed_at + tunables.PREFETCH_MAX_WAIT
+        # The oldest is not always first: a better job claimed later is merged in ahead of
+        # older ones (settled). The deque holds at most the prefetch target (concurrency x
+        # BATCH_MAX_JOBS), so the scan is short.
+        oldest = min(job.claimed_at for job in self.prefetched)
+        return oldest + tunables.PREFETCH_MAX_WAIT

@@ -269,3 +269,20 @@ def test_claimed_rows_last_for_the_turn_of_their_claim_only() -> None:
     assert [(j.id, j.row) for j in book.prefetched] == [(2, None), (3, None)]
     assert [j.claimed_at for j in book.prefetched] == [1.0, 1.0]  # nothing else changes
     assert not book.rows_in_hand
+
+
+def test_a_better_job_claimed_later_goes_ahead_of_the_jobs_in_hand() -> None:
+    """Under load the book holds a prefetch of ordinary jobs; a job of better priority (or
+    an earlier run_at) claimed meanwhile is dealt next, not after all of them."""
+    book = book_with(0.0001, noop=0.0001)
+    tasks = {5: "noop"}
+    backlog = [ClaimedJob(i, 5, 0, T0 + dt.timedelta(seconds=i)) for i in range(1, 41)]
+    book.settled(book.outcomes, 40, SettleResult(claimed=backlog), tasks, now=1.0)
+    urgent = ClaimedJob(99, 5, -1, T0 + dt.timedelta(seconds=100))
+    later = ClaimedJob(98, 5, 0, T0 + dt.timedelta(seconds=100))
+    book.settled(book.outcomes, 2, SettleResult(claimed=[later, urgent]), tasks, now=2.0)
+    order = [job.id for job in book.prefetched]
+    assert order == [99, *range(1, 41), 98]
+    assert book.deal(1)[0][0].id == 99
+    # The expiry still counts from the oldest job in hand, wherever it now stands.
+    assert book.next_deadline() == pytest.approx(1.0 + tunables.PREFETCH_MAX_WAIT)
