@@ -15,21 +15,9 @@ import pytest
 
 import kongtaskd
 from kongtaskd.queries import Queries
-from kongtaskd.schema import migrate
 from tests.integration.test_claim import add, execute, task_ids
 
 S = "graphile_worker"
-
-
-@pytest.fixture()
-def conn(fresh_dsn: str) -> Any:
-    connection = psycopg2.connect(fresh_dsn)
-    migrate(connection)
-    connection.autocommit = True
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def write_caps(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -21,7 +20,6 @@ import psycopg2.extensions
 import pytest
 
 from kongtaskd.queries import Queries
-from kongtaskd.schema import migrate
 from tests.support import wait_for
 from tests.support.plans import explain_analyze, index_scans, shared_buffers_hit
 
@@ -30,16 +28,11 @@ OTHER_POOL = "pool-claim-test-2"
 
 
 @pytest.fixture()
-def conn(fresh_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(fresh_dsn)
-    migrate(connection)
-    connection.autocommit = True
-    with connection.cursor() as cur:
-        cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor runs it
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(conn: psycopg2.extensions.connection) -> psycopg2.extensions.connection:
+    """The shared fixture's connection, planning as the supervisor's session does."""
+    with conn.cursor() as cur:
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+    return conn
 
 
 def execute(conn: psycopg2.extensions.connection, text: str, params: Any = None) -> list[Any]:

@@ -10,7 +10,6 @@ claimers, no two jobs of one queue are ever locked at once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.extensions
@@ -24,16 +23,11 @@ Connection = psycopg2.extensions.connection
 
 
 @pytest.fixture()
-def conn(fresh_dsn: str) -> Iterator[Connection]:
-    connection = psycopg2.connect(fresh_dsn)
-    migrate(connection)
-    connection.autocommit = True
-    with connection.cursor() as cur:
-        cur.execute("SET plan_cache_mode = force_generic_plan")  # as the supervisor runs it
-    try:
-        yield connection
-    finally:
-        connection.close()
+def conn(conn: Connection) -> Connection:
+    """The shared fixture's connection, planning as the supervisor's session does."""
+    with conn.cursor() as cur:
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+    return conn
 
 
 def add_queued(conn: Connection, task: str, queues: int, per_queue: int) -> list[list[int]]:

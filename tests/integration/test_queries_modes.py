@@ -8,7 +8,6 @@ nulls a ``float8[]``, and nothing is left in ``pg_prepared_statements``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -22,17 +21,6 @@ from kongtaskd.schema import migrate
 from kongtaskd.settle import Outcomes, Settle, Want
 
 POOL = "pool-queries-modes-1"
-
-
-@pytest.fixture()
-def conn(fresh_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(fresh_dsn)
-    migrate(connection)
-    connection.autocommit = True
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def rows(conn: psycopg2.extensions.connection, text: Any, params: Any = None) -> list[Any]:

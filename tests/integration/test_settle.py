@@ -8,7 +8,6 @@ supervisor is gone relies on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -16,21 +15,9 @@ import psycopg2.extensions
 import pytest
 
 from kongtaskd.queries import STATEMENTS, Queries
-from kongtaskd.schema import migrate
 from kongtaskd.settle import NAME, PARAM_TYPES, Outcomes, Settle, Want
 
 POOL = "pool-settle-test-1"
-
-
-@pytest.fixture()
-def conn(fresh_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(fresh_dsn)
-    migrate(connection)
-    connection.autocommit = True
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def rows(conn: psycopg2.extensions.connection, text: str, params: Any = None) -> list[Any]:
