@@ -184,19 +184,6 @@ def _decode(kind: Kind, body: bytes) -> Message:
     return Message(kind)
 
 
-def _whole_frames(buf: bytes | bytearray) -> Iterator[tuple[int, int, int]]:
-    """(start, end, kind byte) of each whole frame at the front of ``buf``, in order,
-    stopping at the first incomplete one (the rest has not arrived yet)."""
-    offset = 0
-    while len(buf) - offset >= _HEADER.size:
-        length, kind_byte = _HEADER.unpack_from(buf, offset)
-        end = offset + 4 + length
-        if len(buf) < end:
-            return
-        yield offset, end, kind_byte
-        offset = end
-
-
 class ProtocolError(Exception):
     """The peer sent bytes that are not a frame we know."""
 
@@ -317,13 +304,19 @@ class Channel:
         (what a dead peer sent last)."""
         self.drain()
         found = []
+        offset = 0
         buf = self._buffer
-        for offset, end, kind_byte in _whole_frames(buf):
+        while len(buf) - offset >= _HEADER.size:
+            length, kind_byte = _HEADER.unpack_from(buf, offset)
+            end = offset + 4 + length
+            if len(buf) < end:
+                break
             try:
                 kind = Kind(kind_byte)
             except ValueError:
                 break
             found.append(_decode(kind, bytes(buf[offset + _HEADER.size : end])))
+            offset = end
         return found
 
     def take(self, kind: Kind) -> list[Message]:
@@ -336,11 +329,15 @@ class Channel:
         kept = bytearray()
         offset = 0
         buf = self._buffer
-        for start, end, kind_byte in _whole_frames(buf):
+        while len(buf) - offset >= _HEADER.size:
+            length, kind_byte = _HEADER.unpack_from(buf, offset)
+            end = offset + 4 + length
+            if len(buf) < end:
+                break
             if kind_byte == kind:
-                taken.append(_decode(kind, bytes(buf[start + _HEADER.size : end])))
+                taken.append(_decode(kind, bytes(buf[offset + _HEADER.size : end])))
             else:
-                kept += buf[start:end]
+                kept += buf[offset:end]
             offset = end
         if taken:
             kept += buf[offset:]
