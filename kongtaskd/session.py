@@ -111,9 +111,21 @@ class Session:
         conn = connect(self.dsn, application_name="kongtaskd supervisor", autocommit=True)
         try:
             with conn.cursor() as cur:
-                # The claim's array parameters make the planner re-plan it on every call
-                # (custom plans); the generic plan is as good and halves the round trip.
-                cur.execute("SET plan_cache_mode = force_generic_plan")
+                # Only our own statements run on this session, each planned once (generic
+                # plans: the settle's array parameters made the planner re-plan it on every
+                # call, 0.7 ms of planning per turn). Planned once, a plan must not depend on
+                # the table's size at that moment: a daemon starting on an empty jobs table
+                # made sequential-scan plans for the settle's lookups by id and kept them
+                # while a burst filled the table (10 ms per settle at 60,000 jobs, against
+                # 0.8 ms). Sequential scans are priced out (a table with no usable index is
+                # still scanned), and JIT is off: the priced-out scans' cost would start it
+                # on statements of a millisecond (18 ms of compiling per claim, measured).
+                # (kongtaskd_claim's own statements need neither: planned on an empty table
+                # they already use indexes only; tests/integration/test_plans.py checks both.)
+                cur.execute(
+                    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; "
+                    "SET jit = off"
+                )
             queries = Queries(conn, self.schema, names=SUPERVISOR_STATEMENTS)
             self.conn, self.queries = conn, queries
             self.round_trip = Settle(queries, self.pool_id)
