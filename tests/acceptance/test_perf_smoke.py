@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 #: less than a clock tick of it.)
 FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "throughput": ("system", ("jobs_per_s", "seconds", "daemon_cpu_ms_per_1000_jobs")),
-    "latency": ("system", ("p50", "p90", "p99", "max")),
-    "load": ("system", ("p50", "p99")),
+    "latency": ("system", ("max",)),
+    "load": ("system", ("p99",)),
     "queues": ("system", ("jobs_per_s", "seconds")),
     "daemons": ("daemons", ("jobs_per_s", "seconds", "daemon_cpu_ms_per_job")),
     "backlog": ("system", ("jobs_per_s", "ms_per_job")),
@@ -36,6 +36,14 @@ FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "memory": ("system", ("rss_idle", "pss_idle")),
     "startstop": ("system", ("exec_to_ready_s", "sigterm_to_exit_s", "once_empty_queue_s")),
 }
+
+#: Latency figures that may be a little below zero: the clock is read when COMMIT returns to
+#: the driver, and on a loaded machine the driver can be descheduled right after the server
+#: committed while the daemon, woken by the NOTIFY, already starts the job (seen: a p50 of
+#: -0.23 ms while the suite ran beside it). Such an error is the driver's scheduling delay;
+#: a figure below -LATENCY_SLACK_MS would be a broken measurement.
+LATENCIES: dict[str, tuple[str, ...]] = {"latency": ("p50", "p90", "p99"), "load": ("p50",)}
+LATENCY_SLACK_MS = 5.0
 
 #: The smoke plan's counts stay tiny (seconds per scenario), checked on the plan itself
 #: rather than by timing the run on a shared machine.
@@ -81,12 +89,15 @@ def test_smoke_run_reports_every_scenario(admin_dsn: str, tmp_path: Path) -> Non
             for key in keys:
                 value = row[key]["median"]
                 assert value > 0, f"{scenario} {row[label]}: {key} = {value}"
+            for key in LATENCIES.get(scenario, ()):
+                value = row[key]["median"]
+                assert value > -LATENCY_SLACK_MS, f"{scenario} {row[label]}: {key} = {value}"
         systems = {str(row.get("system", "kongtaskd")) for row in result["rows"]}
         assert any(s.startswith("kongtaskd") for s in systems), (scenario, systems)
         if with_graphile and scenario not in ("cpu", "daemons"):
             assert any(s.startswith("graphile-worker") for s in systems), (scenario, systems)
     for row in report["scenarios"]["backlog"]["rows"]:
-        assert row["latency_ms"]["p50"]["median"] > 0
+        assert row["latency_ms"]["p50"]["median"] > -LATENCY_SLACK_MS
     for row in report["scenarios"]["daemons"]["rows"]:
         assert row["exactly_once"], row
     kinds = {row.get("with_queues") for row in report["scenarios"]["queues"]["rows"]}
