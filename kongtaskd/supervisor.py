@@ -31,10 +31,12 @@ The loop, top to bottom (``Supervisor.run``)::
 
 Where outcomes are written: here, in batches, not in the children. A child reports an
 outcome over its pipe (no database round trip in the child after the job), and the
-supervisor writes everything it collected during one loop turn together with its next
-claim, in one statement (``sql/settle.sql``): one round trip and one commit per turn,
-however many jobs finished. Under load a turn carries many outcomes; when idle it carries
-one and nothing waits (the write happens in the turn the outcome arrives). The cost is a
+supervisor writes everything it collected together with its next claim, in one statement
+(``sql/settle.sql``): one round trip and one commit however many jobs finished. When a
+child needs work, on a failure, at drain, the write happens in the turn the outcome
+arrives; while every child has work it may wait ``OUTCOME_WRITE_DELAY`` (5 ms) for the
+outcomes that follow (``JobBook.write_due``), so a daemon of few children does not pay a
+round trip per job. The cost is a
 window in which a completion exists only in the supervisor's memory: if the supervisor is
 SIGKILLed inside it, the job stays locked by this pool, and another daemon's heartbeat
 sweep fails it and it runs again (at-least-once, as always). Shutdown writes everything
@@ -530,7 +532,9 @@ class Supervisor:
             return 0.0
         now = time.monotonic()
         soonest = min(d for d in self.deadlines(now) if d is not None)
-        return max(tunables.MIN_POLL_INTERVAL, soonest - now)
+        if soonest > now:  # a deadline ahead (an outcome's write delay): wake for it
+            return max(tunables.MIN_WAKE_AHEAD, soonest - now)
+        return tunables.MIN_POLL_INTERVAL
 
     def deadlines(self, now: float) -> Iterator[float | None]:
         """Each part's next deadline (None: nothing due). The first is never None."""
@@ -647,13 +651,32 @@ class Supervisor:
         return (
             self.session.connected
             and not self.draining
-            and self.book.claim_due(len(self.fleet.idle()), self.config.concurrency)
+            and self.book.claim_due(
+                len(self.fleet.idle()), self.config.concurrency, time.monotonic()
+            )
+        )
+
+    def write_due(self, now: float) -> bool:
+        """The outcomes in hand go to the database this turn (``JobBook.write_due``): at
+        once while draining or when a capped task's slot comes free, else by the book."""
+        outcomes = self.book.outcomes
+        if self.draining:
+            return bool(outcomes)
+        # A capped task's job that ends frees a slot that any daemon may take.
+        frees_slot = bool(self.book.capped) and any(
+            self.session.capped(self.book.job_task(job_id)) for job_id in outcomes.ids()
+        )
+        return self.book.write_due(
+            now, len(self.fleet.idle()), self.config.concurrency, urgent=frees_slot
         )
 
     def settle_deadline(self, now: float) -> float:
-        """When the next settle is due by itself: at once with outcomes pending, else a poll."""
+        """When the next settle is due by itself: when the outcomes in hand are due (at once,
+        or within ``OUTCOME_WRITE_DELAY`` while every child has work), else a poll."""
         if self.book.outcomes and self.session.connected:
-            return now
+            if self.write_due(now):
+                return now
+            return self.book.write_deadline() or now
         # --once does not LISTEN: it looks at least every second.
         return now + tunables.ONCE_RECHECK_EVERY if self.once else self.book.next_poll
 
@@ -674,6 +697,12 @@ class Supervisor:
         outcomes = self.book.outcomes
         if not outcomes and want == 0:
             return
+        if outcomes:
+            # Written with the next outcomes while every child has work (the claim rides
+            # along with them); at once when someone needs the claim or the write.
+            self.book.note_outcomes(now)
+            if not self.write_due(now):
+                return
         # Rows for the jobs this turn's dispatch can hand out (the idle children's share,
         # after what is in hand): the rest would wait in hand and lose theirs anyway.
         # None for pooled children (child_connection): their row load is where a child waits

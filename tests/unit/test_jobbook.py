@@ -70,7 +70,15 @@ def test_batch_size_fills_the_target_seconds(average: float | None, expected: in
 
 @pytest.mark.parametrize(
     ("average", "expected"),
-    [(None, 0), (0.2, 0), (0.05, 4), (0.01, 4), (0.001, 4 * 20)],
+    [
+        (None, 0),
+        (0.2, 0),
+        (0.05, 4),
+        (0.01, 4),
+        # One job per hand-over, but two per child: what each runs during the write delay.
+        (0.003, 4 * 2),
+        (0.001, 4 * 20),
+    ],
 )
 def test_prefetch_only_while_jobs_are_short(average: float | None, expected: int) -> None:
     assert book_with(average).prefetch_target(concurrency=4) == expected
@@ -91,10 +99,10 @@ def test_claim_size_is_idle_work_plus_prefetch_minus_what_is_in_hand() -> None:
 def test_a_claim_is_due_only_when_wanted_and_it_would_ask_for_something() -> None:
     book = book_with(1.0)
     assert book.want_claim  # a fresh book claims at once
-    assert book.claim_due(idle_children=1, concurrency=1)
-    assert not book.claim_due(idle_children=0, concurrency=1)  # nobody to run it
+    assert book.claim_due(idle_children=1, concurrency=1, now=0.0)
+    assert not book.claim_due(idle_children=0, concurrency=1, now=0.0)  # nobody to run it
     book.want_claim = False
-    assert not book.claim_due(idle_children=1, concurrency=1)
+    assert not book.claim_due(idle_children=1, concurrency=1, now=0.0)
 
 
 def test_poll_wants_a_claim_every_interval() -> None:
@@ -286,3 +294,61 @@ def test_a_better_job_claimed_later_goes_ahead_of_the_jobs_in_hand() -> None:
     assert book.deal(1)[0][0].id == 99
     # The expiry still counts from the oldest job in hand, wherever it now stands.
     assert book.next_deadline() == pytest.approx(1.0 + tunables.PREFETCH_MAX_WAIT)
+
+
+# ---- when outcomes are written (OUTCOME_WRITE_DELAY) ---------------------------------------
+def busy_book(in_hand: int) -> JobBook:
+    """2 children, 3 ms jobs (prefetch target 4), one outcome in hand seen at t = 10."""
+    book = book_with(0.003, noop=0.003)
+    book.prefetched.extend(job(i) for i in range(in_hand))
+    book.succeeded(1000, "noop", 0.003)
+    book.note_outcomes(10.0)
+    return book
+
+
+def test_an_outcome_waits_while_every_child_has_work_then_goes() -> None:
+    book = busy_book(in_hand=3)
+    delay = tunables.OUTCOME_WRITE_DELAY
+    assert not book.write_due(10.0, idle_children=0, concurrency=2)
+    assert not book.write_due(10.0 + delay / 2, idle_children=0, concurrency=2)
+    assert book.write_due(10.0 + delay, idle_children=0, concurrency=2)
+    assert book.write_deadline() == pytest.approx(10.0 + delay)
+    # A later outcome does not move the deadline: it counts from the oldest.
+    book.succeeded(1001, "noop", 0.003)
+    book.note_outcomes(10.004)
+    assert book.write_deadline() == pytest.approx(10.0 + delay)
+
+
+def test_an_outcome_goes_at_once_when_someone_needs_the_claim_or_the_write() -> None:
+    # A child with nothing to run and nothing in hand: the claim for it rides along.
+    assert busy_book(in_hand=0).write_due(10.0, idle_children=1, concurrency=2)
+    # The prefetch below half its target: the claim that refills it must not wait.
+    assert busy_book(in_hand=1).write_due(10.0, idle_children=0, concurrency=2)
+    # Draining, a capped slot coming free.
+    assert busy_book(in_hand=3).write_due(10.0, idle_children=0, concurrency=2, urgent=True)
+    failed = busy_book(in_hand=3)
+    failed.failed(1001, "noop", "boom", 0.003)
+    assert failed.write_due(10.0, idle_children=0, concurrency=2)
+    released = busy_book(in_hand=3)
+    released.hand_back([1002])
+    assert released.write_due(10.0, idle_children=0, concurrency=2)
+    many = busy_book(in_hand=3)
+    for job_id in range(2000, 2000 + tunables.OUTCOME_WRITE_BATCH):
+        many.succeeded(job_id, "noop", 0.003)
+    assert many.write_due(10.0, idle_children=0, concurrency=2)
+    assert not JobBook().write_due(10.0, idle_children=1, concurrency=2)  # nothing to write
+    batched = book_with(0.0005, noop=0.0005)  # batches of 32: outcomes come in bulk
+    batched.prefetched.extend(job(i) for i in range(200))
+    batched.succeeded(1000, "noop", 0.0005)
+    batched.note_outcomes(10.0)
+    assert batched.write_due(10.0, idle_children=0, concurrency=2)
+
+
+def test_a_claim_waits_for_the_write_it_rides_along_with() -> None:
+    book = busy_book(in_hand=3)  # 3 of a target of 4 in hand: a claim of 1 is wanted
+    assert book.claim_size(idle_children=0, concurrency=2) == 1
+    assert not book.claim_due(idle_children=0, concurrency=2, now=10.0)  # the loop may sleep
+    assert book.claim_due(idle_children=0, concurrency=2, now=10.0 + tunables.OUTCOME_WRITE_DELAY)
+    book.settled(book.outcomes, 1, SettleResult(completed=[1000]), {}, 10.006)
+    assert book.outcomes_since is None and book.write_deadline() is None
+    assert book.claim_due(idle_children=0, concurrency=2, now=10.006)
