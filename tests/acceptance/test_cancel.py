@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -221,9 +222,27 @@ def test_a_reconnecting_daemon_still_acts_on_the_cancel(
     try:
         for _attempt in range(50):
             with conn.cursor() as cur:
-                cur.execute(f"select pg_terminate_backend(pid, 5000) from ({supervisors}) as s")
+                # Signalled, not waited for by pg_terminate_backend's timeout: that waits in
+                # steps of 100 ms, longer than the supervisor's first reconnect back-off.
+                cur.execute(f"select array_agg(pid) from ({supervisors}) as s")
+                (ended,) = cur.fetchone()
+                cur.execute(
+                    "select pg_terminate_backend(pid) from unnest(%s::int[]) as pid", (ended,)
+                )
+                for _ in range(2000):
+                    # pg_stat_activity is read once per transaction unless told otherwise.
+                    cur.execute(
+                        "select pg_stat_clear_snapshot();"
+                        " select count(*) from pg_stat_activity where pid = any(%s::int[])",
+                        (ended,),
+                    )
+                    if cur.fetchone()[0] == 0:
+                        break
+                    time.sleep(0.001)
                 kongtaskd.cancel_job(conn, job_id, by="reconnect-test")
-                cur.execute(f"select count(*) from ({supervisors}) as s")
+                cur.execute(
+                    f"select pg_stat_clear_snapshot(); select count(*) from ({supervisors}) as s"
+                )
                 (listening,) = cur.fetchone()
             if listening == 0:
                 conn.commit()
