@@ -163,6 +163,96 @@ def test_a_queue_held_by_someone_else_gives_no_job_and_is_not_touched(conn) -> N
     assert held == [("graphile-worker-1",)]
 
 
+def test_a_queue_whose_first_job_someone_holds_gives_nothing_not_its_next_job(
+    conn, fresh_dsn
+) -> None:
+    """A transaction holding a queue's first job row (an application's UPDATE, an admin
+    statement) but not the queue: the claim must not take the queue's second job instead
+    (migration 8 did: it won the queue's lock at the second job)."""
+    (noop,) = task_ids(conn, "noop")
+    queues = add_queued(conn, "noop", 2, 3)
+    other = psycopg2.connect(fresh_dsn)
+    try:
+        execute(
+            other,
+            "select 1 from graphile_worker._private_jobs where id = %s for update",
+            (queues[0][0],),
+        )
+        claimer = Claimer(conn, [noop])
+        claimed, _ = claimer.claim(10)
+        assert claimed == [queues[1][0]]
+        assert [queue for _, queue in locked_queue_rows(conn)] == [POOL]
+    finally:
+        other.rollback()
+        other.close()
+    # Let go of, the queue's first job is the one it gives.
+    assert claimer.claim(10)[0] == [queues[0][0]]
+
+
+def test_queues_run_in_order_while_another_session_keeps_locking_every_queue(
+    conn, fresh_dsn
+) -> None:
+    """graphile-worker's get_job locks every available queue row for its statement. A claim
+    whose scan met a queue's first job while such a statement ran, and its next job after
+    it ended, took the next job (migration 8: the mixed-fleet acceptance test failed most
+    runs). Here a session keeps locking every available queue row, statement after
+    statement, while one claimer drains five queues with jobs of no queue between them;
+    each queue's jobs must be claimed in id order."""
+    (noop,) = task_ids(conn, "noop")
+    execute(
+        conn,
+        "insert into graphile_worker._private_job_queues (queue_name)"
+        " select 'q-' || n from generate_series(0, 4) as n",
+    )
+    queue_of = dict(
+        execute(
+            conn,
+            "insert into graphile_worker._private_jobs (task_id, job_queue_id, payload, run_at)"
+            " select %s, case when n %% 2 = 1 then (select q.id"
+            "   from graphile_worker._private_job_queues as q where q.queue_name = 'q-' || n %% 5)"
+            " end, '{}', now() - interval '1 hour'"
+            " from generate_series(0, 999) as n returning id, job_queue_id",
+            (noop,),
+        )
+    )
+    stop = threading.Event()
+    statements = 0
+
+    def hold_every_queue() -> None:
+        nonlocal statements
+        holder = psycopg2.connect(fresh_dsn)
+        try:
+            while not stop.is_set():
+                execute(
+                    holder,
+                    "select id from graphile_worker._private_job_queues"
+                    " where locked_at is null for update skip locked",
+                )
+                holder.commit()
+                statements += 1
+        finally:
+            holder.close()
+
+    holder = threading.Thread(target=hold_every_queue)
+    holder.start()
+    order: list[int] = []
+    try:
+        claimer = Claimer(conn, [noop])
+        done: list[int] = []
+        while len(order) < len(queue_of):
+            done, _ = claimer.claim(4, completed=done)
+            order.extend(done)
+        claimer.claim(4, completed=done)
+    finally:
+        stop.set()
+        holder.join()
+    assert sorted(order) == sorted(queue_of)
+    assert statements > 0
+    for queue in {q for q in queue_of.values() if q is not None}:
+        in_queue = [job for job in order if queue_of[job] == queue]
+        assert in_queue == sorted(in_queue), f"queue {queue} claimed out of order"
+
+
 def test_concurrent_claimers_never_hold_two_jobs_of_one_queue(conn, fresh_dsn) -> None:
     """Four claimers (own connections, own pool ids) drain hot queues, distinct queues and
     jobs in no queue, completing each claim in their next one; a checker watches the table
@@ -250,7 +340,7 @@ def test_upgrade_from_migration_7_keeps_held_queues_and_claims_per_queue(fresh_d
         connection.autocommit = False
         report = migrate(connection)
         connection.autocommit = True
-        assert report.applied_kongtaskd == [8]
+        assert report.applied_kongtaskd == [8, 9]
         body = execute(
             connection,
             "select prosrc from pg_proc where proname = 'kongtaskd_claim'",

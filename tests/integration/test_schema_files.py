@@ -70,6 +70,7 @@ def test_kongtaskd_objects_carry_kongtaskd_prefixes() -> None:
         ],
         ["_kongtaskd_cancels", "_kongtaskd_cancel_guard"],  # 000007: cancels, their trigger
         ["kongtaskd_claim"],  # 000008: the claim without a lock on every queue row
+        ["kongtaskd_claim"],  # 000009: a queue gives its first job or none
     ]
 
 

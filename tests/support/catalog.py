@@ -21,7 +21,7 @@ Snapshot = dict[str, dict[str, Any]]
 
 KONGTASKD_PREFIXES = ("_kongtaskd_", "kongtaskd_", "__kongtaskd_")
 #: kongtaskd's own migrations a fresh install applies (schema/kongtaskd/).
-KONGTASKD_MIGRATIONS = [1, 2, 3, 4, 5, 6, 7, 8]
+KONGTASKD_MIGRATIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 _RELATIONS = """
 select c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relpersistence,
