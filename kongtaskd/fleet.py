@@ -53,6 +53,10 @@ STARTING, IDLE, BUSY, RETIRING = "starting", "idle", "busy", "retiring"
 
 #: ``fatal_kind`` of a child whose import failure rolled a reload back (no crash loop).
 FATAL_RELOAD = "reload"
+#: What ``read(outcomes_only=True)`` acts on while the settle statement is in flight
+#: (``overlap.py``): their handlers touch the job book and the child, never the database
+#: (a READY may register tasks). The rest wait in ``ChildProcess.held``.
+OUTCOME_KINDS = frozenset({protocol.Kind.DONE, protocol.Kind.FAILED, protocol.Kind.SKIPPED})
 
 
 @dataclass
@@ -87,6 +91,9 @@ class ChildProcess:
     #: The running job was cancelled: ``kill_at`` (SIGKILL) is the cancel's, dropped when
     #: its outcome arrives.
     cancel_kill_for: int | None = None
+    #: Messages read while a statement was in flight and left for the next full ``read``
+    #: (not in ``OUTCOME_KINDS``, or behind one that was not: a child's order is kept).
+    held: list[protocol.Message] = field(default_factory=list)
 
     @property
     def job_id(self) -> int | None:
@@ -180,6 +187,10 @@ class Fleet:
     def starting(self) -> bool:
         return any(c.state == STARTING for c in self.children.values())
 
+    def holding(self) -> bool:
+        """Some child's messages were held while a statement was in flight (``read``)."""
+        return any(child.held for child in self.children.values())
+
     def job_ids(self) -> list[int]:
         """Every job a child holds (running or waiting in its batch)."""
         return [job_id for c in self.children.values() for job_id, _ in c.jobs]
@@ -247,12 +258,20 @@ class Fleet:
         self.forget_supervisor_in_child()
 
     # ---- read -----------------------------------------------------------------------------
-    def read(self) -> None:
-        """Act on every complete message the children wrote."""
+    def read(self, *, outcomes_only: bool = False) -> None:
+        """Act on every complete message the children wrote; with ``outcomes_only``, only
+        on outcomes (the rest are held, in order, for the next full read)."""
         for child in list(self.children.values()):
             try:
+                if not outcomes_only and child.held:
+                    held, child.held = child.held, []
+                    for message in held:
+                        self.on_message(child, message)
                 for message in child.channel.messages():
-                    self.on_message(child, message)
+                    if outcomes_only and (child.held or message.kind not in OUTCOME_KINDS):
+                        child.held.append(message)
+                    else:
+                        self.on_message(child, message)
             except protocol.ProtocolError as exc:
                 # Something else wrote on its pipe: it can no longer be trusted. The reaper
                 # fails its job like any other death.

@@ -139,6 +139,21 @@ class JobBook:
         self.average_job_seconds = ewma(self.average_job_seconds, seconds)
         self.task_seconds[task] = ewma(self.task_seconds.get(task), seconds)
 
+    def take_outcomes(self) -> Outcomes:
+        """The outcomes in hand, for a write about to go out; those that arrive while it is
+        in flight (``overlap.py``) collect afresh, for the next one."""
+        outcomes = self.outcomes
+        self.outcomes = Outcomes()
+        self.outcomes_since = None
+        return outcomes
+
+    def restore_outcomes(self, outcomes: Outcomes, since: float | None) -> None:
+        """A write that failed: its outcomes back in hand, ahead of the newer ones."""
+        if outcomes:
+            self.outcomes = outcomes.merged(self.outcomes)
+            if since is not None:
+                self.outcomes_since = since
+
     def known_ids(self) -> list[int]:
         """Every job this book holds (prefetched or with an outcome not yet written)."""
         outcomes = self.outcomes

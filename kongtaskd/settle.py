@@ -73,6 +73,19 @@ class Outcomes:
         """Every job these outcomes are about."""
         return set(self.completed) | set(self.failed) | set(self.released)
 
+    def merged(self, later: Outcomes) -> Outcomes:
+        """These outcomes followed by ``later``'s (a write that failed, back in front of
+        what arrived while it was in flight)."""
+        failed = dict(self.failed)
+        failed.update(later.failed)
+        return Outcomes(
+            completed=self.completed + later.completed,
+            failed=failed,
+            released=self.released + later.released,
+            seconds={**self.seconds, **later.seconds},
+            tasks={**self.tasks, **later.tasks},
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Want:

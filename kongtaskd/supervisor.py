@@ -59,7 +59,9 @@ or fewer, SIGCHLD only wakes the loop. Exit codes are ``errors.ExitCode``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -82,6 +84,7 @@ from kongtaskd.jobbook import JobBook, Settled
 from kongtaskd.logs import setup_logging
 from kongtaskd.metrics import MetricsServer, NullMetrics
 from kongtaskd.notify import Notifier
+from kongtaskd.overlap import ServeWhileWaiting
 from kongtaskd.protocol import FATAL_DATABASE
 from kongtaskd.schema.check import require_current_schema
 from kongtaskd.session import JOBS_CANCEL, JOBS_INSERT, STEER, WORKER_MIGRATE, Caps, Session
@@ -233,6 +236,8 @@ class Supervisor:
             on_other_exit=self.on_other_exit,
         )
         self.forbidden_flags = list(config.forbidden_flags) or None
+        #: The settle's wait for its answer also serves the children (``overlap.py``).
+        self.overlap = ServeWhileWaiting(self.watched_children, self.serve_children)
         self.heartbeat = Heartbeat(
             self.pool_id,
             config.heartbeat_interval,
@@ -522,13 +527,16 @@ class Supervisor:
             elif key.data is self.metrics_server and self.metrics_server is not None:
                 key.data.on_readable(key.fileobj)  # type: ignore[arg-type]
             else:
-                child: ChildProcess = key.data
-                if not child.channel.feed():
-                    self.selector.unregister(child.channel.fileno())
+                self.feed(key.data)
+
+    def feed(self, child: ChildProcess) -> None:
+        """Read what a child wrote on its pipe (acted on by ``fleet.read``)."""
+        if not child.channel.feed():
+            self.selector.unregister(child.channel.fileno())
 
     def next_timeout(self) -> float:
         """Seconds until the loop must act by itself: 0 while a claim would find work."""
-        if self.claim_due():
+        if self.claim_due() or self.fleet.holding():
             return 0.0
         now = time.monotonic()
         soonest = min(d for d in self.deadlines(now) if d is not None)
@@ -723,12 +731,19 @@ class Supervisor:
         frees_slot = self.book.capped and any(
             self.session.capped(self.book.job_task(job_id)) for job_id in outcomes.ids()
         )
+        since = self.book.outcomes_since
+        self.book.take_outcomes()  # those arriving while it is in flight go out next time
         try:
-            result = self.session.settle(outcomes, claim)
+            with self.serving_children():
+                result = self.session.settle(outcomes, claim)
         except psycopg2.Error as exc:
+            self.book.restore_outcomes(outcomes, since)
             self.unanswered |= outcomes.ids()
             self.session.lost(exc)
             return
+        except BaseException:
+            self.book.restore_outcomes(outcomes, since)  # stop() writes them
+            raise
         if frees_slot:
             self.session.notify_steer("slot")
         if result.wait_until is not None:
@@ -746,6 +761,28 @@ class Supervisor:
             if self.once and not settled.claimed and not settled.wrote and idle_fleet:
                 self.begin_drain("no more ready jobs (--once)")
         self.take_notifications()
+
+    def serving_children(self) -> contextlib.AbstractContextManager[None]:
+        """While the settle is in flight, a child that finishes is served (``overlap.py``):
+        only when some child is running a job, else nobody can finish meanwhile."""
+        if tunables.SERVE_CHILDREN_DURING_SETTLE and self.fleet.busy():
+            return self.overlap.serving()
+        return contextlib.nullcontext()
+
+    def watched_children(self) -> dict[int, Callable[[], None]]:
+        """The children's pipes the loop reads, each with its reader (``overlap.py``)."""
+        return {
+            key.fd: functools.partial(self.feed, key.data)
+            for key in self.selector.get_map().values()
+            if isinstance(key.data, ChildProcess)
+        }
+
+    def serve_children(self) -> None:
+        """A child wrote while the settle was in flight: its outcomes into the book (the
+        rest of what it said waits for the loop), and jobs in hand to idle children."""
+        self.fleet.read(outcomes_only=True)
+        if not self.draining:
+            self.dispatch()
 
     def record_settled(self, settled: Settled) -> None:
         """Log and count what a round trip wrote."""

@@ -98,6 +98,13 @@ OUTCOME_WRITE_DELAY = 0.005
 #: hold the supervisor longer than the delay saves).
 OUTCOME_WRITE_BATCH = 128
 
+#: While the settle statement is in flight, the supervisor's wait for its answer also reads
+#: the children's outcomes and hands them jobs already in hand (``overlap.py``), instead of
+#: leaving every child that finishes meanwhile idle for the rest of the round trip. Costs a
+#: poll(2) per wake-up of that wait and psycopg2's non-blocking path for the settle. False:
+#: the settle blocks the loop (the behaviour before; kept for A/B measurements).
+SERVE_CHILDREN_DURING_SETTLE = True
+
 #: Inline rows: a job claimed and handed to an idle child in the same loop turn travels with
 #: the row the claim read when its payload is at most this many bytes (``sql/settle.sql``),
 #: so the child starts it without its own row-load round trip (about a tenth of an idle
