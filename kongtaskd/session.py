@@ -375,6 +375,12 @@ class Session:
             return []
         return self.notifications()
 
+    def steering_pending(self) -> bool:
+        """A pause/resume or cancel NOTIFY has arrived and not been taken yet."""
+        if self.conn is None or not self.conn.notifies:
+            return False
+        return any(note.channel in (STEER, JOBS_CANCEL) for note in self.conn.notifies)
+
     def notifications(self) -> list[extensions.Notify]:
         """NOTIFYs that arrived with the last statement's answer (taken: each is seen once)."""
         if self.conn is None or not self.conn.notifies:

@@ -756,9 +756,11 @@ class Supervisor:
             self.unanswered -= outcomes.ids()
         if want:
             self.metrics.claimed(settled.claimed)
-            # --once ends on an empty claim, but only one that saw every unlock.
+            # --once ends on an empty claim, but only one that saw every unlock (outcomes
+            # read while it was in flight, overlap.py, are not written yet).
             idle_fleet = not self.book.prefetched and not self.fleet.busy()
-            if self.once and not settled.claimed and not settled.wrote and idle_fleet:
+            quiet = not settled.claimed and not settled.wrote and not self.book.outcomes
+            if self.once and quiet and idle_fleet:
                 self.begin_drain("no more ready jobs (--once)")
         self.take_notifications()
 
@@ -781,7 +783,9 @@ class Supervisor:
         """A child wrote while the settle was in flight: its outcomes into the book (the
         rest of what it said waits for the loop), and jobs in hand to idle children."""
         self.fleet.read(outcomes_only=True)
-        if not self.draining:
+        # A pause or a cancel that arrived with the statement's answer so far is acted on
+        # by the loop first (jobs in hand of a paused task go back, never start).
+        if not self.draining and not self.session.steering_pending():
             self.dispatch()
 
     def record_settled(self, settled: Settled) -> None:
