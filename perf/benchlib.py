@@ -351,41 +351,11 @@ def run_to_exit(
     instead of failing (a system too slow to finish in the suite's budget still gets a
     rate: jobs done by then over the cap). ``timeout`` without a cap is a failure.
     """
-    if cap is not None:
-        return _run_capped(argv, env=env, cwd=cwd, cap=cap, cpus=cpus)
-    with tempfile.TemporaryFile() as output:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            preexec_fn=pin(cpus),
-            start_new_session=True,
-        )
-        killer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            output.seek(0)
-            text = output.read().decode(errors="replace")[-3000:]
-            raise BenchError(f"{argv[0]} {' '.join(argv[1:3])} exited {proc.returncode}:\n{text}")
-    return OnceResult(elapsed, usage.ru_utime + usage.ru_stime)
-
-
-def _run_capped(
-    argv: Sequence[str], *, env: dict[str, str], cwd: Path, cap: float, cpus: set[int] | None
-) -> OnceResult:
     capped = threading.Event()
 
-    def stop(pid: int) -> None:
-        capped.set()
+    def on_timer(pid: int) -> None:
+        if cap is not None:
+            capped.set()
         _kill_group(pid)
 
     with tempfile.TemporaryFile() as output:
@@ -399,7 +369,7 @@ def _run_capped(
             preexec_fn=pin(cpus),
             start_new_session=True,
         )
-        killer = threading.Timer(cap, stop, (proc.pid,))
+        killer = threading.Timer(timeout if cap is None else cap, on_timer, (proc.pid,))
         killer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -407,7 +377,7 @@ def _run_capped(
             killer.cancel()
         elapsed = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if capped.is_set():
+        if cap is not None and capped.is_set():
             # Children of the group outlive a killed leader for a moment; gone before the
             # caller counts jobs (a killed daemon's locked jobs stay counted as left).
             _kill_group(proc.pid)
