@@ -78,6 +78,30 @@ def cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
 
 
+def shown_after_first_attempt(
+    daemon: Daemon, dsn: str, job_id: int
+) -> tuple[list[str], list[tuple]]:
+    """Once the job's first attempt failed: the daemon's process titles and every session's
+    application_name on the database (where a password could show)."""
+    wait_for(
+        lambda: (
+            query(
+                dsn, "select attempts from graphile_worker._private_jobs where id = %s", (job_id,)
+            )[0][0]
+            == 1
+        ),
+        timeout=30,
+        what="the job's first attempt failed",
+    )
+    titles = [cmdline(daemon.pid)] + [cmdline(pid) for pid in daemon.children()]
+    names = query(
+        dsn,
+        "select application_name from pg_stat_activity where datname = current_database()"
+        " and pid <> pg_backend_pid()",
+    )
+    return titles, names
+
+
 # --- connection errors of every verb --------------------------------------------------------
 
 #: (how the DSN is given, the DSN): the issue's two examples and the full character set,
@@ -227,24 +251,7 @@ def test_a_running_daemon_shows_the_password_nowhere(
     job_id = query(migrated, "select id from graphile_worker.add_job('leaky', '{}')")[0][0]
     with Daemon(config, "--connection", dsn) as daemon:
         daemon.wait_ready()
-        wait_for(
-            lambda: (
-                query(
-                    migrated,
-                    "select attempts, last_error from graphile_worker._private_jobs where id = %s",
-                    (job_id,),
-                )[0][0]
-                == 1
-            ),
-            timeout=30,
-            what="the job's first attempt failed",
-        )
-        titles = [cmdline(daemon.pid)] + [cmdline(pid) for pid in daemon.children()]
-        names = query(
-            migrated,
-            "select application_name from pg_stat_activity where datname = current_database()"
-            " and pid <> pg_backend_pid()",
-        )
+        titles, names = shown_after_first_attempt(daemon, migrated, job_id)
         heartbeats = query(
             migrated, "select row_to_json(h)::text from graphile_worker._kongtaskd_heartbeats h"
         )
@@ -282,24 +289,7 @@ def test_a_child_connections_password_is_shown_nowhere(migrated: str, tmp_path: 
     job_id = query(migrated, "select id from graphile_worker.add_job('leaky', '{}')")[0][0]
     with Daemon(config) as daemon:
         daemon.wait_ready()
-        wait_for(
-            lambda: (
-                query(
-                    migrated,
-                    "select attempts from graphile_worker._private_jobs where id = %s",
-                    (job_id,),
-                )[0][0]
-                == 1
-            ),
-            timeout=30,
-            what="the job's first attempt failed",
-        )
-        titles = [cmdline(daemon.pid)] + [cmdline(pid) for pid in daemon.children()]
-        names = query(
-            migrated,
-            "select application_name from pg_stat_activity where datname = current_database()"
-            " and pid <> pg_backend_pid()",
-        )
+        titles, names = shown_after_first_attempt(daemon, migrated, job_id)
         assert daemon.stop() == 0
         log = daemon.log()
     assert "connected with password ***" in log, log
