@@ -218,6 +218,21 @@ def fresh_dsn(database_factory) -> str:  # type: ignore[no-untyped-def]
     return database_factory()
 
 
+@pytest.fixture()
+def conn(fresh_dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit connection to a fresh database with the whole schema (graphile-worker's
+    and kongtaskd's migrations); a module may override it to set more on the session."""
+    from kongtaskd.schema import migrate
+
+    connection = psycopg2.connect(fresh_dsn)
+    migrate(connection)
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 @pytest.fixture(autouse=True)
 def _forget_registered_secrets() -> Iterator[None]:
     """The secrets registry (kongtaskd/redact.py) is per process, as a daemon has one

@@ -10,36 +10,22 @@ or not its row once travelled.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-import pytest
 
 import kongtaskd
 from kongtaskd import tunables
 from kongtaskd.child import decode_row
 from kongtaskd.queries import Queries
-from kongtaskd.schema import migrate
 from kongtaskd.settle import Outcomes, Settle, Want
 from tests.support import wait_for
 from tests.support.daemon import Daemon, prepare_database, query, write_config
 
 POOL = "pool-inline-rows-test-1"
 OTHER_POOL = "pool-inline-rows-test-2"
-
-
-@pytest.fixture()
-def conn(fresh_dsn: str) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(fresh_dsn)
-    migrate(connection)
-    connection.autocommit = True
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def execute(conn: psycopg2.extensions.connection, text: str, params: Any = None) -> list[Any]:
