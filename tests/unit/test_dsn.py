@@ -277,21 +277,29 @@ def test_a_password_from_a_service_file_is_hidden(
     assert mask_secrets("he said pw@x.") == "he said ***."
 
 
+@pytest.fixture()
+def wait_callback() -> Iterator[None]:
+    """A psycopg2 wait callback for the whole process while the test runs, as
+    schema/waiting.py installs one while a migration waits: connecting is asynchronous."""
+    import psycopg2.extensions
+    import psycopg2.extras
+
+    saved = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(saved)
+
+
+@pytest.mark.usefixtures("wait_callback")
 def test_a_connect_with_a_wait_callback_still_names_the_server() -> None:
     # While a migration waits (schema/waiting.py installs a psycopg2 wait callback, for the
     # whole process), connecting is asynchronous and libpq's text is a bare "Connection
     # refused": the server still has to be named.
-    import psycopg2.extensions
-    import psycopg2.extras
-
     port = _closed_port()
-    saved = psycopg2.extensions.get_wait_callback()
-    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
-    try:
-        with pytest.raises(DatabaseError) as caught:
-            connect(f"postgresql://app:hunter2@127.0.0.1:{port}/app")
-    finally:
-        psycopg2.extensions.set_wait_callback(saved)
+    with pytest.raises(DatabaseError) as caught:
+        connect(f"postgresql://app:hunter2@127.0.0.1:{port}/app")
     assert (
         caught.value.message == f"cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused"
     )
@@ -311,20 +319,13 @@ def test_several_hosts_that_all_fail_are_each_named() -> None:
     )
 
 
+@pytest.mark.usefixtures("wait_callback")
 def test_several_hosts_with_a_wait_callback_are_each_named() -> None:
     # Asynchronously, libpq gives the first server's reason without naming the server: it
     # is named from the DSN, by its position.
-    import psycopg2.extensions
-    import psycopg2.extras
-
     first, second = _closed_port(), _closed_port()
-    saved = psycopg2.extensions.get_wait_callback()
-    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
-    try:
-        with pytest.raises(DatabaseError) as caught:
-            connect(f"postgresql://app:hunter2@127.0.0.1:{first},127.0.0.1:{second}/app")
-    finally:
-        psycopg2.extensions.set_wait_callback(saved)
+    with pytest.raises(DatabaseError) as caught:
+        connect(f"postgresql://app:hunter2@127.0.0.1:{first},127.0.0.1:{second}/app")
     assert caught.value.message == (
         f"cannot reach PostgreSQL at 127.0.0.1:{first}: connection refused; "
         f"cannot reach PostgreSQL at 127.0.0.1:{second}: connection refused"
