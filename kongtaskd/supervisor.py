@@ -21,7 +21,8 @@ The loop, top to bottom (``Supervisor.run``)::
       manage           respawn; SIGTERM, then SIGKILL, a job past its timeout; roll a reload;
                        drain deadline; prefetched jobs that waited too long go back
       dispatch         hand prefetched job ids to idle children (no database wait)
-      settle           ONE round trip: write the collected outcomes, claim more jobs
+      settle           ONE round trip: write the collected outcomes, claim more jobs; its
+                       wait reads outcomes and hands out jobs in hand (``overlap.py``)
       dispatch         hand out what was just claimed
       run_cron         add the jobs of cron ticks that are due (exactly once across the fleet)
       tick             heartbeat and sweeps, sd_notify, process title, reconnect when due;

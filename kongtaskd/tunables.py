@@ -101,8 +101,10 @@ OUTCOME_WRITE_BATCH = 128
 #: While the settle statement is in flight, the supervisor's wait for its answer also reads
 #: the children's outcomes and hands them jobs already in hand (``overlap.py``), instead of
 #: leaving every child that finishes meanwhile idle for the rest of the round trip. Costs a
-#: poll(2) per wake-up of that wait and psycopg2's non-blocking path for the settle. False:
-#: the settle blocks the loop (the behaviour before; kept for A/B measurements).
+#: poll(2) per wake-up of that wait and psycopg2's non-blocking path for the settle; gains
+#: 3-8% where handlers wait, nothing measurable for CPU-bound no-op jobs on 2 shared cores
+#: (perf/results/analysis.md). False: the settle blocks the loop (the behaviour before; kept
+#: for A/B measurements).
 SERVE_CHILDREN_DURING_SETTLE = True
 
 #: Inline rows: a job claimed and handed to an idle child in the same loop turn travels with
