@@ -2,9 +2,9 @@
 statement is in flight, a child that finishes gets the next job in hand at once.
 
 The statement is held for as long as the test likes: a session of the test's own locks the
-row of a running job, so writing that job's completion waits for the lock. Jobs that start
-meanwhile were handed out during the settle's round trip; a supervisor blocked in it (as
-before overlap.py) hands out none.
+row of a job the daemon holds (claimed, not finished), so writing that job's completion
+waits for the lock. Jobs that start meanwhile were handed out during the settle's round
+trip; a supervisor blocked in it (``SERVE_CHILDREN_DURING_SETTLE = False``) hands out none.
 """
 
 from __future__ import annotations
