@@ -352,3 +352,35 @@ def test_a_claim_waits_for_the_write_it_rides_along_with() -> None:
     book.settled(book.outcomes, 1, SettleResult(completed=[1000]), {}, 10.006)
     assert book.outcomes_since is None and book.write_deadline() is None
     assert book.claim_due(idle_children=0, concurrency=2, now=10.006)
+
+
+def test_outcomes_in_flight_are_kept_apart_from_those_that_arrive_meanwhile() -> None:
+    """overlap.py: outcomes read while the settle is out go with the next write; the written
+    ones are booked from the statement's input, and a failed write goes back in front."""
+    book = JobBook()
+    book.assigned([job(1, "a"), job(2, "b"), job(3, "c")])
+    book.succeeded(1, "a", 0.01)
+    book.note_outcomes(10.0)
+    in_flight = book.take_outcomes()
+    assert in_flight.completed == [1] and not book.outcomes and book.outcomes_since is None
+    book.failed(2, "b", "boom", 0.02)  # arrives while the statement is out
+    settled = book.settled(in_flight, 0, SettleResult(completed=[1]), {}, now=11.0)
+    assert settled.lost == [] and [task for task, *_ in settled.finished] == ["a"]
+    assert book.outcomes.failed == {2: "boom"}  # still in hand, for the next write
+    # That write fails: its outcomes go back ahead of those that came in meanwhile.
+    second = book.take_outcomes()
+    book.succeeded(3, "c", 0.03)
+    book.restore_outcomes(second, since=12.0)
+    assert book.outcomes.failed == {2: "boom"} and book.outcomes.completed == [3]
+    assert book.outcomes.seconds == {2: 0.02, 3: 0.03} and book.outcomes.tasks == {3: "c"}
+    assert book.outcomes_since == 12.0
+    assert sorted(book.known_ids()) == [2, 3]
+
+
+def test_merged_outcomes_keep_the_earlier_ones_first() -> None:
+    earlier = Outcomes(completed=[1], failed={2: "x"}, released=[3], seconds={1: 0.1})
+    later = Outcomes(completed=[4], failed={5: "y"}, released=[6], seconds={4: 0.4})
+    merged = earlier.merged(later)
+    assert merged.completed == [1, 4] and merged.released == [3, 6]
+    assert list(merged.failed) == [2, 5] and merged.seconds == {1: 0.1, 4: 0.4}
+    assert merged.ids() == {1, 2, 3, 4, 5, 6}
