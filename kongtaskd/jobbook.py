@@ -259,10 +259,8 @@ class JobBook:
         task_names: dict[int, str],
         now: float,
     ) -> Settled:
-        """Book what one round trip wrote and claimed; ``outcomes`` were its input."""
-        if outcomes is self.outcomes:
-            self.outcomes = Outcomes()
-            self.outcomes_since = None
+        """Book what one round trip wrote and claimed; ``outcomes`` were its input, taken
+        from the book (``take_outcomes``) before it went out."""
         failed = [(job, self.job_tasks.pop(job.id, "")) for job in result.failed]
         seconds = outcomes.seconds
         finished = [

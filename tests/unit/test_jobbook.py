@@ -191,7 +191,7 @@ def test_settled_books_written_outcomes_lost_ones_and_claims() -> None:
     book.failed(2, "b", "boom", 0.01)
     book.hand_back([3])
     book.succeeded(4, "d", 0.01)
-    outcomes = book.outcomes
+    outcomes = book.take_outcomes()
     result = SettleResult(
         completed=[1],
         failed=[FailedJob(2, attempts=3, max_attempts=3, run_at=T0)],
@@ -234,7 +234,7 @@ def test_settled_lists_what_the_statistics_count_only_outcomes_written() -> None
             FailedJob(4, attempts=1, max_attempts=3, run_at=T0),
         ],
     )
-    settled = book.settled(book.outcomes, 0, result, {}, now=1.0)
+    settled = book.settled(book.take_outcomes(), 0, result, {}, now=1.0)
     assert settled.finished == [
         ("t", "succeeded", 0.25),
         ("t", "retried", 0.5),
@@ -246,12 +246,12 @@ def test_settled_lists_what_the_statistics_count_only_outcomes_written() -> None
 def test_a_short_claim_stops_claiming_unless_it_left_jobs_behind() -> None:
     book = JobBook()
     claimed = [ClaimedJob(1, 5, 0, T0)]
-    book.settled(book.outcomes, 4, SettleResult(claimed=claimed), {}, now=1.0)
+    book.settled(book.take_outcomes(), 4, SettleResult(claimed=claimed), {}, now=1.0)
     assert not book.want_claim  # asked for 4, got 1: nothing more was ready
     book.want_claim = True
-    book.settled(book.outcomes, 4, SettleResult(claimed=claimed, more=True), {}, now=1.0)
+    book.settled(book.take_outcomes(), 4, SettleResult(claimed=claimed, more=True), {}, now=1.0)
     assert book.want_claim  # a named queue held ready jobs back: claim again
-    book.settled(book.outcomes, 1, SettleResult(claimed=claimed), {}, now=1.0)
+    book.settled(book.take_outcomes(), 1, SettleResult(claimed=claimed), {}, now=1.0)
     assert book.want_claim  # a full claim: there may be more
 
 
@@ -259,7 +259,7 @@ def test_outcomes_written_without_a_claim_ask_for_the_next_claim() -> None:
     book = JobBook()
     book.want_claim = False
     book.succeeded(1, "a", 0.1)
-    settled = book.settled(book.outcomes, 0, SettleResult(completed=[1]), {}, now=1.0)
+    settled = book.settled(book.take_outcomes(), 0, SettleResult(completed=[1]), {}, now=1.0)
     assert settled.wrote and settled.lost == []
     assert book.want_claim  # its queue may have unlocked a job this snapshot could not see
 
@@ -270,7 +270,7 @@ def test_claimed_rows_last_for_the_turn_of_their_claim_only() -> None:
     book = book_with(None)
     claimed = [ClaimedJob(1, 5, 0, T0, '[1, "noop"]'), ClaimedJob(2, 5, 0, T0, None)]
     claimed.append(ClaimedJob(3, 5, 0, T0, '[3, "noop"]'))
-    book.settled(book.outcomes, 3, SettleResult(claimed=claimed), {5: "noop"}, now=1.0)
+    book.settled(book.take_outcomes(), 3, SettleResult(claimed=claimed), {5: "noop"}, now=1.0)
     (batch,) = book.deal(1)
     assert [(j.id, j.row) for j in batch] == [(1, '[1, "noop"]')]
     book.forget_rows()
@@ -285,10 +285,10 @@ def test_a_better_job_claimed_later_goes_ahead_of_the_jobs_in_hand() -> None:
     book = book_with(0.0001, noop=0.0001)
     tasks = {5: "noop"}
     backlog = [ClaimedJob(i, 5, 0, T0 + dt.timedelta(seconds=i)) for i in range(1, 41)]
-    book.settled(book.outcomes, 40, SettleResult(claimed=backlog), tasks, now=1.0)
+    book.settled(book.take_outcomes(), 40, SettleResult(claimed=backlog), tasks, now=1.0)
     urgent = ClaimedJob(99, 5, -1, T0 + dt.timedelta(seconds=100))
     later = ClaimedJob(98, 5, 0, T0 + dt.timedelta(seconds=100))
-    book.settled(book.outcomes, 2, SettleResult(claimed=[later, urgent]), tasks, now=2.0)
+    book.settled(book.take_outcomes(), 2, SettleResult(claimed=[later, urgent]), tasks, now=2.0)
     order = [job.id for job in book.prefetched]
     assert order == [99, *range(1, 41), 98]
     assert book.deal(1)[0][0].id == 99
@@ -349,7 +349,7 @@ def test_a_claim_waits_for_the_write_it_rides_along_with() -> None:
     assert book.claim_size(idle_children=0, concurrency=2) == 1
     assert not book.claim_due(idle_children=0, concurrency=2, now=10.0)  # the loop may sleep
     assert book.claim_due(idle_children=0, concurrency=2, now=10.0 + tunables.OUTCOME_WRITE_DELAY)
-    book.settled(book.outcomes, 1, SettleResult(completed=[1000]), {}, 10.006)
+    book.settled(book.take_outcomes(), 1, SettleResult(completed=[1000]), {}, 10.006)
     assert book.outcomes_since is None and book.write_deadline() is None
     assert book.claim_due(idle_children=0, concurrency=2, now=10.006)
 
