@@ -668,15 +668,17 @@ class Supervisor:
     def write_due(self, now: float) -> bool:
         """The outcomes in hand go to the database this turn (``JobBook.write_due``): at
         once while draining or when a capped task's slot comes free, else by the book."""
-        outcomes = self.book.outcomes
         if self.draining:
-            return bool(outcomes)
-        # A capped task's job that ends frees a slot that any daemon may take.
-        frees_slot = bool(self.book.capped) and any(
-            self.session.capped(self.book.job_task(job_id)) for job_id in outcomes.ids()
-        )
+            return bool(self.book.outcomes)
         return self.book.write_due(
-            now, len(self.fleet.idle()), self.config.concurrency, urgent=frees_slot
+            now, len(self.fleet.idle()), self.config.concurrency, urgent=self.frees_slot()
+        )
+
+    def frees_slot(self) -> bool:
+        """Some outcome in hand ends a capped task's job: it frees a slot any daemon may
+        take, so it is written at once and the other daemons are told."""
+        return bool(self.book.capped) and any(
+            self.session.capped(self.book.job_task(job_id)) for job_id in self.book.outcomes.ids()
         )
 
     def settle_deadline(self, now: float) -> float:
@@ -727,11 +729,9 @@ class Supervisor:
             max(0, rows),
             async_commit=tunables.CLAIM_ASYNC_COMMIT,
         )
-        # A capped task's job that ends frees a slot that any daemon may take: tell them
-        # (one extra statement, only then; uncapped tasks pay nothing).
-        frees_slot = self.book.capped and any(
-            self.session.capped(self.book.job_task(job_id)) for job_id in outcomes.ids()
-        )
+        # Tell the other daemons of a freed slot (one extra statement, only then; uncapped
+        # tasks pay nothing).
+        frees_slot = self.frees_slot()
         since = self.book.outcomes_since
         self.book.take_outcomes()  # those arriving while it is in flight go out next time
         try:

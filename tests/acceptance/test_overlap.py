@@ -142,7 +142,7 @@ def test_the_wait_serves_a_pipe_while_a_statement_runs(connection, pipe) -> None
         _drain(read_end)
 
     overlap = ServeWhileWaiting(lambda: {read_end: read}, lambda: seen.append(("served", 0.0)))
-    writer = threading.Timer(0.1, lambda: _write(write_end, b"x"))
+    writer = threading.Timer(0.1, os.write, (write_end, b"x"))
     writer.start()
     with overlap.serving():
         with connection.cursor() as cur:
@@ -163,7 +163,7 @@ def test_an_error_while_serving_is_raised_after_the_statement(connection, pipe) 
         raise RuntimeError("serving went wrong")
 
     overlap = ServeWhileWaiting(lambda: {read_end: lambda: _drain(read_end)}, broken)
-    _write(write_end, b"x")
+    os.write(write_end, b"x")
     with (
         pytest.raises(RuntimeError, match="serving went wrong"),
         overlap.serving(),
@@ -201,10 +201,6 @@ def pipe():
     finally:
         os.close(read_end)
         os.close(write_end)
-
-
-def _write(fd: int, data: bytes) -> None:
-    os.write(fd, data)
 
 
 def _drain(fd: int) -> None:
