@@ -13,8 +13,8 @@ children, and decides how much to claim and how to share it out:
   size (``claim_size``);
 * whether a claim is wanted (``want_claim``: a NOTIFY, a poll, a full claim, an outcome that
   may have unlocked a queue) and the next poll;
-* the rows the latest claim read (``PrefetchedJob.row``), valid for that loop turn only
-  (``forget_rows``): see "Inline rows" below.
+* the rows the claims read (``PrefetchedJob.row``), sent with a job while they are fresh
+  (``deal``) and dropped when the session is lost (``forget_rows``): see "Inline rows".
 
 Claims are sized to the idle children plus, only while jobs are short, a prefetch, so a
 child that finishes gets its next ids at once. A claimed job never waits for a child while
@@ -23,15 +23,16 @@ another is idle (idle children are served first, best jobs first, shared out eve
 batch of ids (about ``BATCH_TARGET_SECONDS`` of work), cut at a task that is slow or not
 yet measured. Times are passed in (``now``), so tests drive the policy with real numbers.
 
-Inline rows. A job claimed by this turn's settle and handed to an idle child in the same
-turn travels with the row the claim read, and the child skips its row load. The claim is
-the ownership check then: the lock was taken, and committed, microseconds before the
-hand-over, later than the child's own check would have been made without it. A job that
-waits in hand past its turn (prefetched for a busy child) drops its row: the sweep or
-``force_unlock_workers`` may take it back meanwhile, and the child's load (``locked_by =
-pool``) is what keeps such a job from running. Re-confirming those in the next settle was
-the alternative; it buys nothing in this loop, whose first dispatch (before the settle)
-gives every prefetched job to an idle child, so none is left for the second.
+Inline rows. A claimed job travels to its child with the row the claim read, and the child
+skips its row load, while the claim is the ownership check a load would have been: the
+lock was taken and committed on the session that is still the supervisor's, at most
+``INLINE_ROW_MAX_AGE`` before the hand-over (``deal(now)``). That bound is the one a batch
+already has: a batch's rows are loaded when the child receives it, and its last job starts
+up to ``BATCH_TARGET_SECONDS`` later. A job that waits in hand longer (prefetched while
+every child was busy) goes without its row: the sweep or ``force_unlock_workers`` may have
+taken it back meanwhile, and the child's load (``locked_by = pool``) keeps such a job from
+running. Rows read on a session that was lost since are dropped (``forget_rows``): after a
+reconnect, maybe to a promoted standby, only that server's word counts.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class PrefetchedJob:
     priority: int
     run_at: datetime.datetime
     claimed_at: float
-    #: The row this turn's claim read (``settle.ClaimedJob.row``), until ``forget_rows``.
+    #: The row its claim read (``settle.ClaimedJob.row``): sent with it while fresh (``deal``).
     row: str | None = None
 
 
@@ -317,9 +318,10 @@ class JobBook:
         )
 
     # ---- dispatch -------------------------------------------------------------------------
-    def deal(self, idle_children: int) -> list[list[PrefetchedJob]]:
+    def deal(self, idle_children: int, now: float) -> list[list[PrefetchedJob]]:
         """Batches for up to ``idle_children`` children, best jobs first, shared out evenly
-        (no child idles while another holds a batch). The caller assigns them in order."""
+        (no child idles while another holds a batch). The caller assigns them in order.
+        A job claimed more than ``INLINE_ROW_MAX_AGE`` before ``now`` goes without its row."""
         if not self.prefetched or idle_children <= 0:
             return []
         share = min(self.batch_size(), -(-len(self.prefetched) // idle_children))
@@ -329,6 +331,17 @@ class JobBook:
             if not batch:
                 break
             batches.append(batch)
+        if self.rows_in_hand:
+            oldest = now - tunables.INLINE_ROW_MAX_AGE
+            batches = [
+                [
+                    dataclasses.replace(job, row=None)
+                    if job.row is not None and job.claimed_at < oldest
+                    else job
+                    for job in batch
+                ]
+                for batch in batches
+            ]
         return batches
 
     def take_batch(self, most: int) -> list[PrefetchedJob]:
@@ -353,8 +366,8 @@ class JobBook:
         return batch
 
     def forget_rows(self) -> None:
-        """The loop turn is over: jobs still in hand go without their row (the child loads
-        it and checks that this pool still holds the job)."""
+        """The session that read the rows in hand is gone: those jobs go without them (the
+        child loads each and checks that this pool still holds it)."""
         if not self.rows_in_hand:
             return
         self.rows_in_hand = False

@@ -6,9 +6,9 @@ Each child has one ``AF_UNIX`` stream socket pair with the supervisor. A frame i
 
 Bodies are binary for the hot messages (a job id, a job outcome) and JSON for the rare
 ones (the child's hello, a fatal start-up error). The supervisor sends job *ids*; the
-child reads the row itself, except for a job whose row the claim of the same loop turn
-read (``RUN_ROWS``): then a small row travels with its id, as the text the statement made
-of it (the supervisor never decodes it), and the child skips its row load.
+child reads the row itself, except for a job handed out within ``INLINE_ROW_MAX_AGE`` of the
+claim that read its row (``RUN_ROWS``): then a small row travels with its id, as the text
+the statement made of it (the supervisor never decodes it), and the child skips its load.
 
 Supervisor -> child
     ``RUN``      body ``int64 job_id`` * n                   run these jobs, in this order

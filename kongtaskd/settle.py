@@ -94,9 +94,9 @@ class Want:
     count: int
     task_ids: list[int]
     forbidden_flags: list[str] | None = None
-    #: How many of the jobs claimed (best first) should come with their row: as many as
-    #: the idle children can take this turn (``ClaimedJob.row``). Rows cost the database
-    #: a read each, wasted on a job that waits in hand (its row is dropped, see jobbook).
+    #: How many of the jobs claimed (best first) should come with their row
+    #: (``ClaimedJob.row``): the supervisor asks for all of them, since a job handed out
+    #: from the hand within ``INLINE_ROW_MAX_AGE`` travels with its row too (jobbook).
     rows: int = 0
     #: A statement that carries no outcome commits without waiting for its WAL flush
     #: (``sql/settle.sql``'s ``commit_mode``: a database crash right after may forget the

@@ -289,7 +289,6 @@ class Supervisor:
                 self.dispatch()
                 self.settle()
                 self.dispatch()
-                self.book.forget_rows()  # rows vouch for ownership in their turn only
                 self.run_cron()
                 self.tick()
         finally:
@@ -478,6 +477,9 @@ class Supervisor:
         except BaseException:
             self.session.close()
             raise
+        # Rows in hand were read on the session before: they vouch for nothing on this one
+        # (a promoted standby may not have those claims).
+        self.book.forget_rows()
         self.heartbeat.next_beat = 0.0  # beat (and sweep) at once, before READY=1
         self.book.want_claim = True  # anything queued while we were away is waiting
         self.cancels_due = True  # a cancel made while we were away: its NOTIFY is lost
@@ -649,7 +651,10 @@ class Supervisor:
         ``batch_size()`` (shared out evenly so no child idles while another holds a batch).
         """
         idle = self.fleet.idle()
-        for child, batch in zip(idle, self.book.deal(len(idle)), strict=False):  # may be fewer
+        if not self.session.connected:  # the session that read the rows in hand is gone
+            self.book.forget_rows()
+        batches = self.book.deal(len(idle), time.monotonic())
+        for child, batch in zip(idle, batches, strict=False):  # may be fewer
             self.fleet.assign(child, batch)
 
     def claim_size(self) -> int:
@@ -714,19 +719,17 @@ class Supervisor:
             self.book.note_outcomes(now)
             if not self.write_due(now):
                 return
-        # Rows for the jobs this turn's dispatch can hand out (the idle children's share,
-        # after what is in hand): the rest would wait in hand and lose theirs anyway.
+        # Rows for every job claimed: those handed out within INLINE_ROW_MAX_AGE go with
+        # theirs (jobbook's "Inline rows"), in this turn's dispatch or from the hand.
         # None for pooled children (child_connection): their row load is where a child waits
         # for a server connection, riding out PgBouncer's query_wait_timeout by reconnecting;
         # without it the handler's first query would wait, and a drop would cost an attempt.
-        rows = len(self.fleet.idle()) * self.book.batch_size() - len(self.book.prefetched)
-        if self.fleet.pooled:
-            rows = 0
+        rows = 0 if self.fleet.pooled else want
         claim = Want(
             want,
             self.session.claimable_task_ids,
             self.forbidden_flags,
-            max(0, rows),
+            rows,
             async_commit=tunables.CLAIM_ASYNC_COMMIT,
         )
         # Tell the other daemons of a freed slot (one extra statement, only then; uncapped

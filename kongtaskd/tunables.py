@@ -107,13 +107,21 @@ OUTCOME_WRITE_BATCH = 128
 #: for A/B measurements).
 SERVE_CHILDREN_DURING_SETTLE = True
 
-#: Inline rows: a job claimed and handed to an idle child in the same loop turn travels with
-#: the row the claim read when its payload is at most this many bytes (``sql/settle.sql``),
-#: so the child starts it without its own row-load round trip (about a tenth of an idle
-#: daemon's latency). Bigger payloads would cost the supervisor more in copies than the
-#: round trip they save, and a child loads them itself, as it does every job whose
-#: ownership this turn's claim does not vouch for. 0 turns inline rows off.
+#: Inline rows: a claimed job travels to its child with the row the claim read when its
+#: payload is at most this many bytes (``sql/settle.sql``), so the child starts it without
+#: its own row-load round trip (about a tenth of an idle daemon's latency, and a statement
+#: per batch off the database under load). Bigger payloads would cost the supervisor more in
+#: copies than the round trip they save, and a child loads them itself, as it does every job
+#: whose ownership no recent claim vouches for (``INLINE_ROW_MAX_AGE``). 0 turns inline
+#: rows off.
 INLINE_ROW_MAX_BYTES = 4096
+#: A claimed job's row goes with it only while the claim is at most this many seconds old
+#: (and its session not lost since): the claim's lock is then the ownership check the
+#: child's load would make. The bound matches a batch's: the rows of a batch are loaded
+#: once, and its last job starts up to ``BATCH_TARGET_SECONDS`` later. Longer lets a job the
+#: sweep took back in that window start; shorter sends more prefetched jobs without their
+#: row (one load round trip per batch). jobbook's "Inline rows" has the argument.
+INLINE_ROW_MAX_AGE = 0.02  # = BATCH_TARGET_SECONDS (defined below)
 #: A RUN frame carries at most this many bytes of rows (a batch of big rows must never
 #: fill the child's socket buffer, which a non-blocking send cannot wait for); the rows
 #: beyond go without, and the child loads those.

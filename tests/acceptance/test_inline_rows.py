@@ -1,5 +1,5 @@
-"""Inline rows (issue 13 §2): a job claimed and dispatched in one loop turn travels with the
-row the claim read, and the child skips its row load.
+"""Inline rows (issue 13 §2): a claimed job handed out within ``INLINE_ROW_MAX_AGE`` of its
+claim travels with the row the claim read, and the child skips its row load.
 
 Two things must hold. The row is the one the child would have loaded (``sql/load_job.sql``),
 also when the job changed or appeared between the settle statement's snapshot and its
@@ -10,6 +10,7 @@ or not its row once travelled.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,8 @@ def test_a_prefetched_job_another_pool_took_never_runs(fresh_dsn, tmp_path: Path
     """A job claimed with its row but left in hand (the only child is busy) is taken over by
     another pool, as after a sweep or ``force_unlock_workers`` and someone else's claim.
     When the child gets to it, it must not run, and we must not delete or mark it: its row
-    may not vouch for ownership beyond the turn of its claim, so the child loads it, which
-    only a job this pool still holds passes."""
+    vouches for ownership only for INLINE_ROW_MAX_AGE after its claim, so the child loads
+    it, which only a job this pool still holds passes."""
     prepare_database(fresh_dsn)
     config = write_config(tmp_path, fresh_dsn, concurrency=1)
     with Daemon(config) as daemon:
@@ -186,6 +187,10 @@ def test_a_prefetched_job_another_pool_took_never_runs(fresh_dsn, tmp_path: Path
             what="both jobs to be claimed",
         )[0][0]
         assert pool and pool != OTHER_POOL
+        # The take-over is what the bound is for: a job in hand longer than it (counted from
+        # before the claim was sent) goes without its row. Seen claimed, it is older than
+        # the bound once this much more time has passed, whatever the machine's speed.
+        time.sleep(tunables.INLINE_ROW_MAX_AGE)
         query(
             fresh_dsn,
             "update graphile_worker._private_jobs set locked_by = %s, locked_at = now()"

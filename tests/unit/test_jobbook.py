@@ -120,7 +120,7 @@ def test_poll_wants_a_claim_every_interval() -> None:
 def test_deal_shares_jobs_evenly_among_idle_children() -> None:
     book = book_with(0.001, noop=0.001)  # batches of up to 20
     book.prefetched.extend(job(i) for i in range(1, 6))
-    batches = book.deal(idle_children=3)
+    batches = book.deal(idle_children=3, now=0.0)
     assert [[j.id for j in b] for b in batches] == [[1, 2], [3, 4], [5]]
     assert not book.prefetched
 
@@ -128,10 +128,10 @@ def test_deal_shares_jobs_evenly_among_idle_children() -> None:
 def test_deal_gives_one_job_each_until_durations_are_known() -> None:
     book = JobBook()
     book.prefetched.extend(job(i) for i in range(1, 6))
-    batches = book.deal(idle_children=2)
+    batches = book.deal(idle_children=2, now=0.0)
     assert [[j.id for j in b] for b in batches] == [[1], [2]]
     assert [j.id for j in book.prefetched] == [3, 4, 5]
-    assert book.deal(idle_children=0) == []
+    assert book.deal(idle_children=0, now=0.0) == []
 
 
 def test_a_batch_ends_at_a_slow_or_unmeasured_task() -> None:
@@ -264,19 +264,34 @@ def test_outcomes_written_without_a_claim_ask_for_the_next_claim() -> None:
     assert book.want_claim  # its queue may have unlocked a job this snapshot could not see
 
 
-def test_claimed_rows_last_for_the_turn_of_their_claim_only() -> None:
-    """A row vouches for ownership in the loop turn of its claim: the jobs dealt then carry
-    it; those left in hand lose it (the child loads them and checks the lock)."""
+def test_claimed_rows_go_with_their_jobs_while_the_claim_is_fresh() -> None:
+    """A row vouches for ownership for INLINE_ROW_MAX_AGE after its claim: jobs dealt within
+    it carry theirs, also from the hand; later ones go without (the child loads them and
+    checks the lock). Nothing else about a job changes."""
     book = book_with(None)
     claimed = [ClaimedJob(1, 5, 0, T0, '[1, "noop"]'), ClaimedJob(2, 5, 0, T0, None)]
     claimed.append(ClaimedJob(3, 5, 0, T0, '[3, "noop"]'))
-    book.settled(book.take_outcomes(), 3, SettleResult(claimed=claimed), {5: "noop"}, now=1.0)
-    (batch,) = book.deal(1)
+    claimed.append(ClaimedJob(4, 5, 0, T0, '[4, "noop"]'))
+    book.settled(book.take_outcomes(), 4, SettleResult(claimed=claimed), {5: "noop"}, now=1.0)
+    (batch,) = book.deal(1, now=1.0)
     assert [(j.id, j.row) for j in batch] == [(1, '[1, "noop"]')]
+    (batch,) = book.deal(1, now=1.0 + tunables.INLINE_ROW_MAX_AGE / 2)  # from the hand
+    assert [(j.id, j.row) for j in batch] == [(2, None)]
+    (batch,) = book.deal(1, now=1.0 + tunables.INLINE_ROW_MAX_AGE)  # the last fresh moment
+    assert [(j.id, j.row) for j in batch] == [(3, '[3, "noop"]')]
+    (batch,) = book.deal(1, now=1.0 + tunables.INLINE_ROW_MAX_AGE * 1.01)
+    assert [(j.id, j.row, j.claimed_at) for j in batch] == [(4, None, 1.0)]
+
+
+def test_rows_are_forgotten_with_the_session_that_read_them() -> None:
+    book = book_with(None)
+    claimed = [ClaimedJob(1, 5, 0, T0, '[1, "noop"]'), ClaimedJob(2, 5, 0, T0, '[2, "noop"]')]
+    book.settled(book.take_outcomes(), 2, SettleResult(claimed=claimed), {5: "noop"}, now=1.0)
     book.forget_rows()
-    assert [(j.id, j.row) for j in book.prefetched] == [(2, None), (3, None)]
+    assert [(j.id, j.row) for j in book.prefetched] == [(1, None), (2, None)]
     assert [j.claimed_at for j in book.prefetched] == [1.0, 1.0]  # nothing else changes
     assert not book.rows_in_hand
+    assert [(j.id, j.row) for j in book.deal(1, now=1.0)[0]] == [(1, None)]
 
 
 def test_a_better_job_claimed_later_goes_ahead_of_the_jobs_in_hand() -> None:
@@ -291,7 +306,7 @@ def test_a_better_job_claimed_later_goes_ahead_of_the_jobs_in_hand() -> None:
     book.settled(book.take_outcomes(), 2, SettleResult(claimed=[later, urgent]), tasks, now=2.0)
     order = [job.id for job in book.prefetched]
     assert order == [99, *range(1, 41), 98]
-    assert book.deal(1)[0][0].id == 99
+    assert book.deal(1, now=2.0)[0][0].id == 99
     # The expiry still counts from the oldest job in hand, wherever it now stands.
     assert book.next_deadline() == pytest.approx(1.0 + tunables.PREFETCH_MAX_WAIT)
 
