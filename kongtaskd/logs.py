@@ -35,7 +35,9 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -158,21 +160,31 @@ class TextFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        job_id = getattr(record, "job_id", None)
-        if job_id is None:
-            where = _scrub_cached(record.name, record.name)
-        else:
-            task = getattr(record, "task", None) or "?"
-            where = _scrub_cached(
-                (record.name, job_id, task), f"{record.name} [job {job_id} {task}]"
-            )
-        # The timestamp and level are ours (digits, a level name): nothing to scrub there.
-        line = f"{_timestamp(record.created)} {record.levelname} {where}: {_message(record)}"
+        line = self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            getattr(record, "job_id", None),
+            getattr(record, "task", None),
+            _message(record),
+        )
         if record.exc_info:
             line += "\n" + mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
             line += "\n" + mask_secrets(self.formatStack(record.stack_info))
         return line
+
+    def line(
+        self, created: float, level: str, name: str, job_id: Any, task: Any, message: str
+    ) -> str:
+        """The line of a record with these fields (``message`` already scrubbed)."""
+        if job_id is None:
+            where = _scrub_cached(name, name)
+        else:
+            task = task or "?"
+            where = _scrub_cached((name, job_id, task), f"{name} [job {job_id} {task}]")
+        # The timestamp and level are ours (digits, a level name): nothing to scrub there.
+        return f"{_timestamp(created)} {level} {where}: {message}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -183,19 +195,15 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
-        # quote of the JSON syntax next to a secret. ts and level are ours (nothing to
-        # scrub); logger and task repeat on every line of a job (scrubbed once, cached).
-        task = getattr(record, "task", None)
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": _scrub_cached(record.name, record.name),
-            "msg": _message(record),
-            "job_id": _scrubbed(getattr(record, "job_id", None)),
-            "task": _scrub_cached(task, task) if isinstance(task, str) else _scrubbed(task),
-            "pid": record.process,
-        }
+        entry = self.entry(
+            record.created,
+            record.levelname,
+            record.name,
+            getattr(record, "job_id", None),
+            getattr(record, "task", None),
+            _message(record),
+            record.process,
+        )
         if record.exc_info:
             entry["exc"] = mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
@@ -203,6 +211,33 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and key not in entry:
                 entry[mask_secrets(key)] = _scrubbed(value)
+        return self.encode(entry)
+
+    def entry(
+        self,
+        created: float,
+        level: str,
+        name: str,
+        job_id: Any,
+        task: Any,
+        message: str,
+        pid: int | None,
+    ) -> dict[str, Any]:
+        """The object of a record with these fields (``message`` already scrubbed)."""
+        # Scrubbed value by value, before encoding: scrubbing the encoded line could eat a
+        # quote of the JSON syntax next to a secret. ts and level are ours (nothing to
+        # scrub); logger and task repeat on every line of a job (scrubbed once, cached).
+        return {
+            "ts": _timestamp(created),
+            "level": level.lower(),
+            "logger": _scrub_cached(name, name),
+            "msg": message,
+            "job_id": _scrubbed(job_id),
+            "task": _scrub_cached(task, task) if isinstance(task, str) else _scrubbed(task),
+            "pid": pid,
+        }
+
+    def encode(self, entry: dict[str, Any]) -> str:
         # default: an extra value that JSON cannot hold is still logged, as (scrubbed) text.
         return json.dumps(
             entry,
@@ -234,23 +269,47 @@ class _KongtaskHandler(logging.StreamHandler):  # type: ignore[type-arg]
     deferred = False
     #: Deferred records are in the stream's buffer (``flush`` has something to do).
     pending = False
+    #: The filters ``setup_logging`` gave it: any other means a record must be made.
+    own_filters: list[Any] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
-            if (
-                not self.deferred
-                or record.levelno >= logging.WARNING
-                or record.pathname not in _DEFERRABLE
-            ):
-                self.stream.flush()
-                self.pending = False
-            else:
-                self.pending = True
+            self.write_line(self.format(record), record.levelno, record.pathname)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    def write_line(self, line: str, level: int, source: str) -> None:
+        """Write a formatted line; flush it now unless it may wait for :func:`flush`."""
+        self.stream.write(line + self.terminator)
+        if not self.deferred or level >= logging.WARNING or source not in _DEFERRABLE:
+            self.stream.flush()
+            self.pending = False
+        else:
+            self.pending = True
+
+    def direct_line(
+        self, name: str, level: int, job_id: int, task: str, message: str, source: str
+    ) -> None:
+        """One of our own job lines without a ``LogRecord`` (``job_line``'s direct path):
+        formatted by the same code a record of these fields is, written under the lock
+        ``handle`` takes (the output thread writes through this handler too)."""
+        formatter = self.formatter
+        created = time.time()
+        levelname = logging.getLevelName(level)
+        if type(formatter) is JsonFormatter:
+            pid = os.getpid() if logging.logProcesses else None  # as a LogRecord has it
+            entry = formatter.entry(created, levelname, name, job_id, task, message, pid)
+            line = formatter.encode(entry)
+        else:
+            assert type(formatter) is TextFormatter
+            line = formatter.line(created, levelname, name, job_id, task, message)
+        self.acquire()
+        try:
+            self.write_line(line, level, source)
+        finally:
+            self.release()
 
 
 #: The handlers :func:`defer_flushes` made deferred: what :func:`flush` flushes.
@@ -302,10 +361,20 @@ def job_line(
     source: str = _JOB_LINE_SOURCE,
     clean: bool = False,
 ) -> None:
-    """One of kongtaskd's own lines about a job (started, finished), as cheap as a record
-    gets: no ``LoggerAdapter``, no stack walk for the caller's file and line."""
+    """One of kongtaskd's own lines about a job (started, finished), as cheap as a line
+    gets: no ``LoggerAdapter``, no stack walk for the caller's file and line, and for a
+    ``clean`` line (our text and numbers only: nothing a secret could be in, so no
+    redaction pass) that only our handler would see, no ``LogRecord`` at all."""
     if not logger.isEnabledFor(level):
         return
+    if clean:
+        sink = _direct_sink(logger, level)
+        if sink is not None:
+            try:
+                sink.direct_line(logger.name, level, job_id, task, msg % args, source)
+                return
+            except Exception:
+                pass  # the record's way below reports the error as logging does
     record = logger.makeRecord(
         logger.name,
         level,
@@ -317,12 +386,51 @@ def job_line(
         extra={"job_id": job_id, "task": task},
     )
     if clean:
-        # Our text and numbers only (``args`` are counts and seconds): nothing a secret
-        # could be in, so no redaction pass; rendered once, here.
+        # Rendered once, here, and not scrubbed (see above).
         record.msg = msg % args
         record.args = None
         record._masked = True
     logger.handle(record)
+
+
+#: The stdlib's record path as the logging module defines it: a patched one (Sentry's
+#: logging integration patches ``Logger.callHandlers``), like a record factory
+#: (OpenTelemetry's adds trace ids), wants every record, so our lines then take its way.
+#: None when it was patched before we were imported: then they always do.
+_STDLIB_PATH = (logging.Logger.handle, logging.Logger.callHandlers, logging.Logger.makeRecord)
+if any(method.__module__ != "logging" for method in _STDLIB_PATH):
+    _STDLIB_PATH = None  # type: ignore[assignment]
+
+
+def _direct_sink(logger: logging.Logger, level: int) -> _KongtaskHandler | None:
+    """Our handler, when a record from ``logger`` at ``level`` would reach it and nothing
+    else: the stdlib's classes and record factory, no filter on the logger, no other handler
+    anywhere up to the root, our filters only on ours. Checked per line (a handful of
+    attribute reads): an application may add a handler at any time."""
+    if (
+        type(logger) is not logging.Logger
+        or logger.filters  # a logger's filters see its own records, not its children's
+        or logging.getLogRecordFactory() is not logging.LogRecord
+        or (logging.Logger.handle, logging.Logger.callHandlers, logging.Logger.makeRecord)
+        != _STDLIB_PATH
+    ):
+        return None
+    node = logger.parent
+    while node is not None and node.parent is not None:  # up to the root
+        if node.handlers or not node.propagate:
+            return None
+        node = node.parent
+    if logger.handlers or not logger.propagate or node is None or len(node.handlers) != 1:
+        return None
+    sink = node.handlers[0]
+    if (
+        type(sink) is not _KongtaskHandler
+        or level < sink.level
+        or sink.filters != sink.own_filters
+        or type(sink.formatter) not in (TextFormatter, JsonFormatter)
+    ):
+        return None
+    return sink
 
 
 def setup_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> None:
@@ -342,6 +450,7 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(JobContextFilter())
     handler.addFilter(SecretMaskingFilter())
+    handler.own_filters = list(handler.filters)
     root.addHandler(handler)
     root.setLevel(level.upper())
 

@@ -18,6 +18,8 @@ import pytest
 from kongtaskd import redact
 from kongtaskd.job import Job
 from kongtaskd.logs import (
+    _direct_sink,
+    _KongtaskHandler,
     _timestamp,
     current_job,
     defer_flushes,
@@ -276,3 +278,116 @@ def test_deferred_flushes_hold_back_only_job_ends(stream: io.StringIO) -> None:
     job_finished(task_log, a_job(4), 0.5, "RuntimeError: a failure is never held back")
     assert b"attempt 3 of 25" in raw.getvalue()
     assert b"never held back" in raw.getvalue()
+
+
+# -- the direct path: a job's line without a LogRecord, when only our handler would see it ---
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def only_ours(fmt: str, stream: io.StringIO) -> None:
+    """Our set-up alone on the root (pytest's own capture handlers taken off for the test;
+    the ``stream`` fixture puts them back)."""
+    setup_logging("info", fmt, stream)
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, _KongtaskHandler)]
+
+
+def without_ts(fmt: str, line: str) -> Any:
+    if fmt == "json":
+        entry = json.loads(line)
+        assert TEXT_LINE.match(entry.pop("ts") + " X y")
+        return entry
+    match = TEXT_LINE.match(line)
+    assert match, line
+    return match.group("level"), match.group("rest")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_job_line_without_a_record_is_the_line_its_record_makes(
+    fmt: str, stream: io.StringIO
+) -> None:
+    only_ours(fmt, stream)
+    task_log = logging.getLogger("kongtaskd.task.send_email")
+    assert _direct_sink(task_log, logging.INFO) is logging.getLogger().handlers[0]
+    job_finished(task_log, a_job(), 0.0123, None)
+    collect = Collect()
+    logging.getLogger().addHandler(collect)  # someone else would see it: a record now
+    assert _direct_sink(task_log, logging.INFO) is None
+    job_finished(task_log, a_job(), 0.0123, None)
+    direct, recorded = lines(stream)
+    assert without_ts(fmt, direct) == without_ts(fmt, recorded)
+    assert [r.getMessage() for r in collect.records] == [
+        "job succeeded in 0.012s (attempt 1 of 25)"
+    ]
+
+
+def patch_call_handlers(monkeypatch: pytest.MonkeyPatch, seen: list[Any]) -> None:
+    original = logging.Logger.callHandlers
+
+    def call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:  # Sentry's way
+        seen.append(record)
+        original(self, record)
+
+    monkeypatch.setattr(logging.Logger, "callHandlers", call_handlers)
+
+
+def record_factory(monkeypatch: pytest.MonkeyPatch, seen: list[Any]) -> None:
+    original = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:  # OpenTelemetry's way
+        record = original(*args, **kwargs)
+        seen.append(record)
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", factory)
+
+
+def handler_on_the_task_logger(monkeypatch: pytest.MonkeyPatch, seen: list[Any]) -> None:
+    collect = Collect()
+    collect.emit = seen.append  # type: ignore[method-assign]
+    monkeypatch.setattr(logging.getLogger("kongtaskd.task"), "handlers", [collect])
+
+
+def filter_on_the_task_logger(monkeypatch: pytest.MonkeyPatch, seen: list[Any]) -> None:
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    monkeypatch.setattr(logging.getLogger("kongtaskd.task.send_email"), "filters", [keep])
+
+
+def filter_on_our_handler(monkeypatch: pytest.MonkeyPatch, seen: list[Any]) -> None:
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    logging.getLogger().handlers[0].addFilter(keep)
+
+
+@pytest.mark.parametrize(
+    "observer",
+    [
+        patch_call_handlers,
+        record_factory,
+        handler_on_the_task_logger,
+        filter_on_the_task_logger,
+        filter_on_our_handler,
+    ],
+)
+def test_whatever_else_would_see_a_job_line_gets_its_record(
+    observer: Any, stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours("text", stream)
+    task_log = logging.getLogger("kongtaskd.task.send_email")
+    seen: list[logging.LogRecord] = []
+    observer(monkeypatch, seen)
+    job_finished(task_log, a_job(), 0.5, None)
+    assert [r.getMessage() for r in seen] == ["job succeeded in 0.500s (attempt 1 of 25)"]
+    (line,) = lines(stream)
+    assert line.endswith("[job 42 send_email]: job succeeded in 0.500s (attempt 1 of 25)")
