@@ -3,9 +3,17 @@ outcome is reported. (The same under real signals: tests/acceptance/test_child_h
 
 from __future__ import annotations
 
+import os
 import signal
 
-from kongtaskd.child import NOTHING_HELD, STARTING, Holdings, Phase, sigterm_deferred
+from kongtaskd.child import (
+    NOTHING_HELD,
+    STARTING,
+    Holdings,
+    Phase,
+    SignalGate,
+    sigterm_deferred,
+)
 
 
 def test_a_job_leaves_the_holdings_only_when_its_outcome_is_reported():
@@ -20,13 +28,28 @@ def test_a_job_leaves_the_holdings_only_when_its_outcome_is_reported():
     assert NOTHING_HELD.phase is Phase.IDLE and STARTING.phase is Phase.STARTING
 
 
-def test_sigterm_deferred_nests_and_restores_the_callers_mask():
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
-    assert signal.SIGTERM not in before
-    with sigterm_deferred():
-        assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set())
-        with sigterm_deferred():
-            pass
-        # The inner block restored the outer's mask: still held.
-        assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set())
-    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+def test_a_signal_inside_a_deferred_step_runs_its_handler_when_the_step_ends():
+    """Real signals, sent to this process inside nested steps: each handler runs once the
+    outermost step is over, in the order the signals came; outside a step, at once."""
+    gate = SignalGate()
+    ran: list[str] = []
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    signal.signal(signal.SIGTERM, gate.gated(lambda signum, frame: ran.append("term")))
+    signal.signal(signal.SIGUSR1, gate.gated(lambda signum, frame: ran.append("usr1")))
+    try:
+        with gate:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            with gate:
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert ran == []  # the inner step ended, the outer holds them still
+        assert ran == ["usr1", "term"]
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert ran == ["usr1", "term", "term"]
+        assert gate.depth == 0 and not gate.waiting
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_the_child_defers_through_one_gate():
+    assert sigterm_deferred() is sigterm_deferred()
