@@ -50,6 +50,7 @@ STATEMENTS: dict[str, Statement] = {
     s.name: s
     for s in (
         Statement(settle.NAME, settle.PARAM_TYPES),  # its typed wrapper declares them
+        Statement(settle.CLAIM_NAME, settle.PARAM_TYPES),  # the same wrapper, no outcomes
         Statement("load_job", ("bigint", "text")),
         Statement("load_jobs", ("bigint[]", "text")),
         Statement("register_tasks", ("text[]",)),
@@ -101,10 +102,16 @@ def pyformat(text: str, param_types: tuple[str, ...] | None = None) -> str:
     return _NUMBERED.sub(placeholder, body)
 
 
+#: A line ``{{include:NAME}}`` in a statement file is replaced by ``sql/_NAME.sql``: a
+#: fragment two statements share (settle.sql and claim.sql: the claimed jobs' rows).
+_INCLUDE = re.compile(r"^\{\{include:([a-z_]+)\}\}", re.MULTILINE)
+
+
 @functools.cache
 def source(name: str) -> str:
-    """The text of ``sql/<name>.sql``, read once."""
-    return resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
+    """The text of ``sql/<name>.sql``, its includes expanded, read once."""
+    text = resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
+    return _INCLUDE.sub(lambda match: source(f"_{match.group(1)}").rstrip("\n"), text)
 
 
 def bind(text: str, quoted_schema: str, *, with_parameters: bool) -> str:
@@ -165,25 +172,34 @@ class Queries:
         self._names = names if names is not None else tuple(STATEMENTS)
         #: Unprepared mode: name -> the bound ``%(pn)s`` text, made once per connection.
         self._texts: dict[str, str] = {}
+        #: The statements ready on this connection (PREPAREd, or their text bound).
+        self._ready: set[str] = set()
         self.prepare()
 
     def prepare(self) -> None:
         """PREPARE every statement on this connection (again after a reconnect); unprepared,
-        bind the texts once instead (no round trip)."""
+        bind the texts once instead (no round trip). A statement not named up front is made
+        ready when it is first used."""
+        self._ready.clear()
+        for name in self._names:
+            self.make_ready(name)
+
+    def make_ready(self, name: str) -> None:
+        statement = STATEMENTS[name]
         if not self.prepared:
-            for name in self._names:
-                body = pyformat(source(name), STATEMENTS[name].param_types)
-                self._texts[name] = bind_schema(body, self.schema, self.conn, with_parameters=True)
-            return
-        with self.conn.cursor() as cur:
-            for name in self._names:
-                statement = STATEMENTS[name]
-                # PREPARE runs without parameters: the name goes in as it is.
-                body = bind_schema(source(name), self.schema, self.conn, with_parameters=False)
-                types = f"({', '.join(statement.param_types)})" if statement.param_types else ""
+            body = pyformat(source(name), statement.param_types)
+            self._texts[name] = bind_schema(body, self.schema, self.conn, with_parameters=True)
+        else:
+            # PREPARE runs without parameters: the name goes in as it is.
+            body = bind_schema(source(name), self.schema, self.conn, with_parameters=False)
+            types = f"({', '.join(statement.param_types)})" if statement.param_types else ""
+            with self.conn.cursor() as cur:
                 cur.execute(f"PREPARE {self._prefix}{name} {types} AS {body}")
+        self._ready.add(name)
 
     def execute(self, cur: Cursor, name: str, *params: Any) -> None:
+        if name not in self._ready:
+            self.make_ready(name)
         if not self.prepared:
             values = {f"p{number}": value for number, value in enumerate(params, start=1)}
             cur.execute(self._texts[name], values)

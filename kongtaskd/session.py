@@ -30,6 +30,7 @@ log = logging.getLogger("kongtaskd.supervisor")
 #: What the supervisor PREPAREs on its connection.
 SUPERVISOR_STATEMENTS = (
     "settle",
+    "claim",
     "register_tasks",
     "heartbeat",
     "stats_add",

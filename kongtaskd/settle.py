@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 #: back with it (``ClaimedJob.row``; 0: never), and for how many claimed jobs at most;
 #: whether a claim without outcomes may commit asynchronously (``Want.async_commit``).
 NAME = "settle"
+#: ``sql/claim.sql``: the same parameters and answer, for a turn without outcomes (the
+#: outcome steps' executor set-up is most of an idle claim's cost).
+CLAIM_NAME = "claim"
 PARAM_TYPES = (
     "bigint[]",
     "bigint[]",
@@ -198,16 +201,19 @@ class Settle:
         keep_completed: bool = False,
         inline_row_max_bytes: int = tunables.INLINE_ROW_MAX_BYTES,
     ) -> SettleResult:
-        """Write ``outcomes`` and claim ``want.count`` jobs, in one statement.
+        """Write ``outcomes`` and claim ``want.count`` jobs, in one statement (with no
+        outcomes, ``sql/claim.sql``: the claim alone).
 
         ``keep_completed``: the same statement records each completed job in
         ``_kongtaskd_completed_jobs`` (the ``keep_completed`` config key is set).
         ``inline_row_max_bytes``: claimed jobs whose payload is at most this big come back
         with their row (``ClaimedJob.row``); 0 for none.
         """
+        if not outcomes and want.count <= 0:
+            return SettleResult()  # nothing to write, nothing wanted: no round trip
         failed_ids = list(outcomes.failed)
         rows = self.queries.fetchall(
-            NAME,
+            NAME if outcomes else CLAIM_NAME,
             outcomes.completed,
             failed_ids,
             [outcomes.failed[job_id] for job_id in failed_ids],

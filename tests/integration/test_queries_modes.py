@@ -18,7 +18,7 @@ from psycopg2 import sql
 from kongtaskd.child import CHILD_STATEMENTS
 from kongtaskd.queries import STATEMENTS, Queries, pyformat, source
 from kongtaskd.schema import migrate
-from kongtaskd.settle import Outcomes, Settle, Want
+from kongtaskd.settle import CLAIM_NAME, Outcomes, Settle, Want
 
 POOL = "pool-queries-modes-1"
 
@@ -57,7 +57,9 @@ def test_the_childs_statements_give_the_same_answers_in_both_modes(
     prepared: bool, conn: psycopg2.extensions.connection
 ) -> None:
     task_id = task_with_jobs(conn, "graphile_worker", 3)
-    queries = Queries(conn, "graphile_worker", names=CHILD_STATEMENTS, prepared=prepared)
+    # The claim (the supervisor's statement, never a child's) only sets the jobs up.
+    names = (*CHILD_STATEMENTS, CLAIM_NAME)
+    queries = Queries(conn, "graphile_worker", names=names, prepared=prepared)
     settle = Settle(queries, POOL)
     # An empty outcome is three empty bigint[] and a text[], a float8[] of nothing.
     claimed = sorted(job.id for job in settle.settle(Outcomes(), Want(3, [task_id])).claimed)
@@ -78,7 +80,7 @@ def test_the_childs_statements_give_the_same_answers_in_both_modes(
         conn, "select last_error from graphile_worker._private_jobs where id = %s", (claimed[1],)
     ) == [("it's 100% 'broken'",)]
     prepared_here = rows(conn, "select count(*) from pg_prepared_statements")[0][0]
-    assert prepared_here == (len(CHILD_STATEMENTS) if prepared else 0)
+    assert prepared_here == (len(names) if prepared else 0)
 
 
 def test_unprepared_statements_work_in_a_schema_whose_name_needs_quoting(
@@ -87,6 +89,6 @@ def test_unprepared_statements_work_in_a_schema_whose_name_needs_quoting(
     schema = 'odd "%s$$ name'
     migrate(conn, schema=schema)
     task_id = task_with_jobs(conn, schema, 1)
-    queries = Queries(conn, schema, names=CHILD_STATEMENTS, prepared=False)
+    queries = Queries(conn, schema, names=(*CHILD_STATEMENTS, CLAIM_NAME), prepared=False)
     (job,) = Settle(queries, POOL).settle(Outcomes(), Want(1, [task_id])).claimed
     assert queries.fetchall("load_job", job.id, POOL)[0][0] == job.id
