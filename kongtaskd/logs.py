@@ -113,6 +113,13 @@ def _message(record: logging.LogRecord) -> str:
     return message if getattr(record, "_masked", False) else mask_secrets(message)
 
 
+def _fields(record: logging.LogRecord) -> tuple[float, str, str, Any, Any, str]:
+    """What both formats show of a record: created, level, logger, job id, task, message
+    (scrubbed). A job line without a record (``job_line``'s direct path) passes the same."""
+    job_id, task = getattr(record, "job_id", None), getattr(record, "task", None)
+    return record.created, record.levelname, record.name, job_id, task, _message(record)
+
+
 # The date and time of the last second formatted: strftime once a second, not per line.
 _second: tuple[int, str] = (-1, "")
 
@@ -160,14 +167,7 @@ class TextFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.line(
-            record.created,
-            record.levelname,
-            record.name,
-            getattr(record, "job_id", None),
-            getattr(record, "task", None),
-            _message(record),
-        )
+        line = self.line(*_fields(record))
         if record.exc_info:
             line += "\n" + mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
@@ -195,15 +195,7 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = self.entry(
-            record.created,
-            record.levelname,
-            record.name,
-            getattr(record, "job_id", None),
-            getattr(record, "task", None),
-            _message(record),
-            record.process,
-        )
+        entry = self.entry(*_fields(record), record.process)
         if record.exc_info:
             entry["exc"] = mask_secrets(self.formatException(record.exc_info))
         if record.stack_info:
