@@ -359,14 +359,17 @@ def job_line(
     redaction pass) that only our handler would see, no ``LogRecord`` at all."""
     if not logger.isEnabledFor(level):
         return
+    failed: _KongtaskHandler | None = None
     if clean:
         sink = _direct_sink(logger, level)
         if sink is not None:
             try:
                 sink.direct_line(logger.name, level, job_id, task, msg % args, source)
                 return
+            except RecursionError:
+                raise
             except Exception:
-                pass  # the record's way below reports the error as logging does
+                failed = sink  # reported below, with the record, as an emit's error is
     record = logger.makeRecord(
         logger.name,
         level,
@@ -382,6 +385,9 @@ def job_line(
         record.msg = msg % args
         record.args = None
         record._masked = True
+    if failed is not None:
+        failed.handleError(record)  # not written again: the write may have got half out
+        return
     logger.handle(record)
 
 

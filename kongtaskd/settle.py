@@ -1,9 +1,10 @@
 """The supervisor's one round trip, typed: ``settle(outcomes, want) -> SettleResult``.
 
 ``sql/settle.sql`` writes the outcomes collected since the last loop turn and claims new
-jobs in one statement (one transaction, one commit). Its parameters are positional
-(``$1..$14``) and its answer is a union of row kinds; this module is the only place that
-knows either shape, so callers deal in named fields:
+jobs in one statement (one transaction, one commit); a turn with no outcome runs
+``sql/claim.sql``, the claim alone, with the same parameters and answer. The parameters are
+positional (``$1..$14``) and the answer is a union of row kinds; this module is the only
+place that knows either shape, so callers deal in named fields:
 
 * the supervisor: ``Settle.settle(outcomes, want)`` every loop turn;
 * a child whose supervisor is gone: ``Settle.record(outcomes)`` writes its outcome itself,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 #: whether a claim without outcomes may commit asynchronously (``Want.async_commit``).
 NAME = "settle"
 #: ``sql/claim.sql``: the same parameters and answer, for a turn without outcomes (the
-#: outcome steps' executor set-up is most of an idle claim's cost).
+#: outcome steps' executor set-up, ~0.4 ms, was a quarter of an idle claim's round trip).
 CLAIM_NAME = "claim"
 PARAM_TYPES = (
     "bigint[]",

@@ -391,3 +391,22 @@ def test_whatever_else_would_see_a_job_line_gets_its_record(
     assert [r.getMessage() for r in seen] == ["job succeeded in 0.500s (attempt 1 of 25)"]
     (line,) = lines(stream)
     assert line.endswith("[job 42 send_email]: job succeeded in 0.500s (attempt 1 of 25)")
+
+
+def test_a_failed_direct_write_is_reported_as_logging_does_and_not_written_twice(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours("text", stream)
+    handler = logging.getLogger().handlers[0]
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    writes: list[str] = []
+
+    def write(text: str) -> int:
+        writes.append(text)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stream, "write", write)
+    job_finished(logging.getLogger("kongtaskd.task.send_email"), a_job(), 0.5, None)
+    assert len(writes) == 1  # tried once
+    assert [r.getMessage() for r in reported] == ["job succeeded in 0.500s (attempt 1 of 25)"]
