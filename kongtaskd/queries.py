@@ -110,7 +110,14 @@ _INCLUDE = re.compile(r"^\{\{include:([a-z_]+)\}\}", re.MULTILINE)
 @functools.cache
 def source(name: str) -> str:
     """The text of ``sql/<name>.sql``, its includes expanded, read once."""
-    text = resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
+    return expand_includes(
+        resources.files("kongtaskd.sql").joinpath(f"{name}.sql").read_text("utf-8")
+    )
+
+
+def expand_includes(text: str) -> str:
+    """``text`` with each ``{{include:NAME}}`` line replaced by ``sql/_NAME.sql`` (also for
+    a statement file read from elsewhere: ``perf/claim_bench.py --sql``)."""
     return _INCLUDE.sub(lambda match: source(f"_{match.group(1)}").rstrip("\n"), text)
 
 

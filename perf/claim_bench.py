@@ -84,7 +84,10 @@ OTHER_TASK = "other"
 
 def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
     body = queries.bind_schema(
-        path.read_text("utf-8"), "graphile_worker", cur.connection, with_parameters=False
+        queries.expand_includes(path.read_text("utf-8")),
+        "graphile_worker",
+        cur.connection,
+        with_parameters=False,
     )
     cur.execute(f"PREPARE {name} {CLAIM_TYPES} AS {body}")
 
@@ -367,7 +370,10 @@ def claimer(
     more_count = 0
     name = "c_q"
     body = queries.bind_schema(
-        sql_path.read_text("utf-8"), "graphile_worker", conn, with_parameters=False
+        queries.expand_includes(sql_path.read_text("utf-8")),
+        "graphile_worker",
+        conn,
+        with_parameters=False,
     )
     cur.execute(f"PREPARE {name} {CLAIM_TYPES} AS {body}")
     cur.execute("select pg_backend_pid()")

@@ -25,8 +25,12 @@ from tests.support import wait_for
 from tests.support.daemon import Daemon, prepare_database, query, write_config
 
 #: Long enough not to be batched (a batch runs on in its child without the supervisor:
-#: ``BATCH_MAX_AVERAGE_JOB_SECONDS``), short enough to be prefetched.
-QUICK_SECONDS = 0.004
+#: ``BATCH_MAX_AVERAGE_JOB_SECONDS``), short enough to be prefetched, and long next to a
+#: claim's round trip: the children then rarely empty the hand, so the write the test
+#: blocks is one that rides with a claim while jobs wait in hand (with 4 ms jobs, and
+#: children that start a job from the hand without a row load, a loaded machine often had
+#: the hand empty at every block).
+QUICK_SECONDS = 0.01
 
 
 def add_quick(db: str, count: int, tag: str) -> None:
@@ -47,7 +51,7 @@ ATTEMPTS = 10
 
 def child_ran_two_during(db: str, since: object) -> bool:
     """Some child finished a job after ``since`` and then started another: that second job
-    was handed over after ``since``. (Jobs of 4 ms are never batched, so a child holds one
+    was handed over after ``since``. (Jobs of 10 ms are never batched, so a child holds one
     job at a time and gets its next only by a hand-over.)"""
     rows = query(
         db,
