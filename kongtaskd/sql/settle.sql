@@ -15,8 +15,8 @@
 --   $11 boolean   keep_completed: also record each completed job in _kongtaskd_completed_jobs
 --   $12 integer   inline rows: a claimed job whose payload text is at most this many bytes
 --                 comes back with its row (0 = never; see `inline_rows` below)...
---   $13 integer   ...for at most this many claimed jobs, best first (the supervisor's
---                 idle children can take only so many this turn)
+--   $13 integer   ...for at most this many claimed jobs, best first (the supervisor asks
+--                 for all: a job handed out within INLINE_ROW_MAX_AGE takes its row along)
 --   $14 boolean   a claim without outcomes commits without waiting for its WAL flush
 --                 (`commit_mode` below)
 --
