@@ -82,7 +82,8 @@ DEFAULT_SQL = Path(__file__).resolve().parent.parent / "kongtaskd" / "sql" / "se
 OTHER_TASK = "other"
 
 
-def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
+def prepare_file(cur: Cursor, path: Path, name: str) -> None:
+    """PREPARE a statement file with settle.sql's parameters, as ``name``."""
     body = queries.bind_schema(
         queries.expand_includes(path.read_text("utf-8")),
         "graphile_worker",
@@ -90,6 +91,10 @@ def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
         with_parameters=False,
     )
     cur.execute(f"PREPARE {name} {CLAIM_TYPES} AS {body}")
+
+
+def settle_claim(cur: Cursor, path: Path, name: str) -> Claim:
+    prepare_file(cur, path, name)
 
     def claim(cur: Cursor, done: list[int], tasks: list[int], size: int) -> list[int]:
         cur.execute(
@@ -369,13 +374,7 @@ def claimer(
     claim_ms: list[float] = []
     more_count = 0
     name = "c_q"
-    body = queries.bind_schema(
-        queries.expand_includes(sql_path.read_text("utf-8")),
-        "graphile_worker",
-        conn,
-        with_parameters=False,
-    )
-    cur.execute(f"PREPARE {name} {CLAIM_TYPES} AS {body}")
+    prepare_file(cur, sql_path, name)
     cur.execute("select pg_backend_pid()")
     backend = cur.fetchone()[0]
     pid_out.put(backend)  # type: ignore[attr-defined]
