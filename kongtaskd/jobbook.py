@@ -104,7 +104,8 @@ class JobBook:
         self.outcomes_since: float | None = None
         #: Tasks with a fleet-wide cap or rate: never batched (each job is one slot).
         self.capped: frozenset[str] = frozenset()
-        #: Some prefetched job still carries its row (``forget_rows`` has work to do).
+        #: A claim brought rows since the last ``forget_rows``: while none did, ``deal``
+        #: and ``forget_rows`` skip their pass over the rows.
         self.rows_in_hand = False
 
     # ---- outcomes -------------------------------------------------------------------------

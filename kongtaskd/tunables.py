@@ -115,13 +115,6 @@ SERVE_CHILDREN_DURING_SETTLE = True
 #: whose ownership no recent claim vouches for (``INLINE_ROW_MAX_AGE``). 0 turns inline
 #: rows off.
 INLINE_ROW_MAX_BYTES = 4096
-#: A claimed job's row goes with it only while the claim is at most this many seconds old
-#: (and its session not lost since): the claim's lock is then the ownership check the
-#: child's load would make. The bound matches a batch's: the rows of a batch are loaded
-#: once, and its last job starts up to ``BATCH_TARGET_SECONDS`` later. Longer lets a job the
-#: sweep took back in that window start; shorter sends more prefetched jobs without their
-#: row (one load round trip per batch). jobbook's "Inline rows" has the argument.
-INLINE_ROW_MAX_AGE = 0.02  # = BATCH_TARGET_SECONDS (defined below)
 #: A RUN frame carries at most this many bytes of rows (a batch of big rows must never
 #: fill the child's socket buffer, which a non-blocking send cannot wait for); the rows
 #: beyond go without, and the child loads those.
@@ -183,6 +176,13 @@ BATCH_MAX_AVERAGE_JOB_SECONDS = 0.002
 BATCH_TARGET_SECONDS = 0.02
 #: ...and never more than this many.
 BATCH_MAX_JOBS = 32
+#: A claimed job's row goes with it only while the claim is at most this many seconds old
+#: (and its session not lost since): the claim's lock is then the ownership check the
+#: child's load would make. The bound matches a batch's: the rows of a batch are loaded
+#: once, and its last job starts up to ``BATCH_TARGET_SECONDS`` later. Longer lets a job the
+#: sweep took back in that window start; shorter sends more prefetched jobs without their
+#: row (one load round trip per batch). jobbook's "Inline rows" has the argument.
+INLINE_ROW_MAX_AGE = BATCH_TARGET_SECONDS
 
 #: `jobs list --json` fetches its rows from a server-side cursor in batches of this many:
 #: memory stays at one batch however long the list, and at a few hundred bytes a row one
